@@ -1,0 +1,76 @@
+# WSSS pipeline — the Makefile is the table of contents.
+#   make demo                     everything on the embedded synthetic dataset (CPU)
+#   make test                     the test suite
+#   make <stage> [EXP=cfg] [WORK_DIR=dir] [OPTS="a.b=1 c=x"] [FORCE=1] [GPUS=N]
+# Each stage skips itself when its config section and upstream outputs are unchanged.
+SHELL := bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ENV_STAMP := $(VENV)/.stamp
+
+EXP ?= configs/demo_synthetic.py
+WORK_DIR ?=
+OPTS ?=
+FORCE ?= 0
+GPUS ?= 1
+# data-stage shortcuts: DATASET=voc|synthetic, VOC_ROOT (= DATA_ROOT) and SBD_ROOT
+DATASET ?=
+DATA_ROOT ?= $(VOC_ROOT)
+SBD_ROOT ?=
+
+DATA_OPTS := $(if $(DATASET),data.dataset=$(DATASET)) \
+             $(if $(DATA_ROOT),data.root=$(abspath $(DATA_ROOT)) $(if $(DATASET),,data.dataset=voc)) \
+             $(if $(SBD_ROOT),data.sbd_root=$(abspath $(SBD_ROOT)))
+ALL_OPTS := $(strip $(DATA_OPTS) $(OPTS))
+STAGE_ARGS = --exp $(abspath $(EXP)) $(if $(WORK_DIR),--work-dir $(abspath $(WORK_DIR))) \
+             $(if $(ALL_OPTS),--opts $(ALL_OPTS)) $(if $(filter 1,$(FORCE)),--force)
+# training stages go through torchrun when GPUS > 1
+LAUNCH = $(if $(filter-out 0 1,$(GPUS)),$(VENV)/bin/torchrun --standalone --nproc_per_node=$(GPUS) -m,$(PY) -m)
+
+STAGES := data classifier heatmaps saliency seeds segmenter eval submit report
+
+.PHONY: help env test demo bench $(STAGES) clean-work
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-18s %s\n", $$1, $$2}'
+
+env: $(ENV_STAMP) ## build the virtual environment (.venv) if missing
+
+$(ENV_STAMP): requirements.txt tools/make_venv.sh
+	PYTHON=$(PYTHON) bash tools/make_venv.sh $(VENV)
+
+test: $(ENV_STAMP) ## run the test suite
+	$(PY) -m pytest tests
+
+data: $(ENV_STAMP) ## prepare the dataset index (DATASET=synthetic|voc, VOC_ROOT=, SBD_ROOT=)
+	$(PY) -m stages.data $(STAGE_ARGS)
+
+classifier: $(ENV_STAMP) ## train the VGG-16 multi-label classifier (EP by default; GPUS=N for DDP)
+	$(LAUNCH) stages.classifier $(STAGE_ARGS)
+
+heatmaps: $(ENV_STAMP) ## class heatmaps (CAM, entropy weights) of every trainaug image
+	$(PY) -m stages.heatmaps $(STAGE_ARGS)
+
+saliency: $(ENV_STAMP) ## saliency maps: imported (saliency.dir) or the built-in RBD method
+	$(PY) -m stages.saliency $(STAGE_ARGS)
+
+seeds: $(ENV_STAMP) ## seeds from heatmaps + saliency thresholds, with seed quality
+	$(PY) -m stages.seeds $(STAGE_ARGS)
+
+segmenter: $(ENV_STAMP) ## train DeepLab-ASPP (VGG-16) with DSRG from the seeds (GPUS=N for DDP)
+	$(LAUNCH) stages.segmenter $(STAGE_ARGS)
+
+eval: $(ENV_STAMP) ## mIoU on the val split, with and without CRF
+	$(PY) -m stages.eval $(STAGE_ARGS)
+
+submit: $(ENV_STAMP) ## test-set predictions in the VOC server format + results.tgz
+	$(PY) -m stages.submit $(STAGE_ARGS)
+
+.PHONY: check-submission
+check-submission: $(ENV_STAMP) ## validate a VOC submission (DIR= folder or .tgz; default WORK_DIR/submit/results/...)
+	$(PY) -m stages.check_submission $(STAGE_ARGS) $(if $(DIR),--dir $(abspath $(DIR)))
+
+clean-work: ## delete WORK_DIR (default: work_dirs/<experiment>)
+	rm -rf $(if $(WORK_DIR),$(WORK_DIR),work_dirs/$(basename $(notdir $(EXP))))

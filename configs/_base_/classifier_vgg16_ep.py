@@ -1,0 +1,24 @@
+# Classifier of the EP paper (ICCV 2019, §3, §4.4): VGG-16 with Entropy Pooling, trained on
+# image-level labels; its heatmaps become seeds. Values: paper + ALGORITHMS.md §1-§3.
+experiment = dict(seed=0, device="auto")
+
+classifier = dict(
+    model=dict(
+        # fully convolutional VGG-16 (DSRG/SEC cue network): pool4/pool5 stride 1, dilated conv5,
+        # fc6 (3x3, 1024) + fc7 (1x1, 1024) convs, output stride 8 (321 -> 41)
+        backbone=dict(width=1.0, batch_norm=False, dropout=0.5, fc6_dilation=1,
+                      sge_after=(), lip_pools=(), bew_before=()),
+        pooling=dict(type="ep", detach_lambda=False, tau=0.4),
+        pretrained="torchvision",        # torchvision cache, or a path to vgg16-397923af.pth
+        bew_loss_weight=0.5,
+    ),
+    train=dict(
+        split="trainaug", crop=321, resize=None, scale_range=(0.7, 1.3),
+        batch_size=20, max_iters=8000, num_workers=4,
+        optimizer=dict(type="SGD", lr=1e-3, momentum=0.9, weight_decay=5e-4),
+        schedule=dict(type="step", step=2000, gamma=0.1),   # lr /10 every 2000 iterations
+        lr_mult=dict(),
+        loss="multilabel_soft_margin", amp=True, log_interval=20, checkpoint_interval=1000,
+    ),
+    val=dict(split="val", size=321, batch_size=20),
+)

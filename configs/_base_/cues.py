@@ -1,0 +1,61 @@
+# Localisation cues of the EP paper (ICCV 2019, §4.3-§4.4; ALGORITHMS.md §1, §3):
+# class heatmaps of the trained classifier -> saliency -> seeds (+ argmax pseudo-masks).
+# Stages: `make heatmaps`, `make saliency`, `make seeds`. Changing only `seeds.*` re-runs the
+# seeds stage alone (heatmaps and saliency stay fresh) and marks the segmenter stale.
+
+heatmaps = dict(
+    split="trainaug",          # the images that get heatmaps (and later seeds)
+    # images are resized to size x size so that they batch (the DSRG/SEC cue network takes
+    # 321x321 inputs, aspect ratio ignored); maps are upsampled back to each image's own size.
+    # None keeps every image at its size (batches then group equal-sized images).
+    size=321,
+    # test-time aggregation (ALGORITHMS.md §1; *choice*): mean of the raw CAM over these scales
+    # of the `size` input and their horizontal flips (the usual AffinityNet/IRN CAM set).
+    scales=(1.0, 0.5, 1.5, 2.0),
+    flip=True,
+    # pooling rule at inference: None = the one the model was trained with; 'ep' on a GAP-trained
+    # model = "EP inference" (EP paper §3). CAM = Wᵀv + b and λ do not depend on it; the
+    # image-level scores stored with each map do.
+    pooling=None,
+    # also store λ^c = λ · p̂(c) (EP paper §4.3, p̂ = softmax over the K classes of the CAM at
+    # each location) in heatmaps/lambda_c/<id>.npz, for seeds.heatmap_source='lambda_c'.
+    class_specific_lambda=False,
+    batch_size=8,
+    num_workers=2,             # DataLoader workers (image decoding + resizing)
+    amp=True,                  # float16 autocast on CUDA (ignored on CPU)
+)
+
+saliency = dict(
+    split="trainaug",
+    # folder of precomputed maps <id>.png|.jpg|.bmp (e.g. DRFI, as the EP paper uses), relative
+    # to the repository root or absolute; any size (resized bilinearly to the image). Every
+    # image of the split needs one. None = compute the built-in RBD saliency (Zhu et al. 2014).
+    # The stage does not watch the folder's contents: after replacing maps, run with FORCE=1.
+    dir=None,
+    # parameters of pipeline.saliency.rbd_saliency (paper values; SLIC superpixels)
+    rbd=dict(n_segments=250, compactness=10.0, sigma_clr=10.0, sigma_bndcon=1.0,
+             sigma_spa=0.25, mu=0.1, bg_lambda=1.0),
+    workers=2,                 # processes (RBD is CPU-bound); <= 1 runs in-process
+)
+
+seeds = dict(
+    heatmap_source="cam",      # 'cam' | 'lambda_c' (needs heatmaps.class_specific_lambda=True)
+    # foreground: pixels in the "top 30%" of each class heatmap (EP paper §4.4)
+    fg_top=0.30,
+    fg_mode="relative",        # 'relative': h >= (1 - fg_top)·max h (DSRG/SEC) | 'rank': top fg_top of pixels
+    # background: saliency < bg_sal (EP paper §4.4: "normalized saliency < 0.06")
+    bg_sal=0.06,
+    # rescale each saliency map to [0, 1] by its own min/max before thresholding (the paper's
+    # "normalized saliency"); False uses the stored 8-bit values / 255 as they are
+    normalise_saliency=True,
+    overlap="max",             # pixel claimed by several classes: 'max' (highest heatmap) | 'ignore' (255)
+    # dense pseudo-masks pseudo/<id>.png: argmax over the image's (max-normalised) class maps,
+    # background where the max is below this. 0.15 is IRN's CAM evaluation threshold
+    # (Ahn et al. CVPR 2019, `cam_eval_thres`); CAM papers use 0.15-0.25.
+    pseudo_bg_threshold=0.15,
+    # also write seeds/dsrg_cues.pickle + input_list.txt for the SEC/DSRG reference code
+    export_dsrg_pickle=False,
+    dsrg_grid=41,              # 321 input / output stride 8
+    dsrg_mode="nearest",       # seed map -> grid: 'nearest' | 'majority'
+    n_overlays=8,              # overlay PNGs (image | heatmap | λ | saliency | seeds | pseudo | GT)
+)

@@ -1,0 +1,42 @@
+# The embedded default: the whole pipeline on the synthetic VOC-format benchmark, on a CPU.
+# Same method as configs/voc_ep_dsrg.py; only sizes, widths and schedules are scaled down, and
+# the networks train from scratch (no ImageNet weights here): BatchNorm + Adam for that.
+_base_ = ["_base_/classifier_vgg16_ep.py", "_base_/data_synthetic.py", "_base_/cues.py",
+          "_base_/eval_submit.py", "_base_/segmenter_dsrg_vgg16.py"]
+
+experiment = dict(name="demo_synthetic", seed=0, device="auto")
+
+classifier = dict(
+    model=dict(backbone=dict(width=0.25, batch_norm=True), pretrained=None),
+    train=dict(crop=112, scale_range=(0.8, 1.2), batch_size=16, max_iters=300, num_workers=0,
+               optimizer=dict(_delete_=True, type="Adam", lr=1e-3, weight_decay=1e-4),
+               schedule=dict(_delete_=True, type="poly", power=0.9),
+               amp=False, log_interval=25, checkpoint_interval=100),
+    val=dict(split="val", size=112, batch_size=32, extra_poolings=("gap",)),
+)
+
+# cues (heatmaps -> saliency -> seeds): the 112 px synthetic images batch at their own size;
+# seed thresholds picked on the demo classifier's train-split seed quality (see the stage docs).
+heatmaps = dict(size=112, scales=(1.0, 0.75, 1.25), batch_size=32, num_workers=0,
+                class_specific_lambda=True)
+saliency = dict(workers=2)
+seeds = dict(fg_top=0.30, bg_sal=0.06, pseudo_bg_threshold=0.15)
+
+# eval / submit: the 112 px synthetic images, DSRG's 0.75/1/1.25 scales + flips and CRF.
+eval = dict(size=112, scales=(0.75, 1.0, 1.25), batch_size=16, amp=False,
+            crf=dict(enabled=True, preset="dsrg_test", workers=2), n_overlays=8)
+submit = dict()   # same inference settings as eval
+
+# segmenter (DSRG): DeepLab v2 at width 0.25 with BatchNorm from scratch (Adam, no lr multipliers),
+# 112 px inputs -> 15x15 output grid, ASPP rates scaled to that grid (DSRG: 6/12/18/24 on 41x41),
+# CRF in-process (tiny grid). ~0.5 s/iteration on 2 CPU cores.
+segmenter = dict(
+    model=dict(width=0.25, batch_norm=True, fc_channels=512, rates=(2, 4, 6, 9), pretrained=None),
+    train=dict(crop=112, resize=112, scale_range=(0.8, 1.2), batch_size=8, max_iters=300,
+               num_workers=0, optimizer=dict(_delete_=True, type="Adam", lr=1e-3, weight_decay=1e-4),
+               schedule=dict(_delete_=True, type="poly", power=0.9),
+               lr_mult=dict(_delete_=True), paramwise=dict(_delete_=True),
+               amp=False, log_interval=25, checkpoint_interval=100),
+    crf=dict(workers=0),
+    val=dict(size=112, batch_size=32),
+)

@@ -1,0 +1,1 @@
+"""VOC-format datasets: preparation of VOC/SBD, synthetic generator, dataset index."""

@@ -1,0 +1,194 @@
+"""DSRG training loss of the segmenter (Huang et al. CVPR 2018; ALGORITHMS.md §5-§7), pure torch.
+
+One training step, for logits z (B,C,h,w) at output stride 8 (41×41 for a 321 input):
+
+1. P = stable softmax of z (:func:`pipeline.losses.stable_softmax_probs`);
+2. cues: the seed label map (B,H,W) of the crop (255 = unlabelled) downsampled to the h×w
+   grid with the cell-centre nearest rule of :func:`pipeline.seeds.seeds_to_multihot`
+   (``y = floor((i + ½)·H/h)``, integer arithmetic, on the device) and made multi-hot;
+3. Q = dense CRF of P.detach() on the crop bilinearly downscaled to h×w
+   (:func:`pipeline.crf.downscale_image`; preset ``dsrg_train``: spatial σ / 12, probability
+   unary), one image per job in a process pool (:func:`pipeline.crf.crf_batch`);
+4. grown seeds = :func:`pipeline.growing.grow_seeds` (thresholds 0.85 / 0.99, the image's
+   classes only) on Q (``grow_on="crf"``, the reference) or on P (``grow_on="probs"``);
+5. loss = seed_weight · balanced seeding loss(P, grown) + boundary_weight · KL(Q‖P)
+   (:func:`pipeline.losses.balanced_seeding_loss`, :func:`pipeline.losses.boundary_loss`; Q is a
+   constant, the Q/P ratio clipped to ``boundary_clip`` as DSRG's ``ConstrainLossLayer``).
+
+CPU/GPU overlap (the CRF must not block longer than needed): Q only needs P.detach(), so the
+CRF jobs are submitted as soon as P exists. With a process pool the submission runs in a
+helper thread (it only waits on the pool) while the main thread computes the cues and, with
+``grow_on="probs"``, grows the seeds; the main thread then blocks only for what is left of the
+CRF. With ``grow_on="crf"`` (default) growing needs Q, so the CRF lies on the critical path:
+it is as short as the pool makes it (the batch is split over the workers). With no pool
+(``workers=0``) the CRF runs in-process, sequentially. The backward pass cannot start earlier
+because the optimised loss includes the boundary term.
+
+Logged (non-optimised) values: ``seed_bg`` / ``seed_fg`` (the two seeding terms), ``cov_before``
+/ ``cov_after`` (fraction of grid pixels carrying at least one seed before / after growing),
+``crf_wait_s`` (seconds the main thread waited for Q), ``grow_s`` (seconds spent growing).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.crf import CRFParams, crf_batch, downscale_image
+from pipeline.growing import grow_seeds
+from pipeline.losses import balanced_seeding_loss, boundary_loss, stable_softmax_probs
+
+__all__ = ["DSRGConfig", "crf_params_from_cfg", "cues_on_grid", "grid_images", "dsrg_losses",
+           "ce_loss", "IGNORE_INDEX"]
+
+IGNORE_INDEX = 255
+_CRF_RUNTIME_KEYS = ("workers", "start_method", "enabled")
+
+
+def crf_params_from_cfg(crf_cfg) -> CRFParams:
+    """``dict(preset="dsrg_train", workers=..., **CRFParams overrides)`` → :class:`CRFParams`
+    (``workers`` / ``start_method`` describe the pool and are ignored here)."""
+    cfg = {k: v for k, v in dict(crf_cfg or {}).items() if k not in _CRF_RUNTIME_KEYS}
+    return CRFParams.preset(cfg.pop("preset", "dsrg_train"), **cfg)
+
+
+@dataclasses.dataclass(frozen=True)
+class DSRGConfig:
+    """Settings of :func:`dsrg_losses` (module docstring; config section ``segmenter.dsrg``)."""
+    fg_threshold: float = 0.85
+    bg_threshold: float = 0.99
+    grow_on: str = "crf"                # "crf": grow on Q (reference) | "probs": grow on P
+    seed_weight: float = 1.0
+    boundary_weight: float = 1.0
+    boundary_clip: tuple | None = (0.05, 20.0)
+    crf: CRFParams = CRFParams.preset("dsrg_train")
+
+    def __post_init__(self):
+        if self.grow_on not in ("crf", "probs"):
+            raise ValueError(f"dsrg.grow_on must be 'crf' or 'probs', got {self.grow_on!r}")
+
+    @classmethod
+    def from_cfg(cls, dsrg=None, crf=None) -> "DSRGConfig":
+        """From the ``dsrg`` and ``crf`` config sections (plain dicts or ConfigDicts)."""
+        d = dict(dsrg or {})
+        known = {f.name for f in dataclasses.fields(cls)} - {"crf"}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown dsrg keys {unknown}; known {sorted(known)}")
+        clip = d.get("boundary_clip", cls.boundary_clip)
+        if clip is not None:
+            d["boundary_clip"] = (float(clip[0]), float(clip[1]))
+        return cls(**d, crf=crf_params_from_cfg(crf))
+
+
+def _grid_index(n_in: int, n_out: int, device) -> torch.Tensor:
+    """Cell-centre nearest indices floor((2i+1)·n_in / (2·n_out)) (seeds_to_multihot 'nearest')."""
+    i = torch.arange(n_out, device=device)
+    return torch.div((2 * i + 1) * n_in, 2 * n_out, rounding_mode="floor").clamp_max(n_in - 1)
+
+
+def cues_on_grid(labels: torch.Tensor, num_classes: int, size) -> torch.Tensor:
+    """(B,H,W) label maps (255 = none) → (B,C,h,w) bool multi-hot cues on the output grid."""
+    B, H, W = labels.shape
+    h, w = int(size[0]), int(size[1])
+    lab = labels[:, _grid_index(H, h, labels.device)][:, :, _grid_index(W, w, labels.device)].long()
+    valid = lab != IGNORE_INDEX
+    if bool(((lab < 0) | (lab >= num_classes))[valid].any()):
+        raise ValueError(f"seed labels must lie in 0..{num_classes - 1} or be {IGNORE_INDEX}")
+    onehot = F.one_hot(torch.where(valid, lab, torch.zeros_like(lab)), num_classes)
+    return onehot.permute(0, 3, 1, 2).bool() & valid[:, None]
+
+
+def grid_images(raw: torch.Tensor | np.ndarray, size) -> np.ndarray:
+    """(B,H,W,3) uint8 crops → (B,h,w,3) uint8 on the output grid (for the training CRF)."""
+    raw = raw.detach().cpu().numpy() if torch.is_tensor(raw) else np.asarray(raw)
+    return np.stack([downscale_image(im, tuple(size)) for im in raw])
+
+
+_THREAD: ThreadPoolExecutor | None = None
+
+
+def _start_crf(images: np.ndarray, probs: torch.Tensor, params: CRFParams, pool):
+    """Start the CRF of ``probs`` (detached); returns a function that waits for Q (B,C,h,w)."""
+    global _THREAD
+    p = probs.detach().float().cpu().numpy()
+    if pool is None:
+        q = crf_batch(images, p, params)
+        return lambda: torch.from_numpy(q).to(probs.device)
+    if _THREAD is None:
+        _THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsrg-crf")
+    fut = _THREAD.submit(crf_batch, images, p, params, pool)
+    return lambda: torch.from_numpy(fut.result()).to(probs.device)
+
+
+def dsrg_losses(logits: torch.Tensor, labels: torch.Tensor, classes: torch.Tensor,
+                raw_images, cfg: DSRGConfig | dict | None = None, crf_pool=None) -> dict:
+    """DSRG losses of one batch (module docstring).
+
+    ``logits`` (B,C,h,w); ``labels`` (B,H,W) seed label maps of the crops (255 = none);
+    ``classes`` (B,C) bool image classes ([0] = background, forced on); ``raw_images``
+    (B,H,W,3) uint8 crops; ``cfg`` a :class:`DSRGConfig` (or a ``dsrg`` dict); ``crf_pool``
+    an executor from :func:`pipeline.crf.make_crf_pool` or None (in-process CRF).
+    Returns ``{"loss_seed", "loss_boundary" (when boundary_weight > 0), "seed_bg", "seed_fg",
+    "cov_before", "cov_after", "crf_wait_s", "grow_s"}`` (scalar tensors on the logits' device).
+    """
+    if not isinstance(cfg, DSRGConfig):
+        cfg = DSRGConfig.from_cfg(cfg)
+    logits = logits.float()
+    B, C, h, w = logits.shape
+    dev = logits.device
+    probs = stable_softmax_probs(logits)
+    need_crf = cfg.grow_on == "crf" or cfg.boundary_weight > 0
+    t0 = time.perf_counter()
+    wait_q = _start_crf(grid_images(raw_images, (h, w)), probs, cfg.crf, crf_pool) if need_crf else None
+    crf_wait = time.perf_counter() - t0            # in-process CRF: all of it; pool: submission
+    cues = cues_on_grid(labels.to(dev), C, (h, w))
+    image_classes = classes.to(dev).bool()
+    grow_t = 0.0
+    if cfg.grow_on == "probs":
+        t0 = time.perf_counter()
+        grown = grow_seeds(probs.detach(), cues, image_classes, cfg.fg_threshold, cfg.bg_threshold)
+        grow_t = time.perf_counter() - t0
+    q = None
+    if need_crf:
+        t0 = time.perf_counter()
+        q = wait_q()
+        crf_wait += time.perf_counter() - t0
+    if cfg.grow_on == "crf":
+        t0 = time.perf_counter()
+        grown = grow_seeds(q, cues, image_classes, cfg.fg_threshold, cfg.bg_threshold)
+        grow_t = time.perf_counter() - t0
+    seed, parts = balanced_seeding_loss(probs, grown)
+    out = {"loss_seed": cfg.seed_weight * seed,
+           "seed_bg": parts["bg"].detach(), "seed_fg": parts["fg"].detach(),
+           "cov_before": cues.any(dim=1).float().mean(), "cov_after": grown.any(dim=1).float().mean(),
+           "crf_wait_s": torch.tensor(crf_wait, device=dev), "grow_s": torch.tensor(grow_t, device=dev)}
+    if cfg.boundary_weight > 0:
+        out["loss_boundary"] = cfg.boundary_weight * boundary_loss(probs, q, cfg.boundary_clip)
+    return out
+
+
+def ce_loss(logits: torch.Tensor, labels: torch.Tensor, resolution: str = "input") -> torch.Tensor:
+    """Cross-entropy with 255 ignored, averaged over the labelled pixels (0 when none).
+
+    ``resolution="input"``: logits bilinearly upsampled (align_corners=False) to the label
+    size (mmseg / DeepLab v3 practice); ``"output"``: labels downsampled to the logit grid with
+    the cell-centre nearest rule of :func:`cues_on_grid` (DeepLab v2 Caffe practice).
+    """
+    logits = logits.float()
+    labels = labels.to(logits.device).long()
+    if resolution == "input":
+        if logits.shape[-2:] != labels.shape[-2:]:
+            logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+    elif resolution == "output":
+        h, w = logits.shape[-2:]
+        H, W = labels.shape[-2:]
+        labels = labels[:, _grid_index(H, h, labels.device)][:, :, _grid_index(W, w, labels.device)]
+    else:
+        raise ValueError(f"ce resolution must be 'input' or 'output', got {resolution!r}")
+    n = (labels != IGNORE_INDEX).sum().clamp_min(1)
+    return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum") / n

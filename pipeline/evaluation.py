@@ -1,0 +1,212 @@
+"""Scoring of segmentations on a split: one confusion matrix per split (ALGORITHMS.md §9).
+
+* :func:`evaluate_segmenter` — run a segmentation network over a split
+  (:mod:`pipeline.inference`: multi-scale + flip, optional dense CRF) and score it with and
+  without the CRF; optionally writes colour prediction PNGs and overlays. Used by the ``eval``
+  stage and meant for any other network (e.g. an ``upper_bound`` stage, the report).
+* :func:`score_label_dir` — score any folder of ``<id>.png`` label maps (predictions,
+  pseudo-masks, seeds) with the same evaluator, so the numbers are comparable.
+
+Both accumulate ONE :class:`pipeline.metrics.ConfusionMatrix` over the split (GT 255 ignored):
+IoU per class, mIoU (over classes present in GT or prediction), pixel accuracy (aAcc), mean
+class accuracy (mAcc), frequency-weighted IoU (fwIoU). Summaries are JSON-ready: the
+``ConfusionMatrix.summary`` keys with NaN (undefined class) written as None;
+``pipeline.metrics.format_table`` prints them. The GT of an id is its mask in the dataset's
+``seg_dirs``, else its held-out mask (synthetic test split), else it is not scored.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.inference import InferenceSettings, crf_from_cfg, iter_segmentation, open_crf_pool
+from pipeline.metrics import IGNORE_INDEX, ConfusionMatrix
+from pipeline.voc import read_label_png, write_label_png
+
+__all__ = ["read_gt", "summary_json", "evaluate_segmenter", "score_label_dir", "write_overlay",
+           "UNLABELLED_MODES"]
+
+UNLABELLED_MODES = ("background", "ignore", "error")
+
+
+def read_gt(index, img_id: str) -> np.ndarray | None:
+    """GT mask of ``img_id`` (``seg_dirs`` first, then the held-out masks), or None."""
+    gt = index.read_mask(img_id)
+    if gt is None:
+        gt = index.read_mask(img_id, heldout=True)
+    return gt
+
+
+def _clean(v):
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if isinstance(v, list):
+        return [_clean(x) for x in v]
+    return v
+
+
+def summary_json(summary: dict) -> dict:
+    """A ``ConfusionMatrix.summary`` with NaN replaced by None (valid JSON)."""
+    return {k: _clean(v) for k, v in summary.items()}
+
+
+def _all_reduce_ints(values: list[int], world_size: int) -> list[int]:
+    if world_size <= 1:
+        return [int(v) for v in values]
+    import torch
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()):
+        return [int(v) for v in values]
+    dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor(values, dtype=torch.int64, device=dev)
+    dist.all_reduce(t)
+    return [int(v) for v in t.cpu().tolist()]
+
+
+def write_overlay(path, image, pred, pred_crf=None, gt=None, alpha: float = 0.6) -> None:
+    """One PNG row: image | prediction | prediction+CRF | GT (label maps blended on the image)."""
+    from pipeline.visualize import blend, label_rgb, panel_row, save_rgb
+
+    tiles, names = [image], ["image"]
+    for lab, name in ((pred, "prediction"), (pred_crf, "prediction+CRF"), (gt, "GT")):
+        if lab is not None:
+            tiles.append(blend(image, label_rgb(lab), alpha))
+            names.append(name)
+    save_rgb(path, panel_row(tiles, names))
+
+
+def evaluate_segmenter(net, index, split: str, eval_cfg, device="cpu", out_dir=None,
+                       rank: int = 0, world_size: int = 1, log=None) -> dict:
+    """Predict every id of ``split`` and score it against the GT, with and without CRF.
+
+    ``eval_cfg``: the inference keys (``size``, ``scales``, ``flip``, ``batch_size``, ``amp``,
+    ``crf=dict(enabled, preset, workers, ...)``) plus ``n_overlays`` (first ids of the split),
+    ``save_predictions`` (default True) and ``chunk``. With ``out_dir``: ``pred/<id>.png``
+    (palette PNG of the final prediction: with CRF when enabled), ``pred_nocrf/<id>.png`` when
+    ``save_no_crf`` and the CRF is on, ``overlays/<id>.png``.
+    Under DDP (``world_size > 1``) rank r handles ids ``r::world_size`` and the confusion matrices
+    are summed over ranks (every rank returns the same numbers).
+
+    Returns ``{"split", "images", "scored", "missing_gt", "crf_enabled", "mIoU" (final),
+    "no_crf": summary, "crf": summary | None, "confusion": {"no_crf", "crf"}}``.
+    """
+    get = eval_cfg.get
+    settings = InferenceSettings.from_cfg(eval_cfg)
+    crf, workers = crf_from_cfg(get("crf"))
+    ids = index.ids(split)
+    mine = ids[rank::world_size] if world_size > 1 else ids
+    n_overlays = int(get("n_overlays", 0) or 0)
+    overlay_ids = set(ids[:n_overlays])
+    out = Path(out_dir) if out_dir is not None else None
+    save_pred = out is not None and bool(get("save_predictions", True))
+    save_raw = save_pred and crf is not None and bool(get("save_no_crf", False))
+    C = index.num_classes
+    cm, cm_crf = ConfusionMatrix(C), ConfusionMatrix(C)
+    n_pred = n_scored = n_missing = 0
+    items = ((i, index.read_image(i)) for i in mine)
+    pool = open_crf_pool(crf, workers)
+    try:
+        for seg in iter_segmentation(net, items, settings, device, crf=crf, pool=pool,
+                                     chunk=get("chunk")):
+            n_pred += 1
+            gt = read_gt(index, seg.key)
+            if gt is None:
+                n_missing += 1
+            else:
+                if gt.shape != seg.label.shape:
+                    raise ValueError(f"{seg.key}: GT mask {gt.shape} and image {seg.label.shape} differ in size")
+                cm.update(seg.label, gt)
+                if crf is not None:
+                    cm_crf.update(seg.label_crf, gt)
+                n_scored += 1
+            if save_pred:
+                _write(out / "pred" / f"{seg.key}.png", seg.final)
+            if save_raw:
+                _write(out / "pred_nocrf" / f"{seg.key}.png", seg.label)
+            if out is not None and seg.key in overlay_ids:
+                write_overlay(out / "overlays" / f"{seg.key}.png", seg.image, seg.label,
+                              seg.label_crf, gt)
+            if log is not None and n_pred % 200 == 0:
+                log(f"{split}: {n_pred}/{len(mine)} images")
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    if world_size > 1:
+        cm.reduce_()
+        cm_crf.reduce_()
+        n_pred, n_scored, n_missing = _all_reduce_ints([n_pred, n_scored, n_missing], world_size)
+    plain = summary_json(cm.summary(index.classes))
+    with_crf = summary_json(cm_crf.summary(index.classes)) if crf is not None else None
+    final = with_crf if with_crf is not None else plain
+    return {"split": split, "images": n_pred, "scored": n_scored, "missing_gt": n_missing,
+            "crf_enabled": crf is not None, "mIoU": final["mIoU"], "no_crf": plain, "crf": with_crf,
+            "confusion": {"no_crf": cm.mat.tolist(),
+                          "crf": cm_crf.mat.tolist() if crf is not None else None}}
+
+
+def _write(path: Path, label) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_label_png(path, label)
+
+
+def score_label_dir(index, split: str, label_dir, unlabelled: str = "background",
+                    missing: str = "error", ids=None) -> dict:
+    """Score ``label_dir/<id>.png`` for every id of ``split`` (or ``ids``) with one confusion matrix.
+
+    Pixels labelled 255 in a map (unlabelled seeds) are handled by ``unlabelled``:
+    ``'background'`` (default) counts them as background (class 0), so every GT pixel is scored
+    and the mIoU is comparable with dense predictions; ``'ignore'`` drops them from the matrix
+    (IoU of the labelled pixels only, as ``SeedQuality``); ``'error'`` refuses them.
+    ``missing``: ``'error'`` raises FileNotFoundError naming the missing files, ``'skip'`` counts
+    them. Ids without GT are skipped (counted in ``missing_gt``).
+
+    Returns the JSON-ready summary plus ``split``, ``label_dir``, ``images`` (scored),
+    ``missing_files``, ``missing_gt``, ``unlabelled`` (mode) and ``unlabelled_fraction``
+    (share of valid GT pixels labelled 255 in the maps).
+    """
+    if unlabelled not in UNLABELLED_MODES:
+        raise ValueError(f"unlabelled must be one of {UNLABELLED_MODES}, got {unlabelled!r}")
+    if missing not in ("error", "skip"):
+        raise ValueError(f"missing must be 'error' or 'skip', got {missing!r}")
+    label_dir = Path(label_dir)
+    ids = list(ids) if ids is not None else index.ids(split)
+    absent = [i for i in ids if not (label_dir / f"{i}.png").is_file()]
+    if absent and missing == "error":
+        raise FileNotFoundError(f"{label_dir}: {len(absent)} label map(s) missing, e.g. "
+                                + ", ".join(f"{i}.png" for i in absent[:10]))
+    absent_set = set(absent)
+    cm = ConfusionMatrix(index.num_classes)
+    n = n_gt_missing = n_valid = n_unl = 0
+    for i in ids:
+        if i in absent_set:
+            continue
+        gt = read_gt(index, i)
+        if gt is None:
+            n_gt_missing += 1
+            continue
+        f = label_dir / f"{i}.png"
+        lab = read_label_png(f)
+        if lab.shape != gt.shape:
+            raise ValueError(f"{f}: size {lab.shape} differs from the GT mask {gt.shape}")
+        valid = gt != IGNORE_INDEX
+        unl = lab == IGNORE_INDEX
+        n_valid += int(valid.sum())
+        n_unl += int((unl & valid).sum())
+        if unl.any():
+            if unlabelled == "error":
+                raise ValueError(f"{f}: contains 255 (unlabelled) pixels; use unlabelled='background' or 'ignore'")
+            if unlabelled == "ignore":
+                gt = np.where(unl, IGNORE_INDEX, gt)
+            lab = np.where(unl, 0, lab)          # 'ignore': these pixels no longer count
+        try:
+            cm.update(lab, gt)
+        except ValueError as exc:
+            raise ValueError(f"{f}: {exc}") from None
+        n += 1
+    res = summary_json(cm.summary(index.classes))
+    res.update(split=split, label_dir=str(label_dir), images=n, missing_files=len(absent),
+               missing_gt=n_gt_missing, unlabelled=unlabelled,
+               unlabelled_fraction=(n_unl / n_valid) if n_valid else None)
+    return res

@@ -1,0 +1,206 @@
+"""DSRG seeded region growing (Huang et al., CVPR 2018; ALGORITHMS.md §5 steps 1-4).
+
+Shapes: ``probs`` (B,C,H,W) class probabilities (channel 0 = background), ``cues`` (B,C,H,W)
+multi-hot original seeds (a pixel may carry no class or several), ``image_classes`` (B,C) bool
+(channel 0 is forced to true). The result is a (B,C,H,W) bool multi-hot seed map.
+
+Algorithm, for every image with classes S = {0} ∪ labels:
+
+1. label map L (one label per pixel, -1 = none) from the original cues of classes in S;
+2. over S only: p = max_{c∈S} P_c, c* = argmax_{c∈S} P_c; L = c* where c* ≥ 1 and p > fg_threshold,
+   L = 0 where c* = 0 and p > bg_threshold (confident predictions overwrite cue labels in L; this
+   only changes connectivity, original cues are never removed);
+3. for each c ∈ S: the 8-connected components of {L == c} containing an original cue of c are
+   kept; their pixels are added to c's seeds, except pixels whose original cue is exactly one
+   other class (those keep their single label);
+4. output = original cues OR added pixels. Growth restarts from the cues at every call.
+
+Choices (documented, see also the tests):
+
+* multi-cue pixels: in L a pixel with several cue classes takes the *highest* class index
+  among them (DSRG's reference ``generate_seed_step`` writes ``label_map[...] = c + 1`` with
+  numpy fancy indexing, where the last = highest class wins). Such pixels are never excluded
+  in step 3 (the exclusion concerns pixels with exactly one other cue class).
+* cues of classes absent from the image are copied to the output unchanged but otherwise
+  ignored: they neither label L, nor block growth, nor count in the "exactly one other" rule.
+  Absent classes never grow.
+
+Vectorised implementation (all images and classes at once, on the tensor's device):
+
+* tie-breaking: c* is the first maximal class (``torch.max`` / ``np.argmax``); with thresholds
+  ≥ 0.5 and probabilities summing to ≤ 1 a confident pixel has a unique maximum, so ties never
+  change the result.
+* compaction: each image's present classes are gathered (ascending, background first) into a
+  (B,K,H,W) block, K = max |S|, so the work scales with |S| and not with C.
+* component selection of step 3 is a masked flood fill. Start from F_0 = {L == c} ∩ cue_c and
+  iterate F_{k+1} = dilate_3x3(F_k) ∩ {L == c} (a 3×3 stride-1 max pool) until F stops changing.
+  The 3×3 window is exactly the 8-neighbourhood, so F_k is the set of pixels of {L == c}
+  reachable from a cue pixel of c by an 8-connected path of ≤ k steps inside {L == c}; at the
+  fixed point F is the union of the 8-connected components of {L == c} that contain a cue
+  pixel of c, i.e. the kept components. The 3×3 max pool is computed separably (1×3 then 3×1,
+  whose product is the full 3×3 square) on rows bit-packed into int64 when W ≤ 62 (one word per
+  row: horizontal max = x | x<<1 | x>>1, vertical max = OR with the rows above/below), and on
+  bool maps otherwise; both give the same sets.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = ["grow_seeds", "grow_seeds_reference", "masked_flood_fill"]
+
+
+def _check(probs, cues, image_classes):
+    if probs.ndim != 4 or tuple(cues.shape) != tuple(probs.shape):
+        raise ValueError(f"probs {tuple(probs.shape)} and cues {tuple(cues.shape)} must be the "
+                         "same (B,C,H,W) shape")
+    if tuple(image_classes.shape) != tuple(probs.shape[:2]):
+        raise ValueError(f"image_classes {tuple(image_classes.shape)} must be (B,C) = "
+                         f"{tuple(probs.shape[:2])}")
+
+
+_MAX_PACKED_WIDTH = 62  # bits 0..W-1 of an int64, bit W (from x << 1) and the sign bit stay free
+
+
+def _dilate_bool(f: torch.Tensor) -> torch.Tensor:
+    """3×3 max pool (stride 1, padding 1) of an (N,H,W) bool map, separably."""
+    r = f.clone()
+    r[..., 1:] |= f[..., :-1]
+    r[..., :-1] |= f[..., 1:]
+    c = r.clone()
+    c[:, 1:] |= r[:, :-1]
+    c[:, :-1] |= r[:, 1:]
+    return c
+
+
+def _dilate_packed(x: torch.Tensor) -> torch.Tensor:
+    """3×3 max pool of (N,H) int64 rows whose bit j is column j (bits ≥ W are masked later)."""
+    h = x | (x << 1) | (x >> 1)
+    v = h.clone()
+    v[:, 1:] |= h[:, :-1]
+    v[:, :-1] |= h[:, 1:]
+    return v
+
+
+@torch.no_grad()
+def masked_flood_fill(region: torch.Tensor, start: torch.Tensor, packed: bool | None = None,
+                      check_every: int = 4) -> torch.Tensor:
+    """Pixels of ``region`` 8-connected (inside ``region``) to a pixel of ``start & region``.
+
+    ``region``/``start``: (N,H,W) bool. Iterates F ← maxpool3x3(F) ∧ region to the fixed point;
+    convergence is tested every ``check_every`` steps (extra steps are no-ops at the fixed point).
+    ``packed``: bit-pack rows into int64 (default: when W ≤ 62).
+    """
+    N, H, W = region.shape
+    if region.numel() == 0:
+        return region.clone()
+    if packed is None:
+        packed = W <= _MAX_PACKED_WIDTH
+    if packed:
+        if W > _MAX_PACKED_WIDTH:
+            raise ValueError(f"packed flood fill needs W <= {_MAX_PACKED_WIDTH}, got {W}")
+        bits = torch.ones(W, dtype=torch.int64, device=region.device) << torch.arange(
+            W, device=region.device)
+        r = (region.long() * bits).sum(-1)
+        f = ((start & region).long() * bits).sum(-1)
+        dilate = _dilate_packed
+    else:
+        r, f, dilate = region, start & region, _dilate_bool
+    while True:
+        prev = f
+        for _ in range(check_every):
+            f = dilate(f) & r
+        if torch.equal(f, prev):
+            break
+    if packed:
+        f = (f.unsqueeze(-1) & bits) != 0
+    return f
+
+
+def _present_index(classes: torch.Tensor):
+    """(B,K) class indices of each image's present classes, ascending (stable sort puts present
+    classes first), padded to K = max |S|; and the (B,K) validity mask."""
+    order = torch.sort((~classes).to(torch.uint8), dim=1, stable=True).indices
+    K = int(classes.sum(dim=1).max())
+    idx = order[:, :K]
+    return idx, classes.gather(1, idx)
+
+
+@torch.no_grad()
+def grow_seeds(probs: torch.Tensor, cues: torch.Tensor, image_classes: torch.Tensor,
+               fg_threshold: float = 0.85, bg_threshold: float = 0.99) -> torch.Tensor:
+    """DSRG region growing (module docstring), batched and vectorised on ``probs.device``.
+
+    Returns a (B,C,H,W) bool tensor: the original cues plus the grown pixels.
+    """
+    _check(probs, cues, image_classes)
+    B, C, H, W = probs.shape
+    dev = probs.device
+    cues = cues.to(dev).bool()
+    classes = image_classes.to(dev).bool().clone()
+    classes[:, 0] = True
+    idx, valid = _present_index(classes)                     # idx[:, 0] == 0 (background)
+    K = idx.shape[1]
+    gidx = idx[:, :, None, None].expand(B, K, H, W)
+    vmask = valid[:, :, None, None]
+    eff = cues.gather(1, gidx) & vmask                      # cues of present classes
+    ar = torch.arange(K, device=dev).view(1, K, 1, 1)
+    # step 1: highest cue class per pixel (compact order = class order), -1 = unlabelled
+    label = torch.where(eff, ar, torch.full_like(ar, -1)).amax(dim=1)
+    # step 2: confident predictions over S only
+    p, kstar = probs.gather(1, gidx).masked_fill(~vmask, float("-inf")).max(dim=1)
+    confident = ((kstar > 0) & (p > fg_threshold)) | ((kstar == 0) & (p > bg_threshold))
+    label = torch.where(confident, kstar, label)
+    # step 3: components of {L == c} that contain a cue of c
+    region = label.unsqueeze(1) == ar
+    start = region & eff
+    rows = start.flatten(2).any(dim=2)
+    kept = torch.zeros_like(region)
+    if bool(rows.any()):
+        kept[rows] = masked_flood_fill(region[rows], start[rows])
+    single_other = (eff.sum(dim=1, keepdim=True) == 1) & ~eff   # only cue is another class
+    add = kept & ~single_other
+    # back to class channels (padding slots go to a dummy channel C); step 4: cues never removed
+    grown = torch.zeros(B, C + 1, H, W, dtype=torch.bool, device=dev)
+    target = torch.where(valid, idx, torch.full_like(idx, C))
+    grown.scatter_(1, target[:, :, None, None].expand(B, K, H, W), add)
+    return cues | grown[:, :C]
+
+def grow_seeds_reference(probs, cues, image_classes, fg_threshold: float = 0.85,
+                         bg_threshold: float = 0.99) -> np.ndarray:
+    """Per-image, per-class loop version of :func:`grow_seeds` with ``scipy.ndimage.label``.
+
+    Same semantics and choices (module docstring); numpy in, numpy bool (B,C,H,W) out. For tests
+    and benchmarks only.
+    """
+    from scipy import ndimage
+
+    def as_np(x):
+        return x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
+
+    probs, cues = as_np(probs), as_np(cues).astype(bool)
+    classes = as_np(image_classes).astype(bool).copy()
+    _check(probs, cues, classes)
+    classes[:, 0] = True
+    B, C, H, W = probs.shape
+    out = cues.copy()
+    eight = np.ones((3, 3), dtype=bool)
+    for b in range(B):
+        S = np.flatnonzero(classes[b])
+        label = np.full((H, W), -1, dtype=np.int64)
+        for c in S:                                   # ascending: the highest cue class wins
+            label[cues[b, c]] = c
+        sel = probs[b, S]
+        cstar = S[sel.argmax(axis=0)]
+        p = sel.max(axis=0)
+        label[(cstar != 0) & (p > fg_threshold)] = cstar[(cstar != 0) & (p > fg_threshold)]
+        label[(cstar == 0) & (p > bg_threshold)] = 0
+        n_cues = cues[b, S].sum(axis=0)
+        for c in S:
+            mask = label == c
+            comp, _ = ndimage.label(mask, structure=eight)
+            ids = np.unique(comp[mask & cues[b, c]])
+            keep = np.isin(comp, ids[ids > 0])
+            single_other = (n_cues == 1) & ~cues[b, c]
+            out[b, c] |= keep & ~single_other
+    return out

@@ -1,0 +1,148 @@
+"""Class heatmaps (CAM) and entropy-weight maps (λ): test-time aggregation, normalisation, storage.
+
+* :func:`aggregate_heatmaps` — multi-scale / horizontal-flip averaging of a model's CAM and
+  EP weight map (ALGORITHMS.md §1).
+* :func:`normalise_per_class` — ``ReLU(cam) / max(ReLU(cam))`` per class map.
+* :func:`class_specific_lambda` — ``λ_i^c = λ_i · p̂_i(c)`` (EP paper, Eq. 5).
+* :func:`save_heatmap` / :func:`load_heatmap` — one ``.npz`` file per image (format below).
+"""
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+HEATMAP_FORMAT = "wsss-heatmap/1"
+
+
+def _resize(x: torch.Tensor, size) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def aggregate_heatmaps(forward_fn, image: torch.Tensor, scales=(1.0,), flip: bool = True,
+                       no_grad: bool = True) -> dict:
+    """Average ``forward_fn`` outputs over scales and horizontal flips at the input resolution.
+
+    ``forward_fn(x)`` returns ``{'cam': (B, K, h, w), 'lam': (B, h, w)}`` ('lam' optional).
+    For each scale s the input (B, 3, H, W) is resized to ``(round(sH), round(sW))``
+    (bilinear, align_corners=False); with ``flip`` the mirrored input is also run and its
+    outputs mirrored back. Every output is upsampled to (H, W) (bilinear, align_corners=False)
+    and the ``len(scales) · (1 + flip)`` results are averaged (raw values; normalise afterwards).
+    Returns ``{'cam': (B, K, H, W), 'lam': (B, H, W) or None}``.
+    """
+    if image.ndim != 4:
+        raise ValueError(f"image must be (B, 3, H, W), got {tuple(image.shape)}")
+    H, W = image.shape[-2:]
+    cam_sum, lam_sum, n = None, None, 0
+    ctx = torch.no_grad() if no_grad else torch.enable_grad()
+    with ctx:
+        for s in scales:
+            size = (max(1, int(round(H * s))), max(1, int(round(W * s))))
+            x = _resize(image, size)
+            for flipped in ((False, True) if flip else (False,)):
+                out = forward_fn(x.flip(-1) if flipped else x)
+                cam = out["cam"]
+                lam = out.get("lam")
+                if flipped:
+                    cam = cam.flip(-1)
+                    lam = lam.flip(-1) if lam is not None else None
+                cam = _resize(cam.float(), (H, W))
+                cam_sum = cam if cam_sum is None else cam_sum + cam
+                if lam is not None:
+                    lam = _resize(lam.float().unsqueeze(1), (H, W)).squeeze(1)
+                    lam_sum = lam if lam_sum is None else lam_sum + lam
+                n += 1
+    return {"cam": cam_sum / n, "lam": lam_sum / n if lam_sum is not None else None}
+
+
+def normalise_per_class(cam, eps: float = 1e-5):
+    """``ReLU(cam) / max_{x,y} ReLU(cam)`` for each map over the last two axes.
+
+    The divisor is clamped to ``eps``, so all-zero (or all-negative) maps stay zero and any map
+    whose max is >= eps peaks at exactly 1. Accepts torch tensors or numpy arrays (…, H, W).
+    """
+    if isinstance(cam, torch.Tensor):
+        c = cam.clamp_min(0)
+        m = c.amax(dim=(-2, -1), keepdim=True).clamp_min(eps)
+        return c / m
+    c = np.maximum(np.asarray(cam, dtype=np.float32), 0)
+    m = np.maximum(c.max(axis=(-2, -1), keepdims=True, initial=0.0), eps)
+    return c / m
+
+
+def class_specific_lambda(lam, probs):
+    """``λ^c = λ · p̂(c)`` (EP paper Eq. 5): lam (…, h, w), probs (…, K, h, w) softmax over K.
+
+    Returns (…, K, h, w). Works for torch tensors and numpy arrays.
+    """
+    if isinstance(lam, torch.Tensor):
+        return lam.unsqueeze(-3) * probs
+    return np.asarray(lam)[..., None, :, :] * np.asarray(probs)
+
+
+def save_heatmap(path, cam, classes, lam=None, extra: dict | None = None, compress: bool = True) -> None:
+    """Store one image's heatmaps atomically as ``.npz`` (tmp file + ``os.replace``).
+
+    Format ``wsss-heatmap/1`` (arrays in the npz):
+      * ``cam``: float16 (k, H, W) — the maps of the image's classes only (normalised maps
+        are expected; values beyond float16 range raise ValueError);
+      * ``classes``: int16 (k,) — dataset indices (>= 1) of the ``cam`` maps, same order;
+      * ``lam``: float16 (H, W), present only when given;
+      * ``meta``: a 0-d unicode string, JSON ``{"format": "wsss-heatmap/1", "extra": {...}}``
+        (``extra`` must be JSON-serialisable; no pickles are written).
+    """
+    cam = cam.detach().cpu().numpy() if isinstance(cam, torch.Tensor) else np.asarray(cam)
+    if cam.ndim == 2:
+        cam = cam[None]
+    classes = np.asarray([int(c) for c in classes], dtype=np.int16)
+    if cam.ndim != 3 or cam.shape[0] != classes.size:
+        raise ValueError(f"{path}: cam shape {cam.shape} does not match {classes.size} classes")
+    with np.errstate(over="ignore"):
+        arrays = {"cam": cam.astype(np.float16), "classes": classes}
+    if lam is not None:
+        lam = lam.detach().cpu().numpy() if isinstance(lam, torch.Tensor) else np.asarray(lam)
+        if lam.shape != cam.shape[1:]:
+            raise ValueError(f"{path}: lam shape {lam.shape} != cam size {cam.shape[1:]}")
+        with np.errstate(over="ignore"):
+            arrays["lam"] = lam.astype(np.float16)
+    for k in ("cam", "lam"):
+        if k in arrays and not np.isfinite(arrays[k]).all():
+            raise ValueError(f"{path}: {k} has non-finite values (or exceeds float16 range)")
+    arrays["meta"] = np.array(json.dumps({"format": HEATMAP_FORMAT, "extra": extra or {}}))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            (np.savez_compressed if compress else np.savez)(fh, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_heatmap(path) -> dict:
+    """Read a :func:`save_heatmap` file → ``{'cam': float32 (k,H,W), 'classes': list[int],
+    'lam': float32 (H,W) or None, 'extra': dict}``."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"heatmap file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            if meta.get("format") != HEATMAP_FORMAT:
+                raise ValueError(f"{path}: unknown heatmap format {meta.get('format')!r}")
+            return {
+                "cam": z["cam"].astype(np.float32),
+                "classes": [int(c) for c in z["classes"]],
+                "lam": z["lam"].astype(np.float32) if "lam" in z.files else None,
+                "extra": meta.get("extra", {}),
+            }
+    except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: unreadable heatmap file ({exc})") from exc

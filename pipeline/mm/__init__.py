@@ -1,0 +1,1 @@
+"""OpenMMLab edge: mmengine training adapter and mmsegmentation registrations."""

@@ -1,0 +1,159 @@
+"""mmsegmentation registrations: DeepLab v2 VGG-16 (ALGORITHMS.md §4) and a DSRG segmentor (§5).
+
+Importing this module only registers classes into ``mmseg.registry.MODELS`` (no default scope,
+no ``register_all_modules``). After ``import pipeline.mm.segmentation`` an mmseg config can use
+
+* ``dict(type="DeepLabV2VGG16", num_classes=21, width=1.0, batch_norm=False, fc_channels=1024,
+  rates=(6, 12, 18, 24), dropout=0.5, pretrained="torchvision")`` — the whole network (backbone +
+  ASPP, logits at output stride 8), the same class and weights as
+  :func:`pipeline.models.deeplab.build_segmenter` (so a segmenter ``model.pth`` loads into it);
+* ``dict(type="EncoderDecoder", backbone=dict(type="DeepLabV2VGG16Backbone", ...),
+  decode_head=dict(type="ASPPV2Head", in_channels=512, channels=1024, num_classes=21, ...))`` —
+  the same network split the mmseg way (VGG-16 trunk + summed ASPP-L branches), trained by
+  mmseg's decode-head cross-entropy;
+* ``dict(type="DSRGSegmentor", net=dict(type="DeepLabV2VGG16", ...), loss="dsrg", dsrg=...,
+  crf=...)`` — an mmseg segmentor trained with :func:`pipeline.dsrg.dsrg_losses` (seeds in
+  ``gt_sem_seg``, 255 = unlabelled) or ``loss="ce"``; ``predict`` gives ``pred_sem_seg``.
+
+The pipeline's own ``segmenter`` stage trains the plain network through
+:mod:`pipeline.mm.train` (mmengine Runner) with the same loss functions.
+"""
+from __future__ import annotations
+
+import torch
+from mmengine.model import BaseModule
+from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+from mmseg.models.segmentors.base import BaseSegmentor
+from mmseg.models.utils import resize
+from mmseg.registry import MODELS
+from torch import nn
+
+from pipeline.dsrg import DSRGConfig, ce_loss, dsrg_losses
+from pipeline.models.deeplab import DeepLabV2VGG16 as _DeepLabV2VGG16
+from pipeline.models.deeplab import _ASPPBranch
+
+__all__ = ["DeepLabV2VGG16", "DeepLabV2VGG16Backbone", "ASPPV2Head", "DSRGSegmentor"]
+
+
+@MODELS.register_module(name="DeepLabV2VGG16")
+class DeepLabV2VGG16(_DeepLabV2VGG16):
+    """:class:`pipeline.models.deeplab.DeepLabV2VGG16` + ``pretrained`` (ImageNet VGG-16 convs:
+    None, "torchvision" or a file). ``forward(x) -> (B, num_classes, h, w)`` logits."""
+
+    def __init__(self, num_classes: int, pretrained=None, **kwargs):
+        if "rates" in kwargs:
+            kwargs["rates"] = tuple(int(r) for r in kwargs["rates"])
+        super().__init__(int(num_classes), **kwargs)
+        self.load_imagenet(pretrained)
+
+
+@MODELS.register_module()
+class DeepLabV2VGG16Backbone(BaseModule):
+    """DeepLab v2 VGG-16 trunk (conv1-conv5, pool4/pool5 stride 1, dilated conv5, 3×3 average
+    pool; output stride 8). ``forward(x) -> (features,)`` with ``out_channels`` channels."""
+
+    def __init__(self, width: float = 1.0, batch_norm: bool = False, pretrained=None, init_cfg=None):
+        super().__init__(init_cfg)
+        full = _DeepLabV2VGG16(1, fc_channels=8, width=width, batch_norm=batch_norm)
+        full.load_imagenet(pretrained)
+        self.features = full.features
+        self.out_channels = full.aspp[0].fc6.in_channels
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        return (self.features(x),)
+
+
+@MODELS.register_module()
+class ASPPV2Head(BaseDecodeHead):
+    """DeepLab v2 ASPP-L head: Σ over rates of fc6 (3×3, dilation r) → ReLU → dropout → fc7 (1×1)
+    → ReLU → dropout → fc8 (1×1, num_classes). ``channels`` = fc6/fc7 width (1024)."""
+
+    def __init__(self, rates=(6, 12, 18, 24), branch_dropout: float = 0.5, **kwargs):
+        kwargs.setdefault("init_cfg", None)
+        kwargs["dropout_ratio"] = 0.0                  # dropout lives inside the branches
+        super().__init__(**kwargs)
+        del self.conv_seg                              # every branch has its own fc8
+        self.rates = tuple(int(r) for r in rates)
+        self.aspp = nn.ModuleList(_ASPPBranch(self.in_channels, self.channels, self.out_channels, r,
+                                              branch_dropout) for r in self.rates)
+        for br in self.aspp:
+            for conv in (br.fc6, br.fc7):
+                nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
+                nn.init.zeros_(conv.bias)
+            nn.init.normal_(br.fc8.weight, std=0.01)
+            nn.init.zeros_(br.fc8.bias)
+
+    def forward(self, inputs):
+        x = self._transform_inputs(inputs)
+        out = self.aspp[0](x)
+        for br in self.aspp[1:]:
+            out = out + br(x)
+        return out
+
+
+@MODELS.register_module()
+class DSRGSegmentor(BaseSegmentor):
+    """mmseg segmentor around a logits network (``net``, any registered model returning
+    (B,C,h,w) logits), trained with DSRG (:func:`pipeline.dsrg.dsrg_losses`) or cross-entropy.
+
+    Training data: ``gt_sem_seg`` holds the seed map (255 = unlabelled); the image classes are
+    ``metainfo["img_classes"]`` (dataset indices ≥ 1) when present, else the classes occurring
+    in the seed map. The uint8 image for the CRF is recovered from the normalised input with
+    the data preprocessor's mean/std. ``crf_workers > 0`` opens a CRF process pool on first use.
+    """
+
+    def __init__(self, net: dict, loss: str = "dsrg", dsrg: dict | None = None,
+                 crf: dict | None = None, ce_resolution: str = "input",
+                 data_preprocessor=None, init_cfg=None):
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        if loss not in ("dsrg", "ce"):
+            raise ValueError(f"loss must be 'dsrg' or 'ce', got {loss!r}")
+        self.net = MODELS.build(net)
+        self.loss_type, self.ce_resolution = loss, ce_resolution
+        self.dsrg_cfg = DSRGConfig.from_cfg(dsrg, crf)
+        self.crf_workers = int(dict(crf or {}).get("workers", 0) or 0)
+        self._crf_pool = None
+        self.align_corners = False
+
+    def extract_feat(self, inputs):
+        return self.net(inputs)
+
+    def encode_decode(self, inputs, batch_data_samples=None):
+        return resize(self.net(inputs), size=inputs.shape[2:], mode="bilinear", align_corners=False)
+
+    def _forward(self, inputs, data_samples=None):
+        return self.net(inputs)
+
+    def _raw_images(self, inputs: torch.Tensor) -> torch.Tensor:
+        dp = self.data_preprocessor
+        x = inputs.detach().float()
+        if getattr(dp, "_enable_normalize", False):
+            x = x * dp.std.to(x) + dp.mean.to(x)
+        return x.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+
+    def loss(self, inputs, data_samples) -> dict:
+        logits = self.net(inputs)
+        labels = torch.stack([s.gt_sem_seg.data for s in data_samples]).squeeze(1).long()
+        if self.loss_type == "ce":
+            return {"loss_ce": ce_loss(logits, labels, self.ce_resolution)}
+        C = logits.shape[1]
+        classes = torch.zeros(len(data_samples), C, dtype=torch.bool, device=logits.device)
+        classes[:, 0] = True
+        for i, s in enumerate(data_samples):
+            present = s.metainfo.get("img_classes")
+            if present is None:
+                present = [int(v) for v in labels[i].unique().tolist() if 0 < v < C]
+            classes[i, [int(c) for c in present]] = True
+        if self.crf_workers > 0 and self._crf_pool is None:
+            from pipeline.crf import make_crf_pool
+            self._crf_pool = make_crf_pool(self.crf_workers)
+        return dsrg_losses(logits, labels, classes, self._raw_images(inputs), self.dsrg_cfg,
+                           self._crf_pool)
+
+    def predict(self, inputs, data_samples=None):
+        return self.postprocess_result(self.encode_decode(inputs, data_samples), data_samples)
+
+    def __getstate__(self):                           # a process pool cannot be pickled
+        state = self.__dict__.copy()
+        state["_crf_pool"] = None
+        return state

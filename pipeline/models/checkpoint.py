@@ -1,0 +1,67 @@
+"""Self-describing model files shared between stages.
+
+``model.pth`` = ``{"format": "wsss-model/1", "kind": "classifier" | "segmenter",
+"model_cfg": dict, "num_classes": int, "classes": [names], "state_dict": ...}``; the
+builder is looked up by ``kind`` so a later stage rebuilds the network without the
+training stage's config. ``num_classes`` is K foreground classes for a classifier and
+C (background included) for a segmenter.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+FORMAT = "wsss-model/1"
+
+
+def _builders():
+    from pipeline.models.classifier import build_classifier
+    from pipeline.models.deeplab import build_segmenter
+    return {"classifier": build_classifier, "segmenter": build_segmenter}
+
+
+def save_model(path: str | os.PathLike, net: nn.Module, kind: str, model_cfg: dict,
+               num_classes: int, classes: list[str]) -> None:
+    """Write the model file atomically (temporary file, then rename)."""
+    path = Path(path)
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    payload = {"format": FORMAT, "kind": kind, "model_cfg": _plain(model_cfg),
+               "num_classes": int(num_classes), "classes": list(classes), "state_dict": state}
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_model(path: str | os.PathLike, kind: str | None = None, map_location="cpu",
+               **overrides) -> tuple[nn.Module, dict]:
+    """Rebuild and load a model file; returns ``(net, meta)`` (meta = the file minus weights).
+
+    ``overrides`` update the stored ``model_cfg`` before building (e.g. ``pretrained=None``,
+    which is always applied: weights come from the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: model file not found (did the training stage finish?)")
+    payload = torch.load(path, map_location=map_location, weights_only=False)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a {FORMAT} model file")
+    if kind is not None and payload["kind"] != kind:
+        raise ValueError(f"{path}: holds a {payload['kind']}, expected a {kind}")
+    cfg = {**payload["model_cfg"], "pretrained": None, **overrides}
+    net = _builders()[payload["kind"]](cfg, payload["num_classes"])
+    net.load_state_dict(payload["state_dict"])
+    meta = {k: v for k, v in payload.items() if k != "state_dict"}
+    return net, meta
+
+
+def _plain(obj):
+    if hasattr(obj, "to_dict"):
+        obj = obj.to_dict()
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj

@@ -1,0 +1,197 @@
+"""Seed (partial label map) generation from class heatmaps and saliency; DSRG/SEC cue export.
+
+Seeds follow the EP paper §4.4 / DSRG recipe (ALGORITHMS.md §3): a pixel is foreground for a
+class c when it lies in the "top 30%" of the class heatmap, background when its normalised
+saliency is < 0.06, and ignored (255) when unclaimed or claimed by both foreground and
+background. Labels are dataset indices: 0 background, classes[k] for heatmap k, 255 ignore.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+IGNORE_INDEX = 255
+
+
+def _fg_claims(heatmaps: np.ndarray, fg_top: float, fg_mode: str) -> np.ndarray:
+    """Boolean (K, H, W): pixels claimed as foreground by each class map.
+
+    * ``'relative'``: ``h_c(x) >= (1 - fg_top) · max h_c``  (DSRG/SEC style threshold).
+    * ``'rank'``: the ``n = round(fg_top · H · W)`` highest pixels; with ``t`` the n-th largest
+      value, every pixel with ``h_c >= t`` is claimed, so pixels tied with the cut value are all
+      included (the claim can exceed n pixels when values tie).
+    In both modes pixels with ``h_c <= 0`` are never claimed (an all-zero map claims nothing).
+    """
+    k, h, w = heatmaps.shape
+    if not 0.0 <= fg_top <= 1.0:
+        raise ValueError(f"fg_top must lie in [0, 1], got {fg_top}")
+    flat = heatmaps.reshape(k, -1)
+    if fg_mode == "relative":
+        thr = (1.0 - fg_top) * flat.max(axis=1, initial=0.0)
+    elif fg_mode == "rank":
+        n = int(round(fg_top * h * w))
+        if n == 0:
+            return np.zeros_like(heatmaps, dtype=bool)
+        thr = -np.partition(-flat, n - 1, axis=1)[:, n - 1] if flat.size else np.zeros(k)
+    else:
+        raise ValueError(f"fg_mode must be 'relative' or 'rank', got {fg_mode!r}")
+    return (heatmaps >= thr[:, None, None]) & (heatmaps > 0)
+
+
+def make_seeds(heatmaps, classes, saliency, fg_top: float = 0.30, fg_mode: str = "relative",
+               bg_sal: float = 0.06, overlap: str = "max") -> np.ndarray:
+    """Seed label map (H, W) uint8 from per-class heatmaps and a saliency map.
+
+    Args:
+        heatmaps: (K_img, H, W) float, each map normalised to [0, 1] (by its max).
+        classes: K_img dataset indices (>= 1) of the heatmaps.
+        saliency: (H, W) in [0, 1].
+        fg_top, fg_mode: foreground rule, see :func:`_fg_claims`.
+        bg_sal: background where ``saliency < bg_sal``.
+        overlap: a pixel claimed by several classes gets the claimant with the highest
+            (normalised) heatmap value (``'max'``; an exact tie for the highest value → 255),
+            or 255 (``'ignore'``).
+    Rules, in order: a pixel that is foreground (for any class, before overlap resolution) and
+    background at once → 255; unclaimed by both → 255; background only → 0.
+    """
+    hm = np.asarray(heatmaps, dtype=np.float64)
+    sal = np.asarray(saliency, dtype=np.float64)
+    if hm.ndim == 2:
+        hm = hm[None]
+    classes = [int(c) for c in classes]
+    if hm.ndim != 3 or hm.shape[0] != len(classes):
+        raise ValueError(f"heatmaps shape {hm.shape} does not match {len(classes)} classes")
+    if sal.shape != hm.shape[1:]:
+        raise ValueError(f"saliency shape {sal.shape} != heatmap size {hm.shape[1:]}")
+    if any(c < 1 or c >= IGNORE_INDEX for c in classes):
+        raise ValueError(f"foreground classes must be dataset indices in 1..254, got {classes}")
+    if overlap not in ("max", "ignore"):
+        raise ValueError(f"overlap must be 'max' or 'ignore', got {overlap!r}")
+
+    out = np.full(sal.shape, IGNORE_INDEX, dtype=np.uint8)
+    bg = sal < bg_sal
+    out[bg] = 0
+    if not classes:
+        return out
+    claims = _fg_claims(hm, fg_top, fg_mode)
+    n_claims = claims.sum(0)
+    single = n_claims == 1
+    cls_arr = np.asarray(classes, dtype=np.uint8)
+    out[single] = cls_arr[np.argmax(claims, axis=0)[single]]
+    multi = n_claims > 1
+    if overlap == "max" and multi.any():
+        scores = np.where(claims, hm, -np.inf)
+        best = scores.max(0)
+        n_best = (scores == best[None]).sum(0)
+        win = multi & (n_best == 1)
+        out[win] = cls_arr[np.argmax(scores, axis=0)[win]]
+        out[multi & (n_best > 1)] = IGNORE_INDEX
+    else:
+        out[multi] = IGNORE_INDEX
+    out[bg & (n_claims > 0)] = IGNORE_INDEX
+    return out
+
+
+def pseudo_mask_argmax(heatmaps, classes, bg_threshold: float) -> np.ndarray:
+    """Dense pseudo-mask: ``classes[argmax_k h_k]`` where ``max_k h_k >= bg_threshold``, else 0.
+
+    Heatmaps (K_img, H, W) normalised to [0, 1]; ties of the argmax go to the first class in
+    ``classes`` order. With no classes the mask is all background.
+    """
+    hm = np.asarray(heatmaps, dtype=np.float64)
+    if hm.ndim == 2:
+        hm = hm[None]
+    if hm.shape[0] != len(classes):
+        raise ValueError(f"heatmaps shape {hm.shape} does not match {len(classes)} classes")
+    if hm.shape[0] == 0:
+        return np.zeros(hm.shape[1:], dtype=np.uint8)
+    cls_arr = np.asarray([int(c) for c in classes], dtype=np.uint8)
+    lab = cls_arr[hm.argmax(0)]
+    lab[hm.max(0) < bg_threshold] = 0
+    return lab
+
+
+def _grid_bins(n_in: int, n_out: int) -> np.ndarray:
+    """Output cell of each input row/column: ``floor(i · n_out / n_in)`` (equal-width blocks)."""
+    return (np.arange(n_in) * n_out) // n_in
+
+
+def seeds_to_multihot(label, num_classes: int, out_size=None, mode: str = "nearest") -> np.ndarray:
+    """Label map (H, W) (255 = none) → bool (num_classes, h, w) one-hot cue tensor.
+
+    ``out_size=(h, w)`` resamples to an output grid that spans the whole image (aspect ratio
+    not kept, as DSRG's 321×321 → 41×41):
+      * ``'nearest'``: cell (i, j) takes the pixel at the cell centre,
+        ``y = floor((i + 0.5) · H / h)``, ``x = floor((j + 0.5) · W / w)``;
+      * ``'majority'``: cell (i, j) takes the most frequent value among the pixels whose
+        block ``(floor(y·h/H), floor(x·w/W))`` is (i, j), counting 255 as a value; ties go to
+        255 first, then to the lowest class. Requires ``H >= h`` and ``W >= w``.
+    Cells whose value is 255 have no class set.
+    """
+    lab = np.asarray(label).astype(np.int64)
+    if lab.ndim != 2:
+        raise ValueError(f"label map must be 2-D, got {lab.shape}")
+    bad = (lab != IGNORE_INDEX) & ((lab < 0) | (lab >= num_classes))
+    if bad.any():
+        raise ValueError(f"label values must lie in 0..{num_classes - 1} or be 255")
+    H, W = lab.shape
+    if out_size is not None:
+        h, w = int(out_size[0]), int(out_size[1])
+        if mode == "nearest":
+            ys = np.minimum(((np.arange(h) + 0.5) * H / h).astype(np.int64), H - 1)
+            xs = np.minimum(((np.arange(w) + 0.5) * W / w).astype(np.int64), W - 1)
+            lab = lab[ys[:, None], xs[None, :]]
+        elif mode == "majority":
+            if H < h or W < w:
+                raise ValueError(f"majority downsampling needs an input at least {h}x{w}, got {H}x{W}")
+            cell = _grid_bins(H, h)[:, None] * w + _grid_bins(W, w)[None, :]
+            val = np.where(lab == IGNORE_INDEX, 0, lab + 1)  # 0 = ignore slot, wins ties
+            counts = np.bincount((cell * (num_classes + 1) + val).ravel(),
+                                 minlength=h * w * (num_classes + 1)).reshape(h, w, num_classes + 1)
+            best = counts.argmax(-1)
+            lab = np.where(best == 0, IGNORE_INDEX, best - 1)
+        else:
+            raise ValueError(f"mode must be 'nearest' or 'majority', got {mode!r}")
+    out = np.zeros((num_classes,) + lab.shape, dtype=bool)
+    yy, xx = np.nonzero(lab != IGNORE_INDEX)
+    out[lab[yy, xx], yy, xx] = True
+    return out
+
+
+def export_dsrg_cues(label_maps: dict, path, grid: int = 41, num_classes: int | None = None,
+                     image_labels: dict | None = None, index_of: dict | None = None,
+                     mode: str = "nearest") -> dict:
+    """Write seeds as a SEC/DSRG ``localization_cues.pickle``; return ``{id: index}``.
+
+    Layout (SEC ``pylayers.AnnotationLayer`` and DSRG readers): one dict with, for each image
+    of integer index ``i`` (its position in the training list, the second column of SEC/DSRG's
+    ``input_list.txt``):
+      * ``'%d_labels' % i``: int array of the image's classes **including background 0**
+        (readers set ``labels[0, 0, labels_i] = 1``; SEC also sets index 0 itself);
+      * ``'%d_cues' % i``: int array of shape (3, N), rows (class, y, x) on the ``grid × grid``
+        map, used as ``cues[cues_i[0], cues_i[1], cues_i[2]] = 1``.
+    Label maps are resampled to the grid with :func:`seeds_to_multihot` (``mode``).
+    ``image_labels`` {id: [classes >= 1]} defaults to the foreground classes present in the
+    label map; ``index_of`` {id: int} defaults to enumeration in ``label_maps`` order.
+    Written with pickle protocol 2 (loadable by the Python-2 reference code) via tmp + rename.
+    """
+    if index_of is None:
+        index_of = {k: i for i, k in enumerate(label_maps)}
+    data = {}
+    for key, lab in label_maps.items():
+        lab = np.asarray(lab)
+        n = num_classes if num_classes is not None else int(lab[lab != IGNORE_INDEX].max(initial=0)) + 1
+        cues = seeds_to_multihot(lab, n, (grid, grid), mode)
+        i = int(index_of[key])
+        fg = image_labels[key] if image_labels is not None else np.unique(lab[(lab != IGNORE_INDEX) & (lab > 0)])
+        data["%d_labels" % i] = np.array(sorted({0, *(int(c) for c in fg)}), dtype=np.int64)
+        data["%d_cues" % i] = np.array(np.nonzero(cues), dtype=np.int64).reshape(3, -1)
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        pickle.dump(data, fh, protocol=2)
+    os.replace(tmp, path)
+    return dict(index_of)

@@ -1,0 +1,233 @@
+"""Stage bookkeeping: manifests, freshness and atomic outputs (pure Python, no framework).
+
+A stage ``S`` with upstream stages ``U1..Un`` writes ``WORK_DIR/S/`` containing its outputs and
+``manifest.json``. The manifest records
+
+* ``config_digest`` — digest of the config sections the stage reads,
+* ``upstream`` — ``{name: run_digest}`` of the upstream manifests it consumed,
+* ``run_digest`` — a fresh digest for every completed run (downstream stages record it),
+* counts, metrics, timings.
+
+A stage is *fresh* when its manifest exists, its config digest equals the current one and
+every upstream ``run_digest`` is the one it consumed; a fresh stage is skipped (unless forced).
+So re-running a stage (new ``run_digest``) makes every stage downstream of it stale, and
+changing only ``seeds.*`` options leaves classifier and heatmaps fresh.
+
+Outputs are written into ``WORK_DIR/.partial/S/`` and renamed to ``WORK_DIR/S/`` only when the
+stage returns; an interrupted run leaves the previous complete output (if any) untouched. The
+partial folder is reused on the next run (so training can resume from its checkpoints) only
+when config and upstream digests are unchanged; otherwise it is wiped.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+MANIFEST = "manifest.json"
+
+
+class StageError(RuntimeError):
+    """A stage cannot run (missing upstream, bad input); the message says what to do."""
+
+
+def digest(obj: Any) -> str:
+    """Stable short digest of a JSON-able object (keys sorted, tuples as lists)."""
+    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def read_manifest(stage_dir: str | os.PathLike) -> dict | None:
+    """Return the manifest of a finished stage folder, or None when there is none."""
+    path = Path(stage_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise StageError(f"{path}: corrupt manifest ({exc}); delete the folder or re-run with FORCE=1") from exc
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON to ``path`` through a temporary file and ``os.replace``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+@dataclass
+class StageContext:
+    """What a stage's ``run(ctx)`` receives. ``out`` is the only folder it writes into."""
+
+    name: str
+    cfg: Any
+    section: Any
+    work_dir: Path
+    out: Path
+    device: str = "cpu"
+    rank: int = 0
+    world_size: int = 1
+    resumed: bool = False
+    upstream_manifests: dict = field(default_factory=dict)
+    _log_file: Any = None
+
+    def upstream_dir(self, name: str) -> Path:
+        if name not in self.upstream_manifests:
+            raise StageError(f"stage {self.name!r} did not declare {name!r} as upstream")
+        return self.work_dir / name
+
+    def log(self, msg: str) -> None:
+        if self.rank != 0:
+            return
+        line = f"[{self.name}] {msg}"
+        print(line, flush=True)
+        if self._log_file is not None:
+            self._log_file.write(line + "\n")
+            self._log_file.flush()
+
+
+def _upstream_state(work_dir: Path, name: str, upstream: tuple[str, ...]) -> dict[str, dict]:
+    manifests = {}
+    for up in upstream:
+        man = read_manifest(work_dir / up)
+        if man is None:
+            raise StageError(f"stage {name!r} needs the output of stage {up!r} in {work_dir}: "
+                             f"run `make {up}` (same EXP/WORK_DIR) first")
+        manifests[up] = man
+    return manifests
+
+
+def stage_status(work_dir: str | os.PathLike, name: str, upstream: tuple[str, ...],
+                 config_digest: str) -> tuple[str, str]:
+    """Return ``(state, reason)`` with state in {'fresh', 'stale', 'missing', 'blocked'}."""
+    work_dir = Path(work_dir)
+    man = read_manifest(work_dir / name)
+    if man is None:
+        return "missing", "never ran"
+    try:
+        ups = _upstream_state(work_dir, name, upstream)
+    except StageError as exc:
+        return "blocked", str(exc)
+    if man.get("config_digest") != config_digest:
+        return "stale", "its config changed"
+    consumed = man.get("upstream", {})
+    for up, m in ups.items():
+        if consumed.get(up) != m.get("run_digest"):
+            return "stale", f"upstream {up!r} re-ran"
+    return "fresh", "config and upstream unchanged"
+
+
+def _barrier(world_size: int) -> None:
+    if world_size > 1:
+        import torch.distributed as dist  # only under torchrun
+        dist.barrier()
+
+
+def run_stage(name: str, upstream: tuple[str, ...], run_fn: Callable[[StageContext], dict],
+              cfg: Any, section: Any, work_dir: str | os.PathLike, *, force: bool = False,
+              device: str = "cpu", rank: int = 0, world_size: int = 1,
+              extra_manifest: dict | None = None) -> dict:
+    """Run one stage with freshness check, resumable partial folder and atomic rename.
+
+    Every process of a distributed run calls this; only rank 0 touches the file system
+    layout (others wait at barriers). Returns the stage's manifest.
+    """
+    work_dir = Path(work_dir).resolve()
+    final_dir = work_dir / name
+    partial_dir = work_dir / ".partial" / name
+    marker = work_dir / ".partial" / f"{name}.json"
+    section_plain = _plain(section)
+    config_digest = digest(section_plain)
+    ups = _upstream_state(work_dir, name, upstream)
+    upstream_digests = {up: m["run_digest"] for up, m in ups.items()}
+
+    state, reason = stage_status(work_dir, name, upstream, config_digest)
+    if state == "fresh" and not force:
+        if rank == 0:
+            print(f"[{name}] fresh ({reason}): skipping; FORCE=1 re-runs it", flush=True)
+        return read_manifest(final_dir)
+
+    key = {"config_digest": config_digest, "upstream": upstream_digests}
+    resumed = False
+    if rank == 0:
+        old = json.loads(marker.read_text()) if marker.is_file() else None
+        if partial_dir.is_dir() and old == key and not force:
+            resumed = True
+        else:
+            shutil.rmtree(partial_dir, ignore_errors=True)
+            partial_dir.mkdir(parents=True)
+            write_json_atomic(marker, key)
+        write_json_atomic(partial_dir / ".run_state.json", {"resumed": resumed})
+    _barrier(world_size)
+    if rank != 0:
+        resumed = json.loads((partial_dir / ".run_state.json").read_text())["resumed"]
+
+    log_file = open(partial_dir / "log.txt", "a") if rank == 0 else None
+    ctx = StageContext(name=name, cfg=cfg, section=section, work_dir=work_dir, out=partial_dir,
+                       device=device, rank=rank, world_size=world_size, resumed=resumed,
+                       upstream_manifests=ups, _log_file=log_file)
+    ctx.log(f"running ({'resuming partial output' if resumed else reason}); output -> {final_dir}")
+    started = time.time()
+    try:
+        result = run_fn(ctx) or {}
+    finally:
+        if log_file is not None:
+            log_file.close()
+    wall = time.time() - started
+    _barrier(world_size)
+    if rank != 0:
+        _barrier(world_size)
+        return read_manifest(final_dir)
+
+    finished = time.time()
+    manifest = {
+        "stage": name,
+        "config_digest": config_digest,
+        "config": section_plain,
+        "upstream": upstream_digests,
+        "run_digest": digest({**key, "finished": finished, "host": socket.gethostname()}),
+        "counts": result.get("counts", {}),
+        "metrics": result.get("metrics", {}),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+        "wall_time_s": round(wall, 3),
+        "device": device,
+        "world_size": world_size,
+        "resumed": resumed,
+        "command": " ".join(sys.argv),
+        **(extra_manifest or {}),
+    }
+    write_json_atomic(partial_dir / MANIFEST, manifest)
+    (partial_dir / ".run_state.json").unlink(missing_ok=True)
+    _swap_into_place(partial_dir, final_dir)
+    marker.unlink(missing_ok=True)
+    print(f"[{name}] done in {wall:.1f}s -> {final_dir}", flush=True)
+    _barrier(world_size)
+    return manifest
+
+
+def _swap_into_place(src: Path, dst: Path) -> None:
+    """Replace ``dst`` by ``src``: the old folder is moved aside first, then deleted."""
+    trash = dst.parent / ".partial" / f"{dst.name}.old{os.getpid()}"
+    if dst.exists():
+        os.replace(dst, trash)
+    os.replace(src, dst)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _plain(obj: Any) -> Any:
+    """Convert config objects (ConfigDict, tuples) into plain JSON-able Python."""
+    if hasattr(obj, "to_dict"):
+        obj = obj.to_dict()
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj

@@ -1,0 +1,104 @@
+"""Stage `classifier`: train the multi-label VGG-16 classifier (EP, GAP, GNDRP, BEW, SGE, LIP).
+
+Reads the dataset index, trains with mmengine (checkpoints + auto-resume in ``train/``,
+TensorBoard scalars, AMP on CUDA, DDP under ``make classifier GPUS=N``), evaluates mAP and
+per-class AP on the validation split, and writes ``model.pth`` (docs/DESIGN.md).
+``val.extra_poolings`` also scores the trained weights with other pooling rules, e.g. "EP
+inference" (``ep``) on a GAP-trained model.
+"""
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader
+
+from pipeline.data.datasets import ClassificationDataset
+from pipeline.data.index import DatasetIndex
+from pipeline.metrics import average_precision
+from pipeline.mm.train import train_from_section
+from pipeline.models.checkpoint import save_model
+from pipeline.models.classifier import build_classifier
+from stages.common import main_for, resolve_path
+
+STAGE = "classifier"
+UPSTREAM = ("data",)
+
+
+def model_config(section) -> dict:
+    """The model section with ``pretrained`` resolved to an absolute path (or torchvision/None)."""
+    cfg = section["model"].to_dict() if hasattr(section["model"], "to_dict") else dict(section["model"])
+    pre = cfg.get("pretrained")
+    if pre not in (None, "torchvision"):
+        cfg["pretrained"] = resolve_path(pre)
+    return cfg
+
+
+def make_loss_fn(loss_type: str):
+    def loss_fn(net, batch):
+        out = net(batch["image"], labels=batch["target"])
+        total, parts = net.classification_loss(out, batch["target"], loss_type=loss_type)
+        return {"loss": total, **{f"{k}_loss" if k != "total" else k: v for k, v in parts.items()
+                                  if k != "total"}}
+    return loss_fn
+
+
+@torch.no_grad()
+def predict_scores(net, loader, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image-level logits and targets over a loader (eval mode)."""
+    net.eval().to(device)
+    scores, targets = [], []
+    for batch in loader:
+        scores.append(net(batch["image"].to(device))["logits"].float().cpu())
+        targets.append(batch["target"])
+    return torch.cat(scores), torch.cat(targets)
+
+
+def evaluate(net, index, val_cfg, device, poolings=()) -> dict:
+    """mAP and per-class AP on ``val_cfg.split`` for the trained pooling and ``poolings``."""
+    ds = ClassificationDataset(index, val_cfg.get("split", "val"), val_cfg.get("size", 321), train=False)
+    loader = DataLoader(ds, batch_size=int(val_cfg.get("batch_size", 16)), shuffle=False,
+                        num_workers=int(val_cfg.get("num_workers", 0)))
+    trained = net.pooling_name
+    results = {}
+    for name in (trained, *[p for p in poolings if p != trained]):
+        net.set_pooling(name)
+        scores, targets = predict_scores(net, loader, device)
+        ap = average_precision(scores.numpy(), targets.numpy())
+        results[name] = {"mAP": ap["mAP"],
+                         "AP": {c: a for c, a in zip(index.fg_classes, ap["AP"])}}
+    net.set_pooling(trained)
+    return results
+
+
+def run(ctx) -> dict:
+    sec, tr = ctx.section, ctx.section["train"]
+    index = DatasetIndex.load(ctx.upstream_dir("data"))
+    seed = int(ctx.cfg.experiment.get("seed", 0))
+    torch.manual_seed(seed)
+    model_cfg = model_config(sec)
+    net = build_classifier(model_cfg, index.num_classes - 1)
+    ctx.log(f"VGG-16 classifier, pooling={net.pooling_name}, {index.num_classes - 1} classes, "
+            f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f}M parameters, pretrained="
+            f"{model_cfg.get('pretrained')}")
+    train_ds = ClassificationDataset(index, tr.get("split", "trainaug"), tr["crop"], train=True,
+                                     scale_range=tuple(tr.get("scale_range", (1.0, 1.0))),
+                                     resize=tr.get("resize"))
+    net = train_from_section(net, make_loss_fn(tr.get("loss", "multilabel_soft_margin")), train_ds, tr,
+                             work_dir=ctx.out / "train", seed=seed, world_size=ctx.world_size)
+    counts = {"train_images": len(train_ds), "iterations": int(tr["max_iters"])}
+    metrics = {}
+    if ctx.rank == 0:
+        val = sec.get("val", {})
+        res = evaluate(net, index, val, ctx.device, tuple(val.get("extra_poolings", ())))
+        trained = net.pooling_name
+        metrics = {"val_mAP": res[trained]["mAP"], "val_AP": res[trained]["AP"],
+                   "pooling": trained,
+                   "other_poolings": {k: v["mAP"] for k, v in res.items() if k != trained}}
+        ctx.log(f"val mAP ({trained}) = {100 * res[trained]['mAP']:.2f}" + "".join(
+            f"; {k} inference mAP = {100 * v['mAP']:.2f}" for k, v in res.items() if k != trained))
+        save_model(ctx.out / "model.pth", net, "classifier", model_cfg, index.num_classes - 1, index.classes)
+        counts["val_images"] = len(index.ids(val.get("split", "val")))
+    return {"counts": counts, "metrics": metrics}
+
+
+if __name__ == "__main__":
+    main_for(__name__)

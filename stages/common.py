@@ -1,0 +1,105 @@
+"""Command line of every stage: ``python -m stages.<name> --exp CFG [--work-dir D] [--opts a.b=1 ...]``.
+
+This is the framework edge: it loads the experiment with mmengine's ``Config`` (``_base_``
+inheritance, ``--cfg-options``-style overrides), sets up torch.distributed under torchrun,
+and hands over to :func:`pipeline.stage.run_stage`.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_EXP = REPO_ROOT / "configs" / "demo_synthetic.py"
+
+
+def parse_args(stage: str, argv=None) -> argparse.Namespace:
+    from mmengine.config import DictAction
+
+    p = argparse.ArgumentParser(prog=f"python -m stages.{stage}",
+                                description=f"Run the {stage!r} stage of an experiment.")
+    p.add_argument("--exp", default=str(DEFAULT_EXP), help="experiment config file")
+    p.add_argument("--work-dir", default=None,
+                   help="output folder (default: <repo>/work_dirs/<experiment name>)")
+    p.add_argument("--opts", nargs="+", action=DictAction, default={},
+                   help="config overrides, e.g. seeds.fg_top=0.2 classifier.train.max_iters=50")
+    p.add_argument("--force", action="store_true", help="re-run even when the stage is fresh")
+    return p.parse_args(argv)
+
+
+def load_experiment(exp: str | os.PathLike, opts: dict | None = None):
+    """Load an experiment config, apply overrides and resolve relative paths against the repo."""
+    from mmengine.config import Config
+
+    path = Path(exp).expanduser()
+    if not path.is_file():
+        raise SystemExit(f"experiment config not found: {path}")
+    cfg = Config.fromfile(str(path.resolve()))
+    if opts:
+        unknown = [k for k in opts if k.split(".")[0] not in cfg]
+        if unknown:
+            raise SystemExit(f"{path}: --opts names unknown config section(s): {', '.join(unknown)}")
+        cfg.merge_from_dict(opts)
+    cfg.setdefault("experiment", {})
+    cfg.experiment.setdefault("name", path.stem)
+    return cfg
+
+
+def default_work_dir(cfg) -> Path:
+    return REPO_ROOT / "work_dirs" / cfg.experiment.name
+
+
+def resolve_path(value: str | None) -> str | None:
+    """Config paths are relative to the repository root, never to the current directory."""
+    if value in (None, "", "none", "None"):
+        return None
+    p = Path(str(value)).expanduser()
+    return str(p if p.is_absolute() else (REPO_ROOT / p).resolve())
+
+
+def setup_distributed() -> tuple[int, int, str]:
+    """Initialise torch.distributed when launched by torchrun; return (rank, world, device)."""
+    import torch
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        import torch.distributed as dist
+
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local_rank)
+        if not dist.is_initialized():
+            dist.init_process_group(backend)
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+        return dist.get_rank(), world, device
+    return 0, 1, "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def main_for(module_name: str, argv=None) -> dict:
+    """Entry point used by each ``stages/<name>.py`` under ``if __name__ == '__main__'``."""
+    from pipeline.stage import StageError, run_stage
+
+    mod = sys.modules[module_name] if module_name in sys.modules else importlib.import_module(module_name)
+    stage = mod.STAGE
+    args = parse_args(stage, argv)
+    cfg = load_experiment(args.exp, args.opts)
+    work_dir = Path(args.work_dir).expanduser().resolve() if args.work_dir else default_work_dir(cfg)
+    rank, world, device = setup_distributed()
+    want = str(cfg.experiment.get("device", "auto"))
+    if want == "cpu":
+        device = "cpu"
+    sections = getattr(mod, "SECTIONS", (stage,))
+    missing = [s for s in sections if s not in cfg]
+    if missing:
+        raise SystemExit(f"{args.exp}: no config section {missing[0]!r} for stage {stage!r}")
+    section = {s: cfg[s] for s in sections} if len(sections) > 1 else cfg[stage]
+    try:
+        return run_stage(stage, tuple(mod.UPSTREAM), mod.run, cfg, section, work_dir,
+                         force=args.force, device=device, rank=rank, world_size=world,
+                         extra_manifest={"experiment": str(Path(args.exp).resolve())})
+    except StageError as exc:
+        raise SystemExit(f"[{stage}] error: {exc}") from None

@@ -1,0 +1,88 @@
+"""Stage `data`: index a VOC-format tree (VOC 2012 [+ SBD], or a generated synthetic one).
+
+Output ``WORK_DIR/data/``: ``dataset.json``, ``lists/<split>.txt``, ``labels.json`` (see
+docs/DESIGN.md), ``SegmentationClassAug/`` when SBD is used, and for ``dataset='synthetic'``
+the generated tree itself (``synthetic/VOC2012``) with its test masks kept aside
+(``synthetic/heldout``). Paths inside the folder are stored relative to it.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+
+from pipeline.data.prepare import prepare_dataset
+from pipeline.data.synthetic import generate_synthetic
+from pipeline.stage import StageError
+from stages.common import main_for, resolve_path
+
+STAGE = "data"
+UPSTREAM = ()
+
+
+def run(ctx) -> dict:
+    sec = ctx.section
+    kind = sec.get("dataset", "synthetic")
+    heldout = None
+    if kind == "synthetic":
+        gen_root = ctx.out / "synthetic"
+        shutil.rmtree(gen_root, ignore_errors=True)
+        syn_cfg = dict(sec.get("synthetic", {}))
+        seed = int(syn_cfg.pop("seed", 0))
+        ctx.log(f"generating the synthetic VOC-format dataset (seed {seed}) in {gen_root}")
+        gen = generate_synthetic(gen_root, syn_cfg, seed=seed)
+        root, sbd_root = gen_root / "VOC2012", None
+        heldout = gen_root / "heldout" / "SegmentationClass"
+        name = "synthetic"
+    elif kind == "voc":
+        root, sbd_root = resolve_path(sec.get("root")), resolve_path(sec.get("sbd_root"))
+        if root is None:
+            raise StageError("data.root is not set: `make data DATASET=voc VOC_ROOT=/path/to/VOCdevkit/VOC2012 "
+                             "[SBD_ROOT=/path/to/benchmark_RELEASE]`")
+        gen, name = None, sec.get("name") or "voc2012"
+    else:
+        raise StageError(f"data.dataset must be 'synthetic' or 'voc', got {kind!r}")
+
+    index_tmp = ctx.out / "_index"
+    shutil.rmtree(index_tmp, ignore_errors=True)
+    summary = prepare_dataset(root, index_tmp, sbd_root=sbd_root,
+                              label_source=sec.get("label_source", "xml"), name=name,
+                              heldout_seg_dir=heldout)
+    for item in index_tmp.iterdir():          # move the index to the top of the stage folder
+        dst = ctx.out / item.name
+        if dst.exists():
+            shutil.rmtree(dst) if dst.is_dir() else dst.unlink()
+        shutil.move(str(item), str(dst))
+    index_tmp.rmdir()
+    _relativise(ctx.out / "dataset.json", [str(index_tmp), str(ctx.out)])
+    ds = json.loads((ctx.out / "dataset.json").read_text())
+    ctx.log(f"{ds['name']}: {len(ds['classes']) - 1} classes; splits " +
+            ", ".join(f"{k}={v}" for k, v in ds["splits"].items()) +
+            f"; label disagreements xml/mask: {ds.get('label_disagreements')}")
+    counts = dict(ds["splits"])
+    counts["classes"] = len(ds["classes"]) - 1
+    metrics = {"label_disagreements": ds.get("label_disagreements")}
+    if gen:
+        metrics["synthetic"] = {k: v for k, v in gen.items() if isinstance(v, (int, float, str))}
+    return {"counts": counts, "metrics": metrics}
+
+
+def _relativise(path, prefixes) -> None:
+    """Store paths under the stage folder relative to it, so the folder can be renamed."""
+    ds = json.loads(path.read_text())
+
+    def rel(p):
+        if not isinstance(p, str):
+            return p
+        for pre in prefixes:
+            if p == pre or p.startswith(pre + "/"):
+                return p[len(pre):].lstrip("/") or "."
+        return p
+
+    for key in ("root", "heldout_seg_dir", "sbd_root"):
+        ds[key] = rel(ds.get(key))
+    ds["seg_dirs"] = [rel(p) for p in ds.get("seg_dirs", [])]
+    path.write_text(json.dumps(ds, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main_for(__name__)

@@ -1,0 +1,78 @@
+"""Stage `eval`: mIoU of the trained segmenter on the validation split, with and without CRF.
+
+Inference (``pipeline.inference``): base size ``eval.size`` (321×321 as DSRG, aspect ratio
+ignored; None = original size) × ``eval.scales`` (+ horizontal flips), logits upsampled to the
+original image size and averaged, softmax, optional dense CRF (``eval.crf``, DSRG test
+parameters, ``crf.workers`` processes). Scoring (``pipeline.evaluation``): one confusion matrix
+over the split, GT 255 ignored; per-class IoU, mIoU, pixel accuracy, mean accuracy, fwIoU.
+
+Writes ``metrics.json`` (both tables + confusion matrices), ``pred/<id>.png`` (colour palette
+PNG of the final prediction: with CRF when enabled), ``overlays/<id>.png`` for the first
+``eval.n_overlays`` ids (image | prediction | prediction+CRF | GT). Under torchrun the ids are
+sharded over ranks and the matrices summed.
+"""
+from __future__ import annotations
+
+import torch
+
+from pipeline.data.index import DatasetIndex
+from pipeline.evaluation import evaluate_segmenter
+from pipeline.metrics import format_table
+from pipeline.models.checkpoint import load_model
+from pipeline.stage import StageError, write_json_atomic
+from stages.common import main_for
+
+STAGE = "eval"
+UPSTREAM = ("data", "segmenter")
+
+
+def load_segmenter(ctx, index):
+    """The segmenter of ``WORK_DIR/segmenter/model.pth``, checked against the dataset classes."""
+    path = ctx.upstream_dir("segmenter") / "model.pth"
+    try:
+        net, meta = load_model(path, kind="segmenter")
+    except (FileNotFoundError, ValueError) as exc:
+        raise StageError(str(exc)) from exc
+    if int(meta["num_classes"]) != index.num_classes:
+        raise StageError(f"{path}: segmenter has {meta['num_classes']} classes, the dataset "
+                         f"{index.num_classes}: re-run `make segmenter` on this dataset")
+    return net.to(ctx.device), meta
+
+
+def log_summary(ctx, title: str, summary: dict) -> None:
+    ctx.log(f"{title}\n{format_table(summary)}")
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.2f}"
+
+
+def run(ctx) -> dict:
+    sec = ctx.section
+    index = DatasetIndex.load(ctx.upstream_dir("data"))
+    net, _ = load_segmenter(ctx, index)
+    split = sec.get("split", "val")
+    torch.manual_seed(int(ctx.cfg.get("experiment", {}).get("seed", 0)))
+    ctx.log(f"scoring {split} ({len(index.ids(split))} images): size={sec.get('size')}, "
+            f"scales={tuple(sec.get('scales', (1.0,)))}, flip={sec.get('flip', True)}, "
+            f"crf={dict(sec.get('crf', {}))}")
+    res = evaluate_segmenter(net, index, split, sec, ctx.device, out_dir=ctx.out,
+                             rank=ctx.rank, world_size=ctx.world_size, log=ctx.log)
+    if res["scored"] == 0:
+        raise StageError(f"no ground-truth mask for any id of split {split!r}: nothing to score")
+    log_summary(ctx, f"{split} without CRF", res["no_crf"])
+    if res["crf"] is not None:
+        log_summary(ctx, f"{split} with CRF", res["crf"])
+    crf_part = "" if res["crf"] is None else f", with CRF {_pct(res['crf']['mIoU'])}"
+    ctx.log(f"{split} mIoU ({res['scored']} images): without CRF {_pct(res['no_crf']['mIoU'])}{crf_part}")
+    if ctx.rank == 0:
+        write_json_atomic(ctx.out / "metrics.json", res)
+    metrics = {k: v for k, v in res.items() if k != "confusion"}
+    metrics["mIoU_no_crf"] = res["no_crf"]["mIoU"]
+    metrics["mIoU_crf"] = res["crf"]["mIoU"] if res["crf"] is not None else None
+    counts = {"images": res["images"], "scored": res["scored"], "missing_gt": res["missing_gt"]}
+    return {"counts": counts, "metrics": metrics}
+
+
+if __name__ == "__main__":
+    main_for(__name__)

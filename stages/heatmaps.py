@@ -1,0 +1,179 @@
+"""Stage `heatmaps`: class heatmaps (CAM) and entropy weights λ of every image of a split.
+
+For each image of ``heatmaps.split`` and each of its labelled classes c (dataset index >= 1,
+classifier channel c - 1): the CAM ``Wᵀv + b`` of the trained classifier, averaged over
+``scales`` and horizontal flips (:func:`pipeline.heatmaps.aggregate_heatmaps`), upsampled to the
+image's own size and normalised per class (``ReLU(h) / max ReLU(h)``); plus the entropy-weight
+map λ (EP paper Eq. 3, averaged the same way). Written with
+:func:`pipeline.heatmaps.save_heatmap` to ``maps/<id>.npz`` (float16, the image's classes only;
+``extra`` holds the image-level scores σ(logit) of those classes under the inference pooling).
+
+With ``class_specific_lambda`` the class-specific weights ``λ^c = λ · p̂(c)`` (EP paper §4.3,
+p̂ = softmax over the K classes of the CAM, computed per scale/flip at feature resolution and
+then averaged like the CAM) go to ``lambda_c/<id>.npz`` in the same format (raw values in
+[0, 1], not max-normalised; the seeds stage normalises every map it reads).
+
+Images are resized to ``size`` so that they batch; ``size=None`` keeps their size and batches
+equal-sized images together. ``pooling`` swaps the pooling rule at inference ("EP inference").
+Runs on one process (rank 0) on ``ctx.device``.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from pipeline.data.index import DatasetIndex
+from pipeline.data.transforms import resize_image, to_tensor
+from pipeline.heatmaps import aggregate_heatmaps, class_specific_lambda, normalise_per_class, save_heatmap
+from pipeline.models.checkpoint import load_model
+from pipeline.stage import StageError
+from stages.common import main_for
+
+STAGE = "heatmaps"
+UPSTREAM = ("data", "classifier")
+
+
+def _size_hw(size):
+    if size in (None, 0, "none", "None"):
+        return None
+    if isinstance(size, (int, float)):
+        return int(size), int(size)
+    h, w = size
+    return int(h), int(w)
+
+
+class _Images(Dataset):
+    """Items ``(3xhxw tensor, id, (H, W) original size)``; resized to ``size`` when given."""
+
+    def __init__(self, index: DatasetIndex, ids: list[str], size):
+        self.index, self.ids, self.size = index, ids, _size_hw(size)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int):
+        img_id = self.ids[i]
+        img = self.index.read_image(img_id)
+        hw = img.shape[:2]
+        if self.size is not None and tuple(hw) != self.size:
+            img = resize_image(img, self.size)
+        return to_tensor(img), img_id, tuple(int(v) for v in hw)
+
+
+def _collate(items):
+    return items
+
+
+def make_loader(index, ids, sec) -> DataLoader:
+    return DataLoader(_Images(index, ids, sec.get("size", 321)), batch_size=int(sec.get("batch_size", 8)),
+                      shuffle=False, num_workers=int(sec.get("num_workers", 0)), collate_fn=_collate)
+
+
+def _groups(items):
+    """Split a loader batch into sub-batches of equal tensor shape (only needed for size=None)."""
+    groups = defaultdict(list)
+    for item in items:
+        groups[tuple(item[0].shape)].append(item)
+    return list(groups.values())
+
+
+@torch.no_grad()
+def infer_batch(net, images: torch.Tensor, scales, flip: bool, with_lambda_c: bool, amp: bool) -> dict:
+    """Aggregated raw ``cam`` (B, K, h, w), ``lam`` (B, h, w), ``lambda_c`` (B, K, h, w) or None,
+    and ``scores`` (B, K) = σ(mean logit over scales/flips)."""
+    K = net.num_classes
+    logits = []
+    use_amp = amp and images.device.type == "cuda"
+
+    def forward(x):
+        with torch.autocast(device_type=images.device.type, dtype=torch.float16, enabled=use_amp):
+            out = net(x)
+        logits.append(out["logits"].float())
+        cam, lam = out["cam"].float(), out["lam"].float()
+        if with_lambda_c:
+            cam = torch.cat([cam, class_specific_lambda(lam, cam.softmax(dim=1))], dim=1)
+        return {"cam": cam, "lam": lam}
+
+    agg = aggregate_heatmaps(forward, images, scales=tuple(scales), flip=flip)
+    cam = agg["cam"]
+    return {"cam": cam[:, :K], "lam": agg["lam"],
+            "lambda_c": cam[:, K:] if with_lambda_c else None,
+            "scores": torch.sigmoid(torch.stack(logits).mean(0))}
+
+
+def _to_image(x: torch.Tensor, hw) -> torch.Tensor:
+    """(k, h, w) → (k, H, W) bilinear (align_corners=False)."""
+    if tuple(x.shape[-2:]) == tuple(hw):
+        return x
+    if x.shape[0] == 0:
+        return x.new_zeros((0, *hw))
+    return F.interpolate(x[None], size=tuple(hw), mode="bilinear", align_corners=False)[0]
+
+
+def run(ctx) -> dict:
+    sec = ctx.section
+    if ctx.rank != 0:
+        return {}
+    index = DatasetIndex.load(ctx.upstream_dir("data"))
+    split = sec.get("split", "trainaug")
+    ids = index.ids(split)
+    model_path = ctx.upstream_dir("classifier") / "model.pth"
+    try:
+        net, meta = load_model(model_path, kind="classifier")
+    except (FileNotFoundError, ValueError) as exc:
+        raise StageError(str(exc)) from exc
+    if meta["num_classes"] != index.num_classes - 1:
+        raise StageError(f"{model_path}: classifier has {meta['num_classes']} classes, the dataset "
+                         f"{index.num_classes - 1}; re-run `make classifier`")
+    trained = net.pooling_name
+    if sec.get("pooling"):
+        net.set_pooling(str(sec["pooling"]))
+    net.eval().to(ctx.device)
+    scales = tuple(float(s) for s in sec.get("scales", (1.0,)))
+    flip = bool(sec.get("flip", True))
+    with_lc = bool(sec.get("class_specific_lambda", False))
+    amp = bool(sec.get("amp", True))
+    ctx.log(f"{len(ids)} {split} images; classifier pooling {trained}, inference pooling "
+            f"{net.pooling_name}; size {sec.get('size')}, scales {scales}, flip {flip}, "
+            f"lambda_c {with_lc}, device {ctx.device}")
+    maps_dir, lc_dir = ctx.out / "maps", ctx.out / "lambda_c"
+    maps_dir.mkdir(exist_ok=True)
+    if with_lc:
+        lc_dir.mkdir(exist_ok=True)
+
+    n_done, n_maps, score_sum = 0, 0, 0.0
+    log_every = max(100, len(ids) // 10)
+    for batch in make_loader(index, ids, sec):
+        for group in _groups(batch):
+            x = torch.stack([it[0] for it in group]).to(ctx.device)
+            out = infer_batch(net, x, scales, flip, with_lc, amp)
+            for b, (_, img_id, hw) in enumerate(group):
+                classes = [int(c) for c in index.labels(img_id)]
+                ch = torch.as_tensor([c - 1 for c in classes], dtype=torch.long, device=x.device)
+                cam = normalise_per_class(_to_image(out["cam"][b, ch], hw))
+                lam = _to_image(out["lam"][b][None], hw)[0].clamp(0, 1) if out["lam"] is not None else None
+                scores = out["scores"][b, ch].tolist()
+                extra = {"scores": {str(c): round(float(s), 5) for c, s in zip(classes, scores)},
+                         "pooling": net.pooling_name, "size": list(hw)}
+                save_heatmap(maps_dir / f"{img_id}.npz", cam, classes, lam=lam, extra=extra)
+                if with_lc:
+                    lc = _to_image(out["lambda_c"][b, ch], hw).clamp(0, 1)
+                    save_heatmap(lc_dir / f"{img_id}.npz", lc, classes, extra={"kind": "lambda_c"})
+                n_done += 1
+                n_maps += len(classes)
+                score_sum += sum(scores)
+                if n_done % log_every == 0:
+                    ctx.log(f"{n_done}/{len(ids)} images")
+    mean_score = score_sum / n_maps if n_maps else float("nan")
+    ctx.log(f"wrote {n_done} heatmap files ({n_maps} class maps) to {maps_dir}; mean score of "
+            f"the labelled classes {mean_score:.3f}")
+    return {"counts": {"images": n_done, "class_maps": n_maps, "lambda_c": n_done if with_lc else 0},
+            "metrics": {"trained_pooling": trained, "inference_pooling": net.pooling_name,
+                        "mean_labelled_score": mean_score if n_maps else None}}
+
+
+if __name__ == "__main__":
+    main_for(__name__)

@@ -1,0 +1,133 @@
+"""Stage `saliency`: one 8-bit grey saliency map per image of a split, at the image's size.
+
+* ``saliency.dir`` set: import precomputed maps (e.g. DRFI, as in the EP paper §4.4) named
+  ``<id>.png`` (or .jpg/.jpeg/.bmp) of any size; each is resized bilinearly to its image
+  (:func:`pipeline.saliency.read_saliency`). Every image of the split needs a readable map:
+  missing ones are listed (by expected path) before any work starts.
+* otherwise: the built-in RBD saliency (:func:`pipeline.saliency.rbd_saliency`, parameters
+  ``saliency.rbd``), computed in a pool of ``saliency.workers`` processes.
+
+Maps are stored as they are (values · 255, rounded) in ``maps/<id>.png``; the seeds stage
+normalises them per image when ``seeds.normalise_saliency`` is set. Quality against the GT
+foreground (mask > 0, mask = 255 ignored) on the images with a GT mask: mean absolute error
+and max F-measure (β² = 0.3) in the manifest metrics.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pipeline.data.index import DatasetIndex
+from pipeline.saliency import SaliencyQuality, find_saliency_file, rbd_saliency, read_saliency
+from pipeline.stage import StageError
+from stages.common import main_for, resolve_path
+
+STAGE = "saliency"
+UPSTREAM = ("data",)
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as im:
+        return im.size[1], im.size[0]
+
+
+def saliency_job(job: tuple) -> tuple[str, np.ndarray | None, str | None]:
+    """Worker: compute or import one map, write ``out_path``; returns ``(id, uint8 map or None,
+    error message or None)``; the map comes back only when ``want_map`` (GT exists)."""
+    img_id, image_path, out_path, src_path, rbd_params, want_map = job
+    try:
+        if src_path is not None:
+            sal = read_saliency(src_path, size=_image_size(Path(image_path)))
+        else:
+            with Image.open(image_path) as im:
+                img = np.asarray(im.convert("RGB"), dtype=np.uint8)
+            sal = rbd_saliency(img, **rbd_params)
+        sal8 = np.round(np.clip(sal, 0.0, 1.0) * 255.0).astype(np.uint8)
+        tmp = Path(out_path).with_name(f".{Path(out_path).name}.tmp.png")
+        Image.fromarray(sal8, mode="L").save(tmp)
+        tmp.replace(out_path)
+        return img_id, (sal8 if want_map else None), None
+    except (OSError, ValueError, np.linalg.LinAlgError) as exc:
+        return img_id, None, f"{img_id}: {exc}"
+
+
+def _pool(workers: int):
+    methods = mp.get_all_start_methods()
+    return mp.get_context("fork" if "fork" in methods else "spawn").Pool(workers)
+
+
+def run(ctx) -> dict:
+    sec = ctx.section
+    if ctx.rank != 0:
+        return {}
+    index = DatasetIndex.load(ctx.upstream_dir("data"))
+    split = sec.get("split", "trainaug")
+    ids = index.ids(split)
+    src_dir = resolve_path(sec.get("dir"))
+    rbd_params = dict(sec.get("rbd", {}))
+    workers = int(sec.get("workers", 2))
+    out_dir = ctx.out / "maps"
+    out_dir.mkdir(exist_ok=True)
+
+    sources = {}
+    if src_dir is not None:
+        if not Path(src_dir).is_dir():
+            raise StageError(f"saliency.dir={sec.get('dir')!r}: folder {src_dir} not found")
+        missing = []
+        for img_id in ids:
+            try:
+                sources[img_id] = str(find_saliency_file(src_dir, img_id))
+            except FileNotFoundError:
+                missing.append(str(Path(src_dir) / f"{img_id}.png"))
+        if missing:
+            raise StageError(f"saliency.dir={src_dir}: no saliency map for {len(missing)} of {len(ids)} "
+                             f"{split} images, e.g. " + ", ".join(missing[:5]) +
+                             " (unset saliency.dir to compute RBD saliency instead)")
+        ctx.log(f"importing {len(ids)} saliency maps from {src_dir}")
+    else:
+        ctx.log(f"computing RBD saliency for {len(ids)} {split} images with {workers} worker(s)")
+
+    masks = {i: index.mask_path(i) for i in ids}
+    jobs = [(i, str(index.image_path(i)), str(out_dir / f"{i}.png"), sources.get(i), rbd_params,
+             masks[i] is not None) for i in ids]
+    quality, n_done = SaliencyQuality(), 0
+    log_every = max(100, len(ids) // 10)
+
+    def consume(results):
+        nonlocal n_done
+        for img_id, sal8, err in results:
+            if err is not None:
+                raise StageError(f"saliency map of image {err}")
+            if sal8 is not None:
+                gt = index.read_mask(img_id)
+                valid = gt != 255
+                if gt.shape != sal8.shape:
+                    raise StageError(f"{masks[img_id]}: GT size {gt.shape} != image size {sal8.shape}")
+                quality.update(sal8[valid].astype(np.float64) / 255.0, gt[valid] > 0)
+            n_done += 1
+            if n_done % log_every == 0:
+                ctx.log(f"{n_done}/{len(ids)} images")
+
+    if workers > 1 and len(jobs) > 1:
+        with _pool(workers) as pool:
+            consume(pool.imap(saliency_job, jobs, chunksize=max(1, min(16, len(jobs) // (4 * workers)))))
+    else:
+        consume(map(saliency_job, jobs))
+
+    q = quality.summary()
+    metrics = {"source": "import" if src_dir else "rbd", "gt_images": q["images"]}
+    if q["images"]:
+        metrics.update({k: (None if np.isnan(v) else v) for k, v in
+                        (("MAE", q["MAE"]), ("maxF", q["maxF"]), ("maxF_threshold", q["best_threshold"]))})
+        ctx.log(f"quality on {q['images']} images with GT: MAE {q['MAE']:.4f}, max F-measure "
+                f"{q['maxF']:.4f} (at {q['best_threshold']:.3f})")
+    else:
+        ctx.log("no GT masks for this split: no saliency quality")
+    return {"counts": {"images": n_done, "gt_images": q["images"]}, "metrics": metrics}
+
+
+if __name__ == "__main__":
+    main_for(__name__)

@@ -1,0 +1,171 @@
+"""Stage `seeds`: seeds and argmax pseudo-masks from class heatmaps + saliency, with their quality.
+
+Image by image (nothing is held for the whole split) over the images of the heatmaps stage:
+
+* maps: the image's class heatmaps (``heatmap_source='cam'``) or its class-specific entropy
+  weights λ^c (``'lambda_c'``, needs ``heatmaps.class_specific_lambda=True``), each normalised by
+  its max (:func:`pipeline.heatmaps.normalise_per_class`);
+* saliency: ``saliency/maps/<id>.png`` / 255, rescaled to [0, 1] by its min/max first when
+  ``normalise_saliency`` (the paper's "normalized saliency");
+* ``labels/<id>.png``: :func:`pipeline.seeds.make_seeds` (foreground = top ``fg_top`` of each
+  class map, ``fg_mode`` relative|rank; background = saliency < ``bg_sal``; conflicts and
+  unclaimed pixels 255; ``overlap`` max|ignore) — EP paper §4.4, ALGORITHMS.md §3;
+* ``pseudo/<id>.png``: :func:`pipeline.seeds.pseudo_mask_argmax` with ``pseudo_bg_threshold``;
+* ``overlays/<id>.png`` for the first ``n_overlays`` images;
+* with ``export_dsrg_pickle``: ``dsrg_cues.pickle`` + ``input_list.txt`` (SEC/DSRG format,
+  :func:`pipeline.seeds.export_dsrg_cues`, seeds read back from ``labels/`` one at a time).
+
+Quality on the images of the split that have a GT mask: seed precision / recall / fraction
+labelled / per-class IoU (:class:`pipeline.metrics.SeedQuality`) and the mIoU of the
+pseudo-masks (:class:`pipeline.metrics.ConfusionMatrix`), in the manifest and printed.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.data.index import DatasetIndex
+from pipeline.heatmaps import load_heatmap, normalise_per_class
+from pipeline.metrics import ConfusionMatrix, SeedQuality, format_table
+from pipeline.saliency import read_saliency
+from pipeline.seeds import export_dsrg_cues, make_seeds, pseudo_mask_argmax
+from pipeline.stage import StageError
+from pipeline.visualize import blank, grey_rgb, heatmap_rgb, label_rgb, panel_row, save_rgb
+from pipeline.voc import read_label_png, write_label_png
+from stages.common import main_for
+
+STAGE = "seeds"
+UPSTREAM = ("data", "heatmaps", "saliency")
+SOURCES = ("cam", "lambda_c")
+
+
+class _LabelFiles(Mapping):
+    """``{id: seed map}`` read lazily from ``<dir>/<id>.png`` (keeps the DSRG export streaming)."""
+
+    def __init__(self, directory: Path, ids: list[str]):
+        self.directory, self.ids = Path(directory), list(ids)
+
+    def __getitem__(self, img_id):
+        return read_label_png(self.directory / f"{img_id}.png")
+
+    def __iter__(self):
+        return iter(self.ids)
+
+    def __len__(self):
+        return len(self.ids)
+
+
+def _clean(obj):
+    """NaN → None (strict JSON in the manifest)."""
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def overlay(image, maps, lam, sal, seeds, pseudo, gt) -> np.ndarray:
+    """image | heatmap (max over classes) | λ (/ its max) | saliency | seeds | pseudo | GT, captioned."""
+    hw = image.shape[:2]
+    heat = maps.max(0) if maps.shape[0] else np.zeros(hw, np.float32)
+    lam_disp = normalise_per_class(lam) if lam is not None else None      # λ / max λ, for display
+    tiles = [image, heatmap_rgb(heat), heatmap_rgb(lam_disp) if lam is not None else blank(hw),
+             grey_rgb(sal), label_rgb(seeds), label_rgb(pseudo),
+             label_rgb(gt) if gt is not None else blank(hw, 255)]
+    names = ["image", "heatmap", "lambda", "saliency", "seeds", "pseudo", "GT" if gt is not None else "no GT"]
+    return panel_row(tiles, names, height=max(hw[0], 160))
+
+
+def run(ctx) -> dict:
+    sec = ctx.section
+    if ctx.rank != 0:
+        return {}
+    index = DatasetIndex.load(ctx.upstream_dir("data"))
+    heat_dir, sal_dir = ctx.upstream_dir("heatmaps"), ctx.upstream_dir("saliency")
+    heat_cfg = ctx.upstream_manifests["heatmaps"].get("config", {})
+    split = heat_cfg.get("split", "trainaug")
+    ids = index.ids(split)
+    source = sec.get("heatmap_source", "cam")
+    if source not in SOURCES:
+        raise StageError(f"seeds.heatmap_source must be one of {SOURCES}, got {source!r}")
+    if source == "lambda_c" and not (heat_dir / "lambda_c").is_dir():
+        raise StageError("seeds.heatmap_source='lambda_c' needs the λ^c maps: run "
+                         "`make heatmaps OPTS=\"heatmaps.class_specific_lambda=True\"` first")
+    opts = dict(fg_top=float(sec.get("fg_top", 0.30)), fg_mode=sec.get("fg_mode", "relative"),
+                bg_sal=float(sec.get("bg_sal", 0.06)), overlap=sec.get("overlap", "max"))
+    norm_sal = bool(sec.get("normalise_saliency", True))
+    bg_thr = float(sec.get("pseudo_bg_threshold", 0.15))
+    n_overlays = int(sec.get("n_overlays", 8))
+    ctx.log(f"{len(ids)} {split} images; source {source}; fg top {opts['fg_top']} ({opts['fg_mode']}), "
+            f"bg saliency < {opts['bg_sal']} (normalised: {norm_sal}), overlap {opts['overlap']}; "
+            f"pseudo-mask bg threshold {bg_thr}")
+    for sub in ("labels", "pseudo") + (("overlays",) if n_overlays > 0 else ()):
+        (ctx.out / sub).mkdir(exist_ok=True)
+
+    names = index.classes
+    seed_q, pseudo_cm = SeedQuality(index.num_classes), ConfusionMatrix(index.num_classes)
+    n_pix = n_fg = n_bg = n_eval = 0
+    for k, img_id in enumerate(ids):
+        try:
+            hm = load_heatmap(heat_dir / "maps" / f"{img_id}.npz")
+            maps = hm["cam"] if source == "cam" else load_heatmap(heat_dir / "lambda_c" / f"{img_id}.npz")["cam"]
+            maps = normalise_per_class(maps)
+            sal = read_saliency(sal_dir / "maps" / f"{img_id}.png", size=maps.shape[1:], normalise=norm_sal)
+        except (FileNotFoundError, ValueError) as exc:
+            raise StageError(f"image {img_id}: {exc}") from exc
+        classes = hm["classes"]
+        seeds = make_seeds(maps, classes, sal, **opts)
+        pseudo = pseudo_mask_argmax(maps, classes, bg_thr)
+        write_label_png(ctx.out / "labels" / f"{img_id}.png", seeds)
+        write_label_png(ctx.out / "pseudo" / f"{img_id}.png", pseudo)
+        n_pix += seeds.size
+        n_bg += int((seeds == 0).sum())
+        n_fg += int(((seeds > 0) & (seeds != 255)).sum())
+        gt = index.read_mask(img_id)
+        if gt is not None:
+            if gt.shape != seeds.shape:
+                raise StageError(f"{index.mask_path(img_id)}: GT size {gt.shape} != heatmap size {seeds.shape}")
+            seed_q.update(seeds, gt)
+            pseudo_cm.update(pseudo, gt)
+            n_eval += 1
+        if k < n_overlays:
+            save_rgb(ctx.out / "overlays" / f"{img_id}.png",
+                     overlay(index.read_image(img_id), maps, hm["lam"], sal, seeds, pseudo, gt))
+
+    counts = {"images": len(ids), "evaluated": n_eval, "overlays": min(n_overlays, len(ids))}
+    metrics = {"seeds_fg_fraction": n_fg / n_pix if n_pix else None,
+               "seeds_bg_fraction": n_bg / n_pix if n_pix else None}
+    ctx.log(f"seeds cover {100 * n_fg / max(n_pix, 1):.1f}% foreground, {100 * n_bg / max(n_pix, 1):.1f}% "
+            f"background, {100 * (n_pix - n_fg - n_bg) / max(n_pix, 1):.1f}% unlabelled pixels")
+    if n_eval:
+        sq = seed_q.summary(names)
+        ps = pseudo_cm.summary(names)
+        metrics["seeds"] = {k: sq[k] for k in ("precision", "recall", "fraction_labelled", "mIoU")}
+        metrics["seeds"]["IoU"] = dict(zip(names, sq["IoU"]))
+        metrics["pseudo"] = {"mIoU": ps["mIoU"], "aAcc": ps["aAcc"], "IoU": dict(zip(names, ps["IoU"]))}
+        ctx.log(f"seed quality on {n_eval} images with GT: precision {100 * sq['precision']:.2f}, "
+                f"recall {100 * sq['recall']:.2f}, labelled {100 * sq['fraction_labelled']:.2f}%, "
+                f"mIoU {100 * sq['mIoU']:.2f} (IoU over labelled pixels)\n"
+                + format_table(seed_q.cm.summary(names)))
+        ctx.log(f"pseudo-masks (argmax, bg < {bg_thr}): mIoU {100 * ps['mIoU']:.2f}\n" + format_table(ps))
+    else:
+        ctx.log(f"no GT masks for the {split} images: no seed quality")
+
+    if sec.get("export_dsrg_pickle", False):
+        index_of = export_dsrg_cues(_LabelFiles(ctx.out / "labels", ids), ctx.out / "dsrg_cues.pickle",
+                                    grid=int(sec.get("dsrg_grid", 41)), num_classes=index.num_classes,
+                                    image_labels={i: index.labels(i) for i in ids},
+                                    mode=sec.get("dsrg_mode", "nearest"))
+        (ctx.out / "input_list.txt").write_text("".join(f"{i}.jpg {index_of[i]}\n" for i in ids))
+        counts["dsrg_cues"] = len(ids)
+        ctx.log(f"wrote {ctx.out / 'dsrg_cues.pickle'} and input_list.txt ({len(ids)} images)")
+    return {"counts": counts, "metrics": _clean(metrics)}
+
+
+if __name__ == "__main__":
+    main_for(__name__)

@@ -1,0 +1,137 @@
+"""Stage `segmenter`: train DeepLab v2 (ASPP-L, VGG-16) from the seeds with DSRG.
+
+Reads the dataset index and the seed label maps (``WORK_DIR/seeds/labels/<id>.png``), trains
+with mmengine through :func:`pipeline.mm.train.train_from_section` (checkpoints + auto-resume in
+``train/``, TensorBoard scalars, AMP on CUDA, DDP under ``make segmenter GPUS=N``), scores a
+quick single-scale, no-CRF val mIoU (the full protocol is the ``eval`` stage) and writes
+``model.pth`` (docs/DESIGN.md; :func:`pipeline.models.deeplab.load_segmenter`).
+
+Options: ``segmenter.loss`` = ``"dsrg"`` (:func:`pipeline.dsrg.dsrg_losses`: growing on the
+output grid, balanced seeding loss, CRF boundary loss; the CRF runs in a process pool of
+``crf.workers`` processes created once per training run) or ``"ce"`` (cross-entropy, 255
+ignored, on upsampled logits or at the output grid: ``ce.resolution``);
+``segmenter.train.labels`` = ``"seeds"`` or ``"gt"`` (ground-truth masks: with ``loss="ce"``
+the fully supervised upper bound). :func:`train_segmenter` and :func:`evaluate_and_save` are
+reusable by other stages (e.g. an ``upper_bound`` stage with ``label_dir=None``).
+"""
+from __future__ import annotations
+
+import torch
+
+from pipeline.crf import make_crf_pool
+from pipeline.data.datasets import SegmentationDataset
+from pipeline.data.index import DatasetIndex
+from pipeline.dsrg import DSRGConfig, ce_loss, dsrg_losses
+from pipeline.evaluation import evaluate_segmenter
+from pipeline.mm.train import train_from_section
+from pipeline.models.checkpoint import save_model
+from pipeline.models.deeplab import build_segmenter
+from pipeline.stage import StageError
+from stages.common import main_for, resolve_path
+
+STAGE = "segmenter"
+UPSTREAM = ("data", "seeds")
+
+LOSSES = ("dsrg", "ce")
+LABELS = ("seeds", "gt")
+
+
+def model_config(section) -> dict:
+    """The model section with ``pretrained`` resolved to an absolute path (or torchvision/None)."""
+    m = section["model"]
+    cfg = m.to_dict() if hasattr(m, "to_dict") else dict(m)
+    if cfg.get("pretrained") not in (None, "torchvision"):
+        cfg["pretrained"] = resolve_path(cfg["pretrained"])
+    return cfg
+
+
+def make_loss_fn(loss: str, dsrg_cfg: DSRGConfig | None = None, crf_pool=None,
+                 ce_resolution: str = "input"):
+    """``loss_fn(net, batch)`` for :mod:`pipeline.mm.train` (batch: SegmentationDataset items)."""
+    if loss not in LOSSES:
+        raise StageError(f"segmenter.loss must be one of {LOSSES}, got {loss!r}")
+
+    def loss_fn(net, batch):
+        logits = net(batch["image"])
+        if loss == "ce":
+            return {"loss_ce": ce_loss(logits, batch["label"], ce_resolution)}
+        return dsrg_losses(logits, batch["label"], batch["classes"], batch["raw"], dsrg_cfg, crf_pool)
+    return loss_fn
+
+
+def train_segmenter(ctx, index: DatasetIndex, label_dir, section) -> torch.nn.Module:
+    """Train the segmenter of ``section`` on ``label_dir`` (None = GT masks) into ``ctx.out/train``.
+
+    Resumes from the checkpoints there; returns the trained network (every rank under DDP).
+    """
+    tr = section["train"]
+    loss = section.get("loss", "dsrg")
+    seed = int(ctx.cfg.experiment.get("seed", 0))
+    torch.manual_seed(seed)
+    model_cfg = model_config(section)
+    net = build_segmenter(model_cfg, index.num_classes)
+    train_ds = SegmentationDataset(index, tr.get("split", "trainaug"), label_dir, tr["crop"], train=True,
+                                   scale_range=tuple(tr.get("scale_range", (1.0, 1.0))),
+                                   resize=tr.get("resize"))
+    grid = net.output_size(int(tr["crop"]))
+    ctx.log(f"DeepLab v2 VGG-16 ASPP, {index.num_classes} classes (bg incl.), "
+            f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f}M parameters, pretrained="
+            f"{model_cfg.get('pretrained')}; loss={loss}; {len(train_ds)} training images, labels "
+            f"from {label_dir or 'the ground-truth masks'}; crop {tr['crop']} -> output {grid}x{grid}")
+    pool = None
+    dsrg_cfg = None
+    if loss == "dsrg":
+        dsrg_cfg = DSRGConfig.from_cfg(section.get("dsrg"), section.get("crf"))
+        workers = int(section.get("crf", {}).get("workers", 0) or 0)
+        if workers > 0:
+            pool = make_crf_pool(workers, section["crf"].get("start_method", "spawn"))
+        ctx.log(f"DSRG: grow on {dsrg_cfg.grow_on}, thresholds {dsrg_cfg.fg_threshold}/"
+                f"{dsrg_cfg.bg_threshold}, CRF {dsrg_cfg.crf} in "
+                f"{f'{workers} worker processes' if pool else 'process'}")
+    ce_res = section.get("ce", {}).get("resolution", "input")
+    try:
+        return train_from_section(net, make_loss_fn(loss, dsrg_cfg, pool, ce_res), train_ds, tr,
+                                  work_dir=ctx.out / "train", seed=seed, world_size=ctx.world_size)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+
+def evaluate_and_save(ctx, net, index: DatasetIndex, section, kind: str = "segmenter") -> dict:
+    """Quick val mIoU (single scale, no flip, no CRF) and ``model.pth``; returns counts/metrics."""
+    val = section.get("val", {})
+    split = val.get("split", "val")
+    eval_cfg = dict(size=val.get("size", 321), scales=(1.0,), flip=False,
+                    batch_size=int(val.get("batch_size", 10)), crf=dict(enabled=False))
+    res = evaluate_segmenter(net.eval(), index, split, eval_cfg, ctx.device, rank=ctx.rank,
+                             world_size=ctx.world_size)
+    s = res["no_crf"]
+    metrics = {"val_mIoU": res["mIoU"], "val_aAcc": s["aAcc"],
+               "val_IoU": dict(zip(index.classes, s["IoU"])), "val_split": split}
+    counts = {"val_images": res["images"], "val_scored": res["scored"]}
+    if ctx.rank == 0:
+        miou = res["mIoU"]
+        ctx.log(f"quick {split} mIoU (single scale, no CRF) = "
+                f"{'n/a' if miou is None else f'{100 * miou:.2f}'} on {res['scored']} images")
+        save_model(ctx.out / "model.pth", net, kind, model_config(section), index.num_classes,
+                   index.classes)
+    return {"counts": counts, "metrics": metrics}
+
+
+def run(ctx) -> dict:
+    sec, tr = ctx.section, ctx.section["train"]
+    labels = tr.get("labels", "seeds")
+    if labels not in LABELS:
+        raise StageError(f"segmenter.train.labels must be one of {LABELS}, got {labels!r}")
+    index = DatasetIndex.load(ctx.upstream_dir("data"))
+    label_dir = ctx.upstream_dir("seeds") / "labels" if labels == "seeds" else None
+    net = train_segmenter(ctx, index, label_dir, sec)
+    result = evaluate_and_save(ctx, net, index, sec)
+    result["counts"].update(train_images=len(index.ids(tr.get("split", "trainaug"))),
+                            iterations=int(tr["max_iters"]))
+    result["metrics"].update(loss=sec.get("loss", "dsrg"), labels=labels)
+    return result
+
+
+if __name__ == "__main__":
+    main_for(__name__)

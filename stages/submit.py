@@ -1,0 +1,91 @@
+"""Stage `submit`: test-split predictions in the PASCAL VOC server format + ``results.tgz``.
+
+Writes ``results/VOC2012/Segmentation/<comp>_test_cls/<id>.png`` for every id of
+``submit.split`` (single-channel VOC palette PNG, original image size, values
+``0..num_classes-1`` — never 255), validates the folder (``pipeline.submission``; any problem
+fails the stage with every offending file named) and packs ``results.tgz``. Where the test
+masks exist (the synthetic dataset keeps them aside), the submission is also scored.
+
+Inference settings: the ``submit`` section's ``size``, ``scales``, ``flip``, ``batch_size``,
+``amp``, ``crf`` when not None, else the ``eval`` section's (``crf`` keys are merged). The
+stage's config digest covers both sections, so it re-runs when ``eval`` changes.
+"""
+from __future__ import annotations
+
+from pipeline.data.index import DatasetIndex
+from pipeline.evaluation import score_label_dir
+from pipeline.inference import (InferenceSettings, crf_from_cfg, iter_segmentation,
+                                merge_inference_cfg, open_crf_pool)
+from pipeline.submission import (SUBMISSION_SUBDIR, make_submission_archive,
+                                 validate_submission, write_prediction_png)
+from pipeline.stage import StageError
+from stages.common import main_for
+from stages.eval import load_segmenter, log_summary
+
+STAGE = "submit"
+UPSTREAM = ("data", "segmenter")
+SECTIONS = ("submit", "eval")
+
+
+def sections(ctx):
+    """(submit section, eval section); a bare submit section is accepted too."""
+    sec = ctx.section
+    if "submit" in sec:
+        return sec["submit"], sec.get("eval") or ctx.cfg.get("eval", {})
+    return sec, ctx.cfg.get("eval", {}) if hasattr(ctx.cfg, "get") else {}
+
+
+def _barrier(world_size: int) -> None:
+    if world_size > 1:
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+
+
+def run(ctx) -> dict:
+    sub, ev = sections(ctx)
+    index = DatasetIndex.load(ctx.upstream_dir("data"))
+    net, _ = load_segmenter(ctx, index)
+    split, comp = sub.get("split", "test"), sub.get("comp", "comp6")
+    inf_cfg = merge_inference_cfg(ev, sub)
+    settings = InferenceSettings.from_cfg(inf_cfg)
+    crf, workers = crf_from_cfg(inf_cfg.get("crf"))
+    ids = index.ids(split)
+    if not ids:
+        raise StageError(f"split {split!r} is empty: nothing to submit")
+    result_dir = ctx.out / SUBMISSION_SUBDIR.format(comp=comp)
+    result_dir.mkdir(parents=True, exist_ok=True)
+    ctx.log(f"predicting {len(ids)} {split} images: size={settings.size}, scales={settings.scales}, "
+            f"flip={settings.flip}, crf={'off' if crf is None else crf} -> {result_dir}")
+    mine = ids[ctx.rank::ctx.world_size] if ctx.world_size > 1 else ids
+    items = ((i, index.read_image(i)) for i in mine)
+    pool = open_crf_pool(crf, workers)
+    try:
+        for seg in iter_segmentation(net, items, settings, ctx.device, crf=crf, pool=pool,
+                                     chunk=sub.get("chunk") or ev.get("chunk")):
+            write_prediction_png(result_dir / f"{seg.key}.png", seg.final, index.num_classes)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    _barrier(ctx.world_size)
+    counts, metrics = {"images": len(ids)}, {"split": split, "comp": comp, "crf_enabled": crf is not None}
+    if ctx.rank != 0:
+        return {"counts": counts, "metrics": metrics}
+    problems = validate_submission(result_dir, ids, index.root / "JPEGImages", index.num_classes)
+    if problems:
+        raise StageError(f"submission in {result_dir} is invalid ({len(problems)} problems):\n  "
+                         + "\n  ".join(problems))
+    n = make_submission_archive(ctx.out, ctx.out / "results.tgz", comp=comp)
+    counts["archived"] = n
+    ctx.log(f"{n} predictions validated and packed into {ctx.out / 'results.tgz'} "
+            f"(upload it to the VOC evaluation server, docs/SUBMISSION.md)")
+    if all(index.mask_path(i) is not None or index.heldout_mask_path(i) is not None for i in ids):
+        res = score_label_dir(index, split, result_dir)
+        metrics.update(mIoU=res["mIoU"], aAcc=res["aAcc"], mAcc=res["mAcc"], fwIoU=res["fwIoU"],
+                       IoU=res["IoU"], class_names=res["class_names"], scored=res["images"])
+        log_summary(ctx, f"{split} (held-out masks) — submitted predictions", res)
+    return {"counts": counts, "metrics": metrics}
+
+
+if __name__ == "__main__":
+    main_for(__name__)

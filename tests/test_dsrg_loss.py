@@ -1,0 +1,119 @@
+"""DSRG training loss (pipeline.dsrg): cues on the output grid, growing + losses, CE option."""
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.crf import CRFParams
+from pipeline.dsrg import DSRGConfig, ce_loss, cues_on_grid, dsrg_losses
+from pipeline.losses import stable_softmax_probs
+from pipeline.seeds import seeds_to_multihot
+
+
+@pytest.mark.parametrize("shape,grid", [((37, 29), (6, 5)), ((48, 48), (7, 7)), ((8, 8), (8, 8))])
+def test_cues_on_grid_matches_seeds_to_multihot(shape, grid):
+    g = torch.Generator().manual_seed(0)
+    lab = torch.randint(0, 4, (3, *shape), generator=g)
+    lab[lab == 3] = 255
+    cues = cues_on_grid(lab, 3, grid)
+    ref = np.stack([seeds_to_multihot(x.numpy(), 3, grid) for x in lab])
+    assert cues.dtype == torch.bool and cues.shape == (3, 3, *grid)
+    np.testing.assert_array_equal(cues.numpy(), ref)
+    with pytest.raises(ValueError, match="seed labels"):
+        cues_on_grid(torch.full((1, 4, 4), 5), 3, (2, 2))
+
+
+def _hand_case():
+    """6x6 grid, classes bg/1/2/3; the image has {bg, 1, 3}; cues: bg at (0,0), class 1 at (3,3).
+
+    A (rows 2-4, cols 2-4): class 1 at 0.9 around the class-1 cue -> grows (9 px);
+    B (rows 0-1, cols 0-2): background at 0.995 around the bg cue -> grows (6 px);
+    C (5,0): class 1 at 0.9 but not 8-connected to A -> does not grow;
+    D (5,3),(5,4): class 2 at 0.95 next to A, but class 2 is not in the image -> nothing.
+    """
+    P = torch.tensor([0.4, 0.3, 0.2, 0.1]).view(4, 1, 1).repeat(1, 6, 6)
+    cls1 = torch.tensor([0.05, 0.9, 0.03, 0.02])
+    P[:, 2:5, 2:5] = cls1.view(4, 1, 1)
+    P[:, 0:2, 0:3] = torch.tensor([0.995, 0.002, 0.002, 0.001]).view(4, 1, 1)
+    P[:, 5, 0] = cls1
+    P[:, 5, 3:5] = torch.tensor([0.01, 0.02, 0.95, 0.02]).view(4, 1)
+    labels = torch.full((1, 6, 6), 255)
+    labels[0, 0, 0] = 0
+    labels[0, 3, 3] = 1
+    classes = torch.tensor([[True, True, False, True]])
+    expect = torch.zeros(1, 4, 6, 6, dtype=torch.bool)
+    expect[0, 0, 0:2, 0:3] = True
+    expect[0, 1, 2:5, 2:5] = True
+    return P.log()[None], labels, classes, expect
+
+
+def test_hand_made_growing_and_seeding_loss():
+    logits, labels, classes, expect = _hand_case()
+    logits.requires_grad_(True)
+    cfg = DSRGConfig(grow_on="probs", boundary_weight=0.0)
+    out = dsrg_losses(logits, labels, classes, np.zeros((1, 6, 6, 3), np.uint8), cfg, None)
+    assert "loss_boundary" not in out
+    assert out["cov_before"].item() == pytest.approx(2 / 36)
+    assert out["cov_after"].item() == pytest.approx(15 / 36)       # 6 bg + 9 class-1 pixels
+    p = stable_softmax_probs(logits.detach())
+    want = -p[0, 0][expect[0, 0]].log().mean() - p[0, 1][expect[0, 1]].log().mean()
+    assert out["loss_seed"].item() == pytest.approx(want.item(), rel=1e-5)
+    assert out["seed_bg"].item() == pytest.approx(-p[0, 0][expect[0, 0]].log().mean().item(), rel=1e-5)
+    out["loss_seed"].backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+    # the thresholds come from the config: a 0.95 foreground threshold stops class 1 growing
+    out = dsrg_losses(logits, labels, classes, None, DSRGConfig(grow_on="probs", boundary_weight=0,
+                                                                  fg_threshold=0.95), None)
+    assert out["cov_after"].item() == pytest.approx((6 + 1) / 36)
+
+
+def _random_case(seed=0, B=3, C=4, S=24):
+    g = torch.Generator().manual_seed(seed)
+    logits = (3 * torch.randn(B, C, 5, 5, generator=g)).requires_grad_(True)
+    labels = torch.randint(0, C, (B, S, S), generator=g)
+    labels[torch.rand(B, S, S, generator=g) < 0.7] = 255
+    classes = torch.ones(B, C, dtype=torch.bool)
+    classes[0, 2] = False
+    raw = torch.randint(0, 256, (B, S, S, 3), dtype=torch.uint8, generator=g)
+    return logits, labels, classes, raw
+
+
+def test_crf_growing_and_boundary_loss_finite_and_pool_equal():
+    logits, labels, classes, raw = _random_case()
+    cfg = DSRGConfig.from_cfg(dict(grow_on="crf"), dict(preset="dsrg_train", workers=2))
+    out = dsrg_losses(logits, labels, classes, raw, cfg, None)
+    assert set(out) >= {"loss_seed", "loss_boundary", "cov_before", "cov_after", "crf_wait_s"}
+    assert all(torch.isfinite(v).all() for v in out.values())
+    assert out["cov_after"] >= out["cov_before"] > 0
+    (out["loss_seed"] + out["loss_boundary"]).backward()
+    assert torch.isfinite(logits.grad).all()
+    with ThreadPoolExecutor(2) as pool:          # any executor: the asynchronous path
+        out2 = dsrg_losses(logits, labels, classes, raw, cfg, pool)
+    for k in ("loss_seed", "loss_boundary", "cov_after"):
+        assert out2[k].item() == pytest.approx(out[k].item(), rel=1e-6)
+
+
+def test_config_from_sections():
+    cfg = DSRGConfig.from_cfg(dict(fg_threshold=0.8, boundary_clip=None),
+                              dict(preset="dsrg_train", workers=3, iterations=5))
+    assert cfg.fg_threshold == 0.8 and cfg.boundary_clip is None
+    assert cfg.crf == CRFParams.preset("dsrg_train", iterations=5)
+    with pytest.raises(ValueError, match="unknown dsrg keys"):
+        DSRGConfig.from_cfg(dict(fg_thresh=0.8))
+    with pytest.raises(ValueError, match="grow_on"):
+        DSRGConfig(grow_on="q")
+
+
+def test_ce_loss_resolutions_and_all_ignored():
+    logits, labels, _, _ = _random_case(1)
+    up = ce_loss(logits, labels, "input")
+    down = ce_loss(logits, labels, "output")
+    assert torch.isfinite(up) and torch.isfinite(down)
+    same = torch.randint(0, 4, (3, 5, 5))
+    assert ce_loss(logits, same, "input").item() == pytest.approx(ce_loss(logits, same, "output").item())
+    zero = ce_loss(logits, torch.full((3, 24, 24), 255), "input")
+    assert zero.item() == 0.0
+    zero.backward()
+    with pytest.raises(ValueError, match="resolution"):
+        ce_loss(logits, labels, "full")

@@ -1,0 +1,71 @@
+"""Loading torchvision-layout VGG-16 weights into the classifier backbone."""
+import pytest
+import torch
+import torchvision
+
+from pipeline.models.classifier import build_classifier
+from pipeline.models.imagenet import VGG16_CONV_INDICES
+from pipeline.models.vgg import VGG16Backbone
+
+
+@pytest.fixture(scope="module")
+def vgg16_file(tmp_path_factory):
+    """A randomly initialised torchvision VGG-16 state dict on disk.
+
+    Only the ``features.*`` tensors (the ones the backbone reads) plus one classifier key are
+    saved, to keep the file small (the fc layers hold 120M parameters).
+    """
+    torch.manual_seed(0)
+    state = torchvision.models.vgg16(weights=None).state_dict()
+    kept = {k: v for k, v in state.items() if k.startswith("features.") or k == "classifier.6.bias"}
+    path = tmp_path_factory.mktemp("weights") / "vgg16_random.pth"
+    torch.save(kept, path)
+    return path, kept
+
+
+def test_all_26_tensors_copied(vgg16_file):
+    path, state = vgg16_file
+    net = VGG16Backbone(width=1.0)
+    fc6_before = net.fc6[0].weight.clone()
+    copied = net.load_imagenet(str(path))
+    assert len(copied) == 26 and len(set(copied)) == 26
+    for conv, index in zip(net.conv_layers(), VGG16_CONV_INDICES):
+        assert torch.equal(conv.weight, state[f"features.{index}.weight"])
+        assert torch.equal(conv.bias, state[f"features.{index}.bias"])
+    assert torch.equal(net.fc6[0].weight, fc6_before)              # fc6/fc7 stay as initialised
+
+
+def test_build_classifier_loads_pretrained(vgg16_file):
+    path, state = vgg16_file
+    model = build_classifier(dict(backbone=dict(width=1.0), pooling="ep", pretrained=str(path)),
+                             num_classes=2)
+    assert torch.equal(model.backbone.conv_layers()[12].weight, state["features.28.weight"])
+    assert VGG16Backbone().load_imagenet(None) == []
+
+
+def test_not_a_vgg16_file_raises_value_error_naming_it(tmp_path):
+    resnet_path = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), resnet_path)
+    garbage_path = tmp_path / "garbage.pth"
+    garbage_path.write_bytes(b"\x00\x01 this is not a checkpoint \xff" * 10)
+    net = VGG16Backbone(width=1.0)
+    for path in (resnet_path, garbage_path):
+        with pytest.raises(ValueError) as info:
+            net.load_imagenet(str(path))
+        assert str(path) in str(info.value)
+
+
+def test_missing_file_raises_file_not_found_naming_it(tmp_path):
+    missing = tmp_path / "nowhere" / "vgg16.pth"
+    with pytest.raises(FileNotFoundError) as info:
+        VGG16Backbone(width=1.0).load_imagenet(str(missing))
+    assert str(missing) in str(info.value)
+
+
+@pytest.mark.parametrize("options", [dict(width=0.5), dict(width=1.0, batch_norm=True)])
+def test_incompatible_variant_with_imagenet_raises(options, vgg16_file):
+    path, _ = vgg16_file
+    with pytest.raises(ValueError, match="width=1 and batch_norm=False"):
+        VGG16Backbone(**options).load_imagenet(str(path))
+    with pytest.raises(ValueError, match="width=1"):
+        build_classifier(dict(backbone=dict(width=0.25), pretrained="torchvision"), num_classes=2)
