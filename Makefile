@@ -29,9 +29,10 @@ STAGE_ARGS = --exp $(abspath $(EXP)) $(if $(WORK_DIR),--work-dir $(abspath $(WOR
 # training stages go through torchrun when GPUS > 1
 LAUNCH = $(if $(filter-out 0 1,$(GPUS)),$(VENV)/bin/torchrun --standalone --nproc_per_node=$(GPUS) -m,$(PY) -m)
 
-STAGES := data classifier heatmaps saliency seeds segmenter eval submit report
+STAGES := data classifier heatmaps saliency seeds segmenter retrain upper_bound eval submit localize report
+DEMO_STAGES := data classifier heatmaps saliency seeds segmenter retrain upper_bound eval submit localize report
 
-.PHONY: help env test demo bench $(STAGES) clean-work
+.PHONY: help env test demo bench summary ablation $(STAGES) clean-work
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -43,6 +44,18 @@ $(ENV_STAMP): requirements.txt tools/make_venv.sh
 
 test: $(ENV_STAMP) ## run the test suite
 	$(PY) -m pytest tests
+
+bench: $(ENV_STAMP) ## benchmarks -> bench/results/ (QUICK=1 tiny sizes; ONLY="growing crf" a subset)
+	$(PY) -m bench.run $(if $(filter 1,$(QUICK)),--quick) $(if $(ONLY),--only $(ONLY))
+
+demo: $(ENV_STAMP) ## every stage on the embedded synthetic dataset (CPU), then the summary
+	@start=$$(date +%s); \
+	$(MAKE) --no-print-directory $(DEMO_STAGES) && \
+	$(MAKE) --no-print-directory summary && \
+	echo "demo finished in $$(( $$(date +%s) - start )) s"
+
+summary: $(ENV_STAMP) ## print seed / pseudo-label / val / upper-bound numbers of an experiment
+	@$(PY) -m stages.summary $(STAGE_ARGS)
 
 data: $(ENV_STAMP) ## prepare the dataset index (DATASET=synthetic|voc, VOC_ROOT=, SBD_ROOT=)
 	$(PY) -m stages.data $(STAGE_ARGS)
@@ -62,6 +75,12 @@ seeds: $(ENV_STAMP) ## seeds from heatmaps + saliency thresholds, with seed qual
 segmenter: $(ENV_STAMP) ## train DeepLab-ASPP (VGG-16) with DSRG from the seeds (GPUS=N for DDP)
 	$(LAUNCH) stages.segmenter $(STAGE_ARGS)
 
+retrain: $(ENV_STAMP) ## optional 2nd round: segmenter pseudo-labels (+CRF) -> any mmseg model, plain CE
+	$(LAUNCH) stages.retrain $(STAGE_ARGS)
+
+upper_bound: $(ENV_STAMP) ## the same segmenter trained on ground-truth masks (fully supervised reference)
+	$(LAUNCH) stages.upper_bound $(STAGE_ARGS)
+
 eval: $(ENV_STAMP) ## mIoU on the val split, with and without CRF
 	$(PY) -m stages.eval $(STAGE_ARGS)
 
@@ -74,3 +93,12 @@ check-submission: $(ENV_STAMP) ## validate a VOC submission (DIR= folder or .tgz
 
 clean-work: ## delete WORK_DIR (default: work_dirs/<experiment>)
 	rm -rf $(if $(WORK_DIR),$(WORK_DIR),work_dirs/$(basename $(notdir $(EXP))))
+
+localize: $(ENV_STAMP) ## weakly-supervised localisation: lambda^top-k / CAM boxes, CorLoc + top-1 loc
+	$(PY) -m stages.localize $(STAGE_ARGS)
+
+report: $(ENV_STAMP) ## HTML report of an experiment: WORK_DIR/report/index.html (always regenerated)
+	$(PY) -m stages.report $(STAGE_ARGS)
+
+ablation: $(ENV_STAMP) ## classifier variants (GAP, EP, BEW, GNDRP, SGE, LIP...) -> one table (FULL=1: + segmenter; VARIANTS="gap ep")
+	$(PY) -m stages.ablation $(STAGE_ARGS) $(if $(filter 1,$(FULL)),--full) $(if $(VARIANTS),--variants $(VARIANTS))

@@ -36,8 +36,9 @@ def make_loss_fn(loss_type: str):
     def loss_fn(net, batch):
         out = net(batch["image"], labels=batch["target"])
         total, parts = net.classification_loss(out, batch["target"], loss_type=loss_type)
-        return {"loss": total, **{f"{k}_loss" if k != "total" else k: v for k, v in parts.items()
-                                  if k != "total"}}
+        # only "loss" is optimised; the parts are logged under names without "loss" in them
+        # (mmengine sums every key that contains "loss")
+        return {"loss": total, **{f"part_{k}": v for k, v in parts.items() if k != "total"}}
     return loss_fn
 
 

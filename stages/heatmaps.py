@@ -16,6 +16,13 @@ then averaged like the CAM) go to ``lambda_c/<id>.npz`` in the same format (raw 
 Images are resized to ``size`` so that they batch; ``size=None`` keeps their size and batches
 equal-sized images together. ``pooling`` swaps the pooling rule at inference ("EP inference").
 Runs on one process (rank 0) on ``ctx.device``.
+
+``source='rib'`` replaces the CAM by RIB's per-image fine-tuned heatmaps (Lee et al. NeurIPS
+2021; :func:`pipeline.rib.rib_heatmaps`): for each image, ``rib.steps`` updates of the trained
+classifier on the image (``scales`` + flip) and ``rib.negatives`` images sharing no class with
+it, loss on raw logits, GNDRP pooling, CAMs accumulated over the steps, weights restored after
+every image. One image at a time (the network changes per image); λ still comes from the
+unmodified classifier.
 """
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ from pipeline.data.index import DatasetIndex
 from pipeline.data.transforms import resize_image, to_tensor
 from pipeline.heatmaps import aggregate_heatmaps, class_specific_lambda, normalise_per_class, save_heatmap
 from pipeline.models.checkpoint import load_model
+from pipeline.rib import pick_negatives, rib_heatmaps
 from pipeline.stage import StageError
 from stages.common import main_for
 
@@ -144,8 +152,12 @@ def run(ctx) -> dict:
     if with_lc:
         lc_dir.mkdir(exist_ok=True)
 
+    source = sec.get("source", "classifier")
+    if source not in ("classifier", "rib"):
+        raise StageError(f"heatmaps.source must be 'classifier' or 'rib', got {source!r}")
+    rib = RIBSource(net, index, ids, sec) if source == "rib" else None
     n_done, n_maps, score_sum = 0, 0, 0.0
-    log_every = max(100, len(ids) // 10)
+    log_every = max(100, len(ids) // 10) if rib is None else 10
     for batch in make_loader(index, ids, sec):
         for group in _groups(batch):
             x = torch.stack([it[0] for it in group]).to(ctx.device)
@@ -153,7 +165,8 @@ def run(ctx) -> dict:
             for b, (_, img_id, hw) in enumerate(group):
                 classes = [int(c) for c in index.labels(img_id)]
                 ch = torch.as_tensor([c - 1 for c in classes], dtype=torch.long, device=x.device)
-                cam = normalise_per_class(_to_image(out["cam"][b, ch], hw))
+                raw = out["cam"][b] if rib is None else rib(x[b], img_id)
+                cam = normalise_per_class(_to_image(raw[ch], hw))
                 lam = _to_image(out["lam"][b][None], hw)[0].clamp(0, 1) if out["lam"] is not None else None
                 scores = out["scores"][b, ch].tolist()
                 extra = {"scores": {str(c): round(float(s), 5) for c, s in zip(classes, scores)},
@@ -170,9 +183,45 @@ def run(ctx) -> dict:
     mean_score = score_sum / n_maps if n_maps else float("nan")
     ctx.log(f"wrote {n_done} heatmap files ({n_maps} class maps) to {maps_dir}; mean score of "
             f"the labelled classes {mean_score:.3f}")
+    metrics = {"trained_pooling": trained, "inference_pooling": net.pooling_name, "source": source,
+               "mean_labelled_score": mean_score if n_maps else None}
+    if rib is not None:
+        metrics["rib_stops"] = dict(rib.stops)
+        ctx.log(f"RIB early stops: {dict(rib.stops)}")
     return {"counts": {"images": n_done, "class_maps": n_maps, "lambda_c": n_done if with_lc else 0},
-            "metrics": {"trained_pooling": trained, "inference_pooling": net.pooling_name,
-                        "mean_labelled_score": mean_score if n_maps else None}}
+            "metrics": metrics}
+
+
+class RIBSource:
+    """Per-image RIB heatmaps at the network input size: ``(K, h, w)`` raw accumulated CAMs."""
+
+    def __init__(self, net, index, ids, sec):
+        self.net, self.index = net, index
+        self.cfg = dict(sec.get("rib", {}))
+        self.n_neg = int(self.cfg.pop("negatives", 20))
+        self.cfg.setdefault("scales", tuple(float(s) for s in sec.get("scales", (1.0,))))
+        self.cfg.setdefault("flip", bool(sec.get("flip", True)))
+        self.labels = {i: index.labels(i) for i in ids}
+        self.size = _size_hw(sec.get("size", 321))
+        self.stops: dict[str, int] = defaultdict(int)
+
+    def _image(self, img_id):
+        img = self.index.read_image(img_id)
+        return to_tensor(resize_image(img, self.size) if self.size else img)
+
+    def __call__(self, image: torch.Tensor, img_id: str) -> torch.Tensor:
+        neg_ids = pick_negatives(self.labels, self.labels[img_id], self.n_neg, exclude=(img_id,))
+        negatives = neg_labels = None
+        if neg_ids and self.size is not None:
+            device = image.device
+            negatives = torch.stack([self._image(i) for i in neg_ids]).to(device)
+            neg_labels = torch.stack([torch.from_numpy(self.index.label_vector(i)) for i in neg_ids]).to(device)
+        target = torch.from_numpy(self.index.label_vector(img_id)).to(image.device)
+        with torch.enable_grad():
+            cam, info = rib_heatmaps(self.net, image, target, negatives, self.cfg,
+                                     negative_labels=neg_labels, return_info=True)
+        self.stops[info["stop"]] += 1
+        return cam
 
 
 if __name__ == "__main__":

@@ -110,11 +110,13 @@ def run(ctx) -> dict:
     names = index.classes
     seed_q, pseudo_cm = SeedQuality(index.num_classes), ConfusionMatrix(index.num_classes)
     n_pix = n_fg = n_bg = n_eval = 0
+    log_every = max(200, len(ids) // 10)
     for k, img_id in enumerate(ids):
         try:
             hm = load_heatmap(heat_dir / "maps" / f"{img_id}.npz")
-            maps = hm["cam"] if source == "cam" else load_heatmap(heat_dir / "lambda_c" / f"{img_id}.npz")["cam"]
-            maps = normalise_per_class(maps)
+            if source == "lambda_c":
+                hm["cam"] = load_heatmap(heat_dir / "lambda_c" / f"{img_id}.npz")["cam"]
+            maps = normalise_per_class(hm["cam"])
             sal = read_saliency(sal_dir / "maps" / f"{img_id}.png", size=maps.shape[1:], normalise=norm_sal)
         except (FileNotFoundError, ValueError) as exc:
             raise StageError(f"image {img_id}: {exc}") from exc
@@ -129,13 +131,16 @@ def run(ctx) -> dict:
         gt = index.read_mask(img_id)
         if gt is not None:
             if gt.shape != seeds.shape:
-                raise StageError(f"{index.mask_path(img_id)}: GT size {gt.shape} != heatmap size {seeds.shape}")
+                raise StageError(f"{index.mask_path(img_id)}: GT size {gt.shape} != heatmap size "
+                                 f"{seeds.shape}")
             seed_q.update(seeds, gt)
             pseudo_cm.update(pseudo, gt)
             n_eval += 1
         if k < n_overlays:
             save_rgb(ctx.out / "overlays" / f"{img_id}.png",
                      overlay(index.read_image(img_id), maps, hm["lam"], sal, seeds, pseudo, gt))
+        if (k + 1) % log_every == 0:
+            ctx.log(f"{k + 1}/{len(ids)} images")
 
     counts = {"images": len(ids), "evaluated": n_eval, "overlays": min(n_overlays, len(ids))}
     metrics = {"seeds_fg_fraction": n_fg / n_pix if n_pix else None,

@@ -77,6 +77,7 @@ def run(ctx) -> dict:
                          + "\n  ".join(problems))
     n = make_submission_archive(ctx.out, ctx.out / "results.tgz", comp=comp)
     counts["archived"] = n
+    metrics["validated"] = True
     ctx.log(f"{n} predictions validated and packed into {ctx.out / 'results.tgz'} "
             f"(upload it to the VOC evaluation server, docs/SUBMISSION.md)")
     if all(index.mask_path(i) is not None or index.heldout_mask_path(i) is not None for i in ids):

@@ -23,6 +23,12 @@ heatmaps = dict(
     batch_size=8,
     num_workers=2,             # DataLoader workers (image decoding + resizing)
     amp=True,                  # float16 autocast on CUDA (ignored on CPU)
+    # 'classifier': CAMs of the trained classifier | 'rib': RIB's per-image fine-tuned CAMs
+    # (Lee et al. NeurIPS 2021, ALGORITHMS.md §8; pipeline/rib.py), one image at a time.
+    source="classifier",
+    # RIB settings (source='rib'): steps per image, lr (VOC), GNDRP tau, early stops (logit
+    # bound, CAM coverage > explode_ratio), `negatives` images sharing no class with the target.
+    rib=dict(steps=10, lr=8e-6, tau=0.4, max_logit=100.0, explode_ratio=0.7, negatives=20),
 )
 
 saliency = dict(

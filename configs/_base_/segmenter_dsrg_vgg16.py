@@ -36,3 +36,7 @@ segmenter = dict(
     ce=dict(resolution="input"),        # loss="ce": "input" = upsampled logits | "output" = grid
     val=dict(split="val", size=321, batch_size=10),   # quick single-scale, no-CRF val mIoU
 )
+
+# Fully supervised reference (`make upper_bound`): the segmenter above, same schedule, trained on
+# the ground-truth masks of the same training images with cross-entropy; scored with `eval`.
+upper_bound = dict(loss="ce", train=dict())

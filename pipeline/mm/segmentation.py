@@ -16,9 +16,18 @@ no ``register_all_modules``). After ``import pipeline.mm.segmentation`` an mmseg
   ``gt_sem_seg``, 255 = unlabelled) or ``loss="ce"``; ``predict`` gives ``pred_sem_seg``.
 
 The pipeline's own ``segmenter`` stage trains the plain network through
-:mod:`pipeline.mm.train` (mmengine Runner) with the same loss functions.
+:mod:`pipeline.mm.train` (mmengine Runner) with the same loss functions. In an mmseg config,
+``custom_imports = dict(imports=["pipeline.mm.segmentation"])`` registers them.
+
+:func:`build_mmseg_model`, :func:`mmseg_losses`, :class:`MMSegLogits` and the
+``wsss-mmseg-model/1`` files (:func:`save_mmseg_model` / :func:`load_mmseg_model`) let the
+``retrain`` stage train any mmseg segmentor config through :mod:`pipeline.mm.train`.
 """
 from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
 
 import torch
 from mmengine.model import BaseModule
@@ -32,7 +41,9 @@ from pipeline.dsrg import DSRGConfig, ce_loss, dsrg_losses
 from pipeline.models.deeplab import DeepLabV2VGG16 as _DeepLabV2VGG16
 from pipeline.models.deeplab import _ASPPBranch
 
-__all__ = ["DeepLabV2VGG16", "DeepLabV2VGG16Backbone", "ASPPV2Head", "DSRGSegmentor"]
+__all__ = ["DeepLabV2VGG16", "DeepLabV2VGG16Backbone", "ASPPV2Head", "DSRGSegmentor",
+           "build_mmseg_model", "mmseg_losses", "MMSegLogits", "save_mmseg_model", "load_mmseg_model"]
+MMSEG_FORMAT = "wsss-mmseg-model/1"
 
 
 @MODELS.register_module(name="DeepLabV2VGG16")
@@ -157,3 +168,77 @@ class DSRGSegmentor(BaseSegmentor):
         state = self.__dict__.copy()
         state["_crf_pool"] = None
         return state
+
+
+def build_mmseg_model(model_cfg: dict, num_classes: int | None = None, init_weights: bool = True):
+    """Build an mmseg segmentor from a config dict (mmseg scope). ``num_classes`` overrides the
+    ``num_classes`` of ``decode_head`` / ``auxiliary_head`` (dicts or lists of dicts)."""
+    from mmengine.registry import DefaultScope
+
+    import mmseg.models  # noqa: F401  (registers mmseg's models)
+
+    cfg = copy.deepcopy(model_cfg.to_dict() if hasattr(model_cfg, "to_dict") else dict(model_cfg))
+    if num_classes is not None:
+        for key in ("decode_head", "auxiliary_head"):
+            heads = cfg.get(key)
+            for h in (heads if isinstance(heads, list) else [heads] if heads else []):
+                h["num_classes"] = int(num_classes)
+    with DefaultScope.overwrite_default_scope("mmseg"):
+        model = MODELS.build(cfg)
+        if init_weights:
+            model.init_weights()
+    return model
+
+
+def mmseg_losses(model, images: torch.Tensor, labels: torch.Tensor) -> dict:
+    """The segmentor's own training losses (decode / auxiliary heads, e.g. cross-entropy with 255
+    ignored) on normalised ``images`` (B,3,H,W) and label maps ``labels`` (B,H,W)."""
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+
+    H, W = images.shape[-2:]
+    samples = []
+    for lab in labels:
+        s = SegDataSample(metainfo=dict(img_shape=(H, W), ori_shape=(H, W), pad_shape=(H, W)))
+        s.gt_sem_seg = PixelData(data=lab[None].long())
+        samples.append(s)
+    return model.loss(images, samples)
+
+
+class MMSegLogits(nn.Module):
+    """``forward(x) -> logits`` of an mmseg segmentor (its decode head, ``mode="tensor"``) on
+    normalised images, as :mod:`pipeline.inference` expects."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x, mode="tensor")
+
+
+def save_mmseg_model(path, model, model_cfg: dict, num_classes: int, classes) -> None:
+    """``{"format": "wsss-mmseg-model/1", "model_cfg", "num_classes", "classes", "state_dict"}``."""
+    from pipeline.stage import _plain
+
+    path = Path(path)
+    payload = {"format": MMSEG_FORMAT, "kind": "mmseg", "model_cfg": _plain(model_cfg),
+               "num_classes": int(num_classes), "classes": list(classes),
+               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_mmseg_model(path, map_location="cpu"):
+    """Rebuild a :func:`save_mmseg_model` file for inference (SyncBN → BN); returns
+    ``(MMSegLogits(model), meta)``."""
+    payload = torch.load(path, map_location=map_location, weights_only=False)
+    if not isinstance(payload, dict) or payload.get("format") != MMSEG_FORMAT:
+        raise ValueError(f"{path}: not a {MMSEG_FORMAT} model file")
+    from mmengine.model import revert_sync_batchnorm
+
+    model = build_mmseg_model(payload["model_cfg"], payload["num_classes"], init_weights=False)
+    model.load_state_dict(payload["state_dict"])
+    model = revert_sync_batchnorm(model)          # inference without a process group
+    return MMSegLogits(model), {k: v for k, v in payload.items() if k != "state_dict"}

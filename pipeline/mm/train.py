@@ -9,6 +9,8 @@ seed coverage after growing). Datasets return dicts; they are collated by torch'
 from __future__ import annotations
 
 import logging
+import time
+import uuid
 from pathlib import Path
 from typing import Callable
 
@@ -109,9 +111,16 @@ def train(net: nn.Module, loss_fn, dataset, *, work_dir: str | Path, max_iters: 
                                                           dict(type="TensorboardVisBackend")]),
         log_processor=dict(by_epoch=False, window_size=int(log_interval)),
         launcher="pytorch" if world_size > 1 else "none",
+        # DDP on CPU (gloo, e.g. torchrun without GPUs): mmengine's default wrapper pins device_ids
+        **({"cfg": dict(model_wrapper_cfg=dict(type="MMDistributedDataParallel", device_ids=None,
+                                               broadcast_buffers=False))}
+           if world_size > 1 and not cuda else {}),
         env_cfg=dict(cudnn_benchmark=cuda, dist_cfg=dict(backend="nccl" if cuda else "gloo")),
         randomness=dict(seed=int(seed)),
         resume=True,
+        # mmengine names its logger/visualizer after the start second; two trainings started in
+        # the same second in one process would share them: make the name unique.
+        experiment_name=f"{work_dir.parent.name}-{time.strftime('%Y%m%d_%H%M%S')}-{uuid.uuid4().hex[:8]}",
         default_scope="mmengine",
         log_level=logging.WARNING if world_size > 1 else logging.INFO,
     )

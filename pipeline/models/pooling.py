@@ -112,6 +112,13 @@ class EntropyPoolingHead(PoolingHead):
     biases). No parameters of its own: "EP inference" on a GAP-trained model is
     ``set_pooling("ep")``.
 
+    ``normalize``: ``"hw"`` (default, Eq. 4) divides by the number of locations; ``"lambda"``
+    divides by ``Σ_i λ_i`` instead (a λ-weighted mean of the features, *choice*). They differ by
+    the per-image factor ``hw / Σλ``: with a freshly initialised classifier all locations are
+    almost equally uncertain, λ ≈ 0.005 everywhere, so Eq. 4 pools features ~200× smaller than
+    GAP and a network trained from scratch needs thousands of steps just to grow W; the
+    λ-weighted mean starts as GAP and sharpens as λ does.
+
     ``detach_lambda`` default ``False``: the paper describes EP as a layer inside the network
     with no gradient stopping, so λ is differentiated like any other activation (gradients reach
     the features and W also through the entropies). ``True`` makes λ a fixed per-location
@@ -120,8 +127,18 @@ class EntropyPoolingHead(PoolingHead):
 
     name = "ep"
 
+    def __init__(self, detach_lambda: bool = False, eps: float = 1e-12, normalize: str = "hw") -> None:
+        super().__init__(detach_lambda=detach_lambda, eps=eps)
+        if normalize not in ("hw", "lambda"):
+            raise ValueError(f"EP normalize must be 'hw' (Eq. 4) or 'lambda', got {normalize!r}")
+        self.normalize = normalize
+
     def pool(self, features, weight, bias, cam, lam, labels):
-        pooled = (features * lam.unsqueeze(1)).mean(dim=(2, 3))
+        weighted = (features * lam.unsqueeze(1)).sum(dim=(2, 3))
+        if self.normalize == "hw":
+            pooled = weighted / (features.shape[2] * features.shape[3])
+        else:
+            pooled = weighted / lam.sum(dim=(1, 2)).clamp(min=self.eps).unsqueeze(1)
         return F.linear(pooled, weight, bias)
 
 
@@ -174,5 +191,6 @@ def build_pooling(cfg: dict | str) -> PoolingHead:
     if name not in POOLING_HEADS:
         raise ValueError(f"unknown pooling {name!r}; choose from {sorted(POOLING_HEADS)}")
     cls = POOLING_HEADS[name]
-    accepted = {"detach_lambda", "eps"} | ({"tau"} if cls is GNDRPHead else set())
+    accepted = ({"detach_lambda", "eps"} | ({"tau"} if cls is GNDRPHead else set())
+                | ({"normalize"} if cls is EntropyPoolingHead else set()))
     return cls(**{k: v for k, v in cfg.items() if k in accepted})

@@ -1,0 +1,436 @@
+"""Classifier ablation (`make ablation`): train every classifier variant on the same data and
+tabulate classification mAP, seed quality and pseudo-mask mIoU (and, with ``--full``, the
+segmenter's mIoU) in one table.
+
+Not a stage itself: a driver over the stages. Variants come from the config section
+``ablation.variants`` (configs/_base_/ablation.py): each is a dict of ``--opts``-style overrides
+(``"classifier.model.pooling.type": "gap"``) merged onto the experiment config after
+``ablation.common``, plus the reserved keys ``label`` (description) and ``classifier_from``
+(reuse another variant's trained classifier, e.g. "EP inference on the GAP model").
+
+Layout: the shared stages ``data`` and ``saliency`` run (or are found fresh) in ``WORK_DIR``;
+each variant gets ``WORK_DIR/ablation/<variant>/`` whose ``data`` and ``saliency`` are relative
+symlinks to them (and whose ``classifier`` is a symlink to the source variant's folder with
+``classifier_from``); then ``classifier`` -> ``heatmaps`` -> ``seeds`` (-> ``segmenter`` ->
+``eval`` with ``--full`` / ``ablation.full``) run through :func:`pipeline.stage.run_stage`, so a
+finished variant is skipped on the next call and a changed override re-runs only what it
+affects. The table goes to ``WORK_DIR/ablation/results.json`` and ``results.md`` (written
+atomically) and is printed; a variant that fails is reported in its row and the others go on
+(exit status 1).
+
+``python -m stages.ablation [--exp CFG] [--work-dir D] [--opts ...] [--force] [--full]
+[--variants gap ep ...]``; ``make ablation [FULL=1] [VARIANTS="gap ep"]``.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from pipeline.stage import (StageError, _plain, digest, read_manifest, run_stage, stage_status,
+                            write_json_atomic)
+
+SHARED = ("data", "saliency")
+CUE_STAGES = ("classifier", "heatmaps", "seeds")
+FULL_STAGES = ("segmenter", "eval")
+RESERVED = ("label", "classifier_from")
+FORMAT = "wsss-ablation/1"
+
+# (key, title, kind) of the table; kind "pct" prints 100·v with 2 decimals
+COLUMNS = [
+    ("variant", "variant", "text"),
+    ("label", "description", "text"),
+    ("pooling", "pooling (train → inference)", "text"),
+    ("mAP", "cls mAP", "pct"),
+    ("seed_precision", "seed precision", "pct"),
+    ("seed_recall", "seed recall", "pct"),
+    ("seed_mIoU", "seed mIoU", "pct"),
+    ("seed_labelled", "labelled px", "pct"),
+    ("pseudo_mIoU", "pseudo-mask mIoU", "pct"),
+]
+FULL_COLUMNS = [
+    ("mIoU_no_crf", "val mIoU (no CRF)", "pct"),
+    ("mIoU_crf", "val mIoU (CRF)", "pct"),
+]
+STATUS_COLUMN = ("status", "status", "text")
+
+
+# ------------------------------------------------------------------------------- variants ---
+def _flatten(d, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}, "c.d": 2}`` → ``{"a.b": 1, "c.d": 2}`` (dict values are merged anyway)."""
+    out = {}
+    for k, v in (_plain(d) or {}).items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def variant_specs(cfg) -> dict[str, dict]:
+    """``{name: {"label", "classifier_from", "opts"}}`` in config order."""
+    abl = cfg.get("ablation")
+    if not abl or not abl.get("variants"):
+        raise StageError("the experiment has no `ablation.variants` section: add "
+                         "\"_base_/ablation.py\" to its _base_ list")
+    specs = {}
+    for name, raw in abl["variants"].items():
+        raw = _plain(raw) or {}
+        opts = _flatten({k: v for k, v in raw.items() if k not in RESERVED})
+        bad = [k for k in opts if "." not in k]
+        if bad:
+            raise StageError(f"ablation.variants.{name}: unknown key(s) {bad}: overrides are "
+                             f"'section.key' (reserved keys: {RESERVED})")
+        specs[str(name)] = {"name": str(name), "label": raw.get("label") or str(name),
+                            "classifier_from": raw.get("classifier_from"), "opts": opts}
+    for name, spec in specs.items():
+        src = spec["classifier_from"]
+        if src is not None and (src not in specs or specs[src]["classifier_from"] is not None):
+            raise StageError(f"ablation.variants.{name}.classifier_from={src!r} must name a variant "
+                             f"that trains its own classifier ({', '.join(specs)})")
+    return specs
+
+
+def variant_config(cfg, spec: dict, common: dict | None = None):
+    """A copy of the experiment config with ``ablation.common`` then the variant's overrides."""
+    vcfg = copy.deepcopy(cfg)
+    for opts in (_flatten(common or {}), spec["opts"]):
+        unknown = sorted({k.split(".")[0] for k in opts} - set(vcfg.keys()))
+        if unknown:
+            raise StageError(f"ablation override(s) name unknown config section(s): {unknown}")
+        if opts:
+            vcfg.merge_from_dict(opts)
+    return vcfg
+
+
+def stage_module(stage: str):
+    return importlib.import_module(f"stages.{stage}")
+
+
+def stage_section(mod, cfg):
+    """The section a stage's run gets (as in :func:`stages.common.main_for`)."""
+    sections = getattr(mod, "SECTIONS", (mod.STAGE,))
+    missing = [s for s in sections if s not in cfg]
+    if missing:
+        raise StageError(f"no config section {missing[0]!r} for stage {mod.STAGE!r}")
+    return {s: cfg[s] for s in sections} if len(sections) > 1 else cfg[mod.STAGE]
+
+
+def _link(link: Path, target: Path) -> None:
+    """Make ``link`` a relative symlink to ``target`` (replacing an older link)."""
+    rel = os.path.relpath(target, link.parent)
+    if link.is_symlink():
+        if os.readlink(link) == rel:
+            return
+        link.unlink()
+    elif link.exists():
+        raise StageError(f"{link} is a real folder; the ablation links it to {target}: remove it")
+    link.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(rel, link)
+
+
+def _run(stage: str, cfg, work_dir: Path, *, force: bool, device: str) -> dict:
+    """:func:`run_stage` of one stage module with ``cfg``."""
+    mod = stage_module(stage)
+    section = stage_section(mod, cfg)
+    return run_stage(stage, tuple(mod.UPSTREAM), mod.run, cfg, section, work_dir,
+                     force=force, device=device, extra_manifest={"ablation": True})
+
+
+def _reuse_main_classifier(vdir: Path, vcfg, work_dir: Path, log=print) -> bool:
+    """Link ``vdir/classifier`` to ``WORK_DIR/classifier`` when that one is fresh with the
+    variant's exact classifier section (no need to train it twice); drop such a link when it no
+    longer matches. A variant's own trained classifier folder is never replaced."""
+    link = vdir / "classifier"
+    if link.exists() and not link.is_symlink():
+        return False
+    mod = stage_module("classifier")
+    state = stage_status(work_dir, "classifier", tuple(mod.UPSTREAM),
+                         digest(_plain(stage_section(mod, vcfg))))[0]
+    if state == "fresh":
+        _link(link, work_dir / "classifier")
+        log(f"[ablation] {vdir.name}: classifier = the main work dir's (same config, fresh)")
+        return True
+    if link.is_symlink():
+        link.unlink()
+    return False
+
+
+def _state(stage: str, cfg, work_dir: Path) -> str:
+    mod = stage_module(stage)
+    return stage_status(work_dir, stage, tuple(mod.UPSTREAM), digest(_plain(stage_section(mod, cfg))))[0]
+
+
+# ------------------------------------------------------------------------------- results ---
+def _get(d, *keys):
+    for k in keys:
+        if not isinstance(d, dict) or d.get(k) is None:
+            return None
+        d = d[k]
+    return d
+
+
+def inference_map(cls_dir: Path, data_dir: Path, pooling: str, cfg, device: str,
+                  compute: bool = True) -> float | None:
+    """mAP of a trained classifier under another pooling rule: from its manifest's
+    ``other_poolings`` when it was scored there, else scored now on the val split (with
+    ``compute``; None otherwise)."""
+    man = read_manifest(cls_dir) or {}
+    met = man.get("metrics", {})
+    if met.get("pooling") == pooling:
+        return met.get("val_mAP")
+    if _get(met, "other_poolings", pooling) is not None:
+        return met["other_poolings"][pooling]
+    if not compute or not (cls_dir / "model.pth").is_file():
+        return None
+    from pipeline.data.index import DatasetIndex
+    from pipeline.models.checkpoint import load_model
+    from stages.classifier import evaluate
+
+    net, _ = load_model(cls_dir / "model.pth", kind="classifier")
+    res = evaluate(net, DatasetIndex.load(data_dir), cfg.classifier.get("val", {}), device, (pooling,))
+    return res[pooling]["mAP"]
+
+
+def variant_row(name: str, spec: dict, vcfg, vdir: Path, device: str, *, score_inference=True) -> dict:
+    """The table row of a variant from the manifests in ``vdir``."""
+    man = {s: read_manifest(vdir / s) for s in CUE_STAGES + FULL_STAGES}
+    met = {s: (m or {}).get("metrics", {}) for s, m in man.items()}
+    trained = met["classifier"].get("pooling")
+    inf = met["heatmaps"].get("inference_pooling") or (vcfg.get("heatmaps") or {}).get("pooling") or trained
+    mAP = met["classifier"].get("val_mAP")
+    if inf and trained and inf != trained:
+        mAP = None
+        if man["classifier"] is not None:
+            mAP = inference_map(vdir / "classifier", vdir / "data", inf, vcfg, device,
+                                compute=score_inference)
+    seeds = met["seeds"].get("seeds") or {}
+    own = [s for s in CUE_STAGES + FULL_STAGES if man[s] is not None and not (vdir / s).is_symlink()]
+    link = vdir / "classifier"
+    return {
+        "variant": name, "label": spec["label"], "classifier_from": spec["classifier_from"],
+        "classifier_link": os.readlink(link) if link.is_symlink() else None,
+        "overrides": spec["opts"],
+        "pooling": None if trained is None else (trained if inf in (None, trained) else f"{trained} → {inf}"),
+        "mAP": mAP,
+        "seed_precision": seeds.get("precision"), "seed_recall": seeds.get("recall"),
+        "seed_mIoU": seeds.get("mIoU"), "seed_labelled": seeds.get("fraction_labelled"),
+        "pseudo_mIoU": _get(met["seeds"], "pseudo", "mIoU"),
+        "segmenter_quick_mIoU": met["segmenter"].get("val_mIoU"),
+        "mIoU_no_crf": met["eval"].get("mIoU_no_crf"), "mIoU_crf": met["eval"].get("mIoU_crf"),
+        "mIoU": met["eval"].get("mIoU"),
+        "run_digest": {s: m["run_digest"] for s, m in man.items() if m is not None},
+        "wall_time_s": round(sum(man[s].get("wall_time_s", 0.0) for s in own), 1),
+        "work_dir": str(vdir),
+    }
+
+
+def _idle_status(spec: dict, vcfgs: dict, root: Path, stages) -> str:
+    """Status of a variant that was not selected this time, from its manifests."""
+    name = spec["name"]
+    vdir = root / name
+    if not vdir.is_dir():
+        return "not run"
+    states = set()
+    for s in stages:
+        owner = spec["classifier_from"] if s == "classifier" and spec["classifier_from"] else name
+        states.add(_state(s, vcfgs[owner], root / owner))
+    word = ("fresh" if states == {"fresh"} else "missing" if states & {"missing", "blocked"}
+            else "stale")
+    return f"{word} (not run now)"
+
+
+def _fmt(v, kind: str) -> str:
+    if v is None:
+        return "–"
+    if kind == "pct":
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            return str(v)
+        return "nan" if f != f else f"{100 * f:.2f}"
+    return str(v)
+
+
+def table_columns(results: dict) -> list:
+    full = results.get("full") or any(r.get("mIoU_no_crf") is not None for r in results["rows"])
+    return COLUMNS + (FULL_COLUMNS if full else []) + [STATUS_COLUMN]
+
+
+def format_markdown(results: dict) -> str:
+    cols = table_columns(results)
+    lines = ["| " + " | ".join(t for _, t, _ in cols) + " |",
+             "|" + "|".join("---" if k in ("variant", "label", "pooling", "status") else "---:"
+                            for k, _, _ in cols) + "|"]
+    for r in results["rows"]:
+        lines.append("| " + " | ".join(_fmt(r.get(k), kind).replace("|", "/") for k, _, kind in cols) + " |")
+    notes = [f"Percentages. Work dir {results['work_dir']}; generated {results['generated']}."]
+    if any(r.get("classifier_from") for r in results["rows"]):
+        notes.append("Rows with classifier_from reuse that variant's trained classifier (CAM and λ do "
+                     "not depend on the pooling rule, so their seeds equal the source row's; mAP is "
+                     "scored with the inference pooling).")
+    linked = [r["variant"] for r in results["rows"]
+              if r.get("classifier_link") and not r.get("classifier_from")]
+    if linked:
+        notes.append(f"{', '.join(linked)}: same classifier config as the main work dir, whose "
+                     "trained classifier is reused (linked).")
+    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# -------------------------------------------------------------------------------- driver ---
+def run_ablation(cfg, work_dir, *, variants=None, full: bool | None = None, force: bool = False,
+                 device: str = "cpu", log=print) -> dict:
+    """Run (or find fresh) every selected variant; write and return the results."""
+    work_dir = Path(work_dir).resolve()
+    specs = variant_specs(cfg)
+    abl = cfg.ablation
+    full = bool(abl.get("full", False)) if full is None else bool(full)
+    selected = list(specs) if not variants else list(variants)
+    unknown = [v for v in selected if v not in specs]
+    if unknown:
+        raise StageError(f"unknown ablation variant(s) {unknown}; configured: {', '.join(specs)}")
+    stages = CUE_STAGES + (FULL_STAGES if full else ())
+    root = work_dir / "ablation"
+    root.mkdir(parents=True, exist_ok=True)
+    log(f"[ablation] variants {', '.join(selected)}; stages {' -> '.join(stages)}; in {root}")
+    for stage in SHARED:                                   # shared inputs in the main WORK_DIR
+        _run(stage, cfg, work_dir, force=False, device=device)
+
+    common = abl.get("common") or {}
+    vcfgs = {n: variant_config(cfg, s, common) for n, s in specs.items()}
+    errors, status, ran = {}, {}, {}
+
+    def prepare(name: str) -> Path:
+        vdir = root / name
+        for stage in SHARED:
+            _link(vdir / stage, work_dir / stage)
+        return vdir
+
+    done_classifiers: set[str] = set()
+
+    def ensure_classifier(name: str) -> None:
+        """Train the variant's classifier, or link the main WORK_DIR's when it is the same."""
+        if name in done_classifiers:
+            return
+        vdir = prepare(name)
+        if not _reuse_main_classifier(vdir, vcfgs[name], work_dir, log):
+            log(f"[ablation] {name}: classifier")
+            _run("classifier", vcfgs[name], vdir, force=force, device=device)
+        done_classifiers.add(name)
+
+    def run_variant(name: str, wanted) -> None:
+        spec, vdir = specs[name], prepare(name)
+        before = {s: (read_manifest(vdir / s) or {}).get("run_digest") for s in wanted}
+        src = spec["classifier_from"]
+        for stage in wanted:
+            if stage == "classifier":
+                if src is None:
+                    ensure_classifier(name)
+                else:
+                    if src in errors:
+                        raise StageError(f"the classifier of variant {src!r} failed")
+                    ensure_classifier(src)
+                    _link(vdir / "classifier", root / src / "classifier")
+                continue
+            log(f"[ablation] {name}: {stage}")
+            _run(stage, vcfgs[name], vdir, force=force, device=device)
+        ran[name] = [s for s in wanted
+                     if (read_manifest(vdir / s) or {}).get("run_digest") != before[s]
+                     and not (vdir / s).is_symlink()]
+
+    for name in selected:
+        log(f"[ablation] ===== {name}: {specs[name]['label']} =====")
+        try:
+            run_variant(name, stages)
+            status[name] = "ran " + "+".join(ran[name]) if ran[name] else "fresh (skipped)"
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one failing variant must not stop the others
+            traceback.print_exc()
+            errors[name] = f"{type(exc).__name__}: {exc}"
+            status[name] = "error"
+            log(f"[ablation] {name} FAILED: {errors[name]}")
+
+    rows = []
+    for name, spec in specs.items():
+        vdir = root / name
+        row = None
+        if vdir.is_dir():
+            try:
+                row = variant_row(name, spec, vcfgs[name], vdir, device,
+                                  score_inference=name in selected and name not in errors)
+            except Exception as exc:  # noqa: BLE001
+                errors.setdefault(name, f"{type(exc).__name__}: {exc}")
+                status[name] = "error"
+        if row is None:
+            row = {"variant": name, "label": spec["label"], "classifier_from": spec["classifier_from"],
+                   "overrides": spec["opts"], "run_digest": {}, "work_dir": str(vdir)}
+        if name not in status:                               # not selected this time
+            status[name] = _idle_status(spec, vcfgs, root, stages)
+        row["status"] = status[name]
+        if name in errors:
+            row["error"] = errors[name]
+        rows.append(row)
+
+    results = {"format": FORMAT, "experiment": cfg.experiment.get("name"), "work_dir": str(work_dir),
+               "full": full, "selected": selected, "stages": list(stages),
+               "generated": time.strftime("%Y-%m-%dT%H:%M:%S"), "columns": [list(c) for c in COLUMNS
+                                                                           + FULL_COLUMNS + [STATUS_COLUMN]],
+               "rows": rows, "errors": errors}
+    md = format_markdown(results)
+    write_json_atomic(root / "results.json", results)
+    _write_text_atomic(root / "results.md", md)
+    log(f"\nAblation ({cfg.experiment.get('name')}) -> {root / 'results.md'}\n\n{md}")
+    return results
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    from mmengine.config import DictAction
+
+    p = argparse.ArgumentParser(prog="python -m stages.ablation", description=__doc__.split("\n")[0])
+    p.add_argument("--exp", default=None, help="experiment config file")
+    p.add_argument("--work-dir", default=None, help="main work dir (default work_dirs/<experiment>)")
+    p.add_argument("--opts", nargs="+", action=DictAction, default={},
+                   help="config overrides for every variant, e.g. classifier.train.max_iters=100")
+    p.add_argument("--force", action="store_true", help="re-run the variants' stages even when fresh")
+    p.add_argument("--full", action="store_true", default=None,
+                   help="also train the segmenter and score it (eval) per variant")
+    p.add_argument("--variants", nargs="+", default=None, help="run only these variants")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    from stages.common import DEFAULT_EXP, default_work_dir, load_experiment
+
+    a = parse_args(argv)
+    cfg = load_experiment(a.exp or DEFAULT_EXP, a.opts)
+    work_dir = Path(a.work_dir).expanduser().resolve() if a.work_dir else default_work_dir(cfg)
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if str(cfg.experiment.get("device", "auto")) == "cpu":
+        device = "cpu"
+    variants = [v for item in (a.variants or []) for v in item.replace(",", " ").split()]
+    try:
+        res = run_ablation(cfg, work_dir, variants=variants or None, full=a.full, force=a.force,
+                           device=device)
+    except StageError as exc:
+        print(f"[ablation] error: {exc}", file=sys.stderr)
+        return 2
+    return 1 if res["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

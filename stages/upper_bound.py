@@ -1,0 +1,53 @@
+"""Stage `upper_bound`: the fully supervised reference for the weakly-supervised result.
+
+The same segmenter (``segmenter.model``, ``segmenter.train`` schedule) trained on the
+ground-truth masks of the same training images with plain cross-entropy (255 ignored), then
+scored with exactly the ``eval`` protocol (scales, flip, CRF). The WSSS/upper-bound ratio
+compares ``eval``'s mIoU with this one.
+"""
+from __future__ import annotations
+
+import copy
+
+from pipeline.data.index import DatasetIndex
+from pipeline.evaluation import evaluate_segmenter
+from pipeline.metrics import format_table
+from pipeline.models.checkpoint import save_model
+from pipeline.stage import write_json_atomic
+from stages.common import main_for
+from stages.segmenter import model_config, train_segmenter
+
+STAGE = "upper_bound"
+UPSTREAM = ("data",)
+SECTIONS = ("segmenter", "upper_bound", "eval")
+
+
+def run(ctx) -> dict:
+    seg = copy.deepcopy(ctx.cfg.segmenter)
+    seg.loss = ctx.cfg.upper_bound.get("loss", "ce")
+    seg.train.update(ctx.cfg.upper_bound.get("train", {}))
+    index = DatasetIndex.load(ctx.upstream_dir("data"))
+    ctx.log(f"training the segmenter on ground-truth masks ({seg.train.get('split', 'trainaug')}, "
+            f"loss={seg.loss})")
+    net = train_segmenter(ctx, index, None, seg)
+    counts, metrics = {"iterations": int(seg.train["max_iters"])}, {}
+    if ctx.rank == 0:
+        save_model(ctx.out / "model.pth", net, "segmenter", model_config(seg), index.num_classes,
+                   index.classes)
+    ev = ctx.cfg.eval
+    res = evaluate_segmenter(net.eval().to(ctx.device), index, ev.get("split", "val"), ev, ctx.device,
+                             out_dir=None, rank=ctx.rank, world_size=ctx.world_size)
+    if ctx.rank == 0:
+        ctx.log("upper bound, no CRF\n" + format_table(res["no_crf"]))
+        if res["crf"] is not None:
+            ctx.log("upper bound, CRF\n" + format_table(res["crf"]))
+        metrics = {"mIoU": res["mIoU"], "mIoU_no_crf": res["no_crf"]["mIoU"],
+                   "mIoU_crf": None if res["crf"] is None else res["crf"]["mIoU"],
+                   "no_crf": res["no_crf"], "crf": res["crf"]}
+        counts.update(val_images=res["images"], val_scored=res["scored"])
+        write_json_atomic(ctx.out / "metrics.json", metrics)
+    return {"counts": counts, "metrics": metrics}
+
+
+if __name__ == "__main__":
+    main_for(__name__)

@@ -1,0 +1,235 @@
+"""`make report` (stages/report.py) and `make ablation` (stages/ablation.py) on a tiny work dir.
+
+One module-scoped work dir: synthetic data (48 px, 12 train images, 3 classes) through the data
+stage, and a fake classifier stage (untrained tiny classifier + a fake mmengine scalars log);
+the "ep" variant has the main classifier's config, so the ablation links that one.
+The report is built with most stages missing, then again after the ablation (2-iteration
+classifiers, three variants incl. "EP inference" on the GAP model) and with main-dir heatmaps,
+seeds and a fake (untrained) segmenter, so the examples grid has every column.
+"""
+from __future__ import annotations
+
+import json
+import textwrap
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.data.index import DatasetIndex
+from pipeline.stage import read_manifest, run_stage
+from stages.common import load_experiment
+
+EXP = textwrap.dedent("""
+    experiment = dict(name="report_test", seed=0, device="cpu")
+    data = dict(dataset="synthetic", root=None, sbd_root=None, label_source="xml",
+                synthetic=dict(seed=0, image_size=48, n_train=12, n_val=4, n_test=4, n_classes=3))
+    classifier = dict(
+        model=dict(backbone=dict(width=0.125, batch_norm=True), pooling=dict(type="ep"),
+                   pretrained=None),
+        train=dict(split="trainaug", crop=40, batch_size=4, max_iters=2, num_workers=0,
+                   optimizer=dict(type="Adam", lr=1e-3), schedule=dict(type="poly", power=0.9),
+                   amp=False, log_interval=1, checkpoint_interval=100),
+        val=dict(split="val", size=40, batch_size=4))
+    heatmaps = dict(split="trainaug", size=40, scales=(1.0,), flip=False, pooling=None,
+                    class_specific_lambda=False, batch_size=6, num_workers=0, amp=False)
+    saliency = dict(split="trainaug", dir=None, rbd=dict(n_segments=30), workers=1)
+    seeds = dict(heatmap_source="cam", fg_top=0.30, fg_mode="relative", bg_sal=0.06,
+                 normalise_saliency=True, overlap="max", pseudo_bg_threshold=0.15,
+                 export_dsrg_pickle=False, n_overlays=0)
+    segmenter = dict(model=dict(width=0.0625, batch_norm=True, fc_channels=32, rates=(1, 2),
+                                pretrained=None),
+                     dsrg=dict(fg_threshold=0.85, bg_threshold=0.99))
+    eval = dict(split="val", size=40, scales=(1.0,), flip=False, batch_size=4, amp=False,
+                crf=dict(enabled=False))
+    ablation = dict(
+        variants=dict(
+            gap={"label": "GAP (CAM)", "classifier.model.pooling.type": "gap",
+                 "classifier.val.extra_poolings": ("ep",)},
+            ep={"label": "EP", "classifier.model.pooling.type": "ep"},
+            ep_inference={"label": "EP inference on the GAP model", "classifier_from": "gap",
+                          "heatmaps.pooling": "ep"}),
+        common={"classifier.train.max_iters": 2},
+        full=False)
+""")
+
+
+class _Page(HTMLParser):
+    """Collects <img src>, checks that non-void tags are closed in order."""
+    VOID = {"img", "br", "meta", "link", "hr", "input"}
+
+    def __init__(self):
+        super().__init__()
+        self.imgs, self.stack, self.errors = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.imgs.append(dict(attrs)["src"])
+        elif tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"unexpected </{tag}> (open: {self.stack[-3:]})")
+        else:
+            self.stack.pop()
+
+
+def check_page(report_dir: Path) -> tuple[str, list[str]]:
+    text = (report_dir / "index.html").read_text()
+    assert text.startswith("<!DOCTYPE html>")
+    page = _Page()
+    page.feed(text)
+    page.close()
+    assert not page.errors and not page.stack, (page.errors, page.stack)
+    for src in page.imgs:
+        assert not src.startswith(("/", "http")) and ".." not in src, src
+        assert (report_dir / src).is_file(), src
+    return text, page.imgs
+
+
+def _fake_classifier(ctx):
+    """An untrained tiny classifier and a fake mmengine scalars log."""
+    from pipeline.models.checkpoint import save_model
+    from pipeline.models.classifier import build_classifier
+
+    index = DatasetIndex.load(ctx.upstream_dir("data"))
+    torch.manual_seed(0)
+    cfg = ctx.section["model"].to_dict()
+    net = build_classifier(cfg, index.num_classes - 1)
+    torch.nn.init.normal_(net.classifier.weight, std=1.0)
+    save_model(ctx.out / "model.pth", net, "classifier", cfg, index.num_classes - 1, index.classes)
+    vis = ctx.out / "train" / "20250101_000000" / "vis_data"
+    vis.mkdir(parents=True)
+    vis.joinpath("scalars.json").write_text("".join(
+        json.dumps({"iter": i, "loss": 1.0 / i, "cls_loss": 1.0 / i, "lr": 1e-3 * (1 - i / 10),
+                    "time": 0.1}) + "\n" for i in range(1, 10)) + '{"iter": 10, "lo')   # cut line
+    return {"counts": {"iterations": 9}, "metrics": {"val_mAP": 0.5, "pooling": "ep",
+                                                     "val_AP": {c: 0.5 for c in index.fg_classes}}}
+
+
+def _fake_segmenter(ctx):
+    from pipeline.models.checkpoint import save_model
+    from pipeline.models.deeplab import build_segmenter
+
+    index = DatasetIndex.load(ctx.upstream_dir("data"))
+    torch.manual_seed(0)
+    cfg = ctx.section["model"].to_dict()
+    net = build_segmenter(cfg, index.num_classes)
+    save_model(ctx.out / "model.pth", net, "segmenter", cfg, index.num_classes, index.classes)
+    return {"counts": {}, "metrics": {"val_mIoU": 0.1}}
+
+
+def _fake_scores(miou):
+    """A fake eval / upper_bound stage: summaries as pipeline.evaluation writes them."""
+    def run(ctx):
+        names = DatasetIndex.load(ctx.upstream_dir("data")).classes
+        s = {"class_names": names, "IoU": [miou] * len(names), "mIoU": miou, "aAcc": 0.9, "mAcc": 0.8}
+        return {"metrics": {"mIoU": miou, "mIoU_no_crf": miou, "mIoU_crf": None, "no_crf": s,
+                            "crf": None}}
+    return run
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    import stages.data
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("report")
+    exp = root / "exp.py"
+    exp.write_text(EXP)
+    wd = root / "work"
+    cfg = load_experiment(exp)
+    run_stage("data", (), stages.data.run, cfg, cfg.data, wd)
+    run_stage("classifier", ("data",), _fake_classifier, cfg, cfg.classifier, wd)
+    return type("Work", (), dict(exp=exp, wd=wd, cfg=cfg))
+
+
+def test_report_with_missing_stages(work):
+    from stages.report import main
+
+    assert main(["--exp", str(work.exp), "--work-dir", str(work.wd)]) == 0
+    rep = work.wd / "report"
+    text, imgs = check_page(rep)
+    assert "curves_classifier.png" in imgs
+    missing = read_manifest(rep)["metrics"]["missing_stages"]
+    assert {"segmenter", "eval", "upper_bound", "submit", "localize"} <= set(missing)
+    assert "Missing stages:" in text and "<b>upper_bound</b>" in text
+    assert "experiment = dict(" in text                       # the resolved config
+    assert not list(work.wd.glob(".report*"))                 # no temporary folder left
+
+
+def test_ablation_table_and_rerun_skips(work, capsys):
+    from stages.ablation import main
+
+    argv = ["--exp", str(work.exp), "--work-dir", str(work.wd)]
+    assert main(argv) == 0
+    root = work.wd / "ablation"
+    res = json.loads((root / "results.json").read_text())
+    names = ["gap", "ep", "ep_inference"]
+    assert [r["variant"] for r in res["rows"]] == names
+    md = (root / "results.md").read_text()
+    assert sum(line.startswith(f"| {n} |") for n in names for line in md.splitlines()) == 3
+    rows = {r["variant"]: r for r in res["rows"]}
+    for r in rows.values():
+        assert r["status"].startswith("ran"), r
+        for key in ("mAP", "seed_precision", "seed_recall", "seed_mIoU", "pseudo_mIoU"):
+            assert r[key] is not None and 0 <= r[key] <= 1, (r["variant"], key)
+    assert rows["gap"]["pooling"] == "gap" and rows["ep_inference"]["pooling"] == "gap → ep"
+    assert (root / "ep_inference" / "classifier").is_symlink()
+    assert (root / "gap" / "data").resolve() == (work.wd / "data").resolve()
+    # the GAP model scored with EP pooling; identical CAMs -> identical seeds
+    assert rows["ep_inference"]["mAP"] == read_manifest(root / "gap" / "classifier")["metrics"]["other_poolings"]["ep"]
+    assert rows["ep_inference"]["seed_mIoU"] == rows["gap"]["seed_mIoU"]
+    # gap trains its own classifier (2 iterations); ep's config equals the main one: linked
+    assert read_manifest(root / "gap" / "classifier")["counts"]["iterations"] == 2
+    assert not (root / "gap" / "classifier").is_symlink()
+    assert (root / "ep" / "classifier").resolve() == (work.wd / "classifier").resolve()
+    assert rows["ep"]["mAP"] == 0.5 and rows["ep"]["classifier_link"]
+    assert read_manifest(work.wd / "saliency") is not None
+
+    digests = {n: dict(rows[n]["run_digest"]) for n in names}
+    capsys.readouterr()
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    res2 = json.loads((root / "results.json").read_text())
+    for r in res2["rows"]:
+        assert r["run_digest"] == digests[r["variant"]]
+        assert r["status"] == "fresh (skipped)"
+    assert "fresh" in out and "| gap |" in out
+    # a subset: the others keep their rows, marked as not run now
+    assert main(argv + ["--variants", "ep"]) == 0
+    rows3 = {r["variant"]: r for r in json.loads((root / "results.json").read_text())["rows"]}
+    assert rows3["ep"]["status"] == "fresh (skipped)"
+    assert rows3["gap"]["status"] == "fresh (not run now)" and rows3["gap"]["mAP"] is not None
+    assert main(argv + ["--variants", "nope"]) == 2
+
+
+def test_full_report_with_examples_and_ablation(work):
+    import stages.heatmaps
+    import stages.seeds
+    from stages.ablation import main as ablation_main
+    from stages.report import build_report
+
+    cfg, wd = work.cfg, work.wd
+    if not (wd / "ablation" / "results.json").is_file():
+        assert ablation_main(["--exp", str(work.exp), "--work-dir", str(wd), "--variants", "ep"]) == 0
+    run_stage("heatmaps", ("data", "classifier"), stages.heatmaps.run, cfg, cfg.heatmaps, wd)
+    run_stage("seeds", ("data", "heatmaps", "saliency"), stages.seeds.run, cfg, cfg.seeds, wd)
+    run_stage("segmenter", ("data", "seeds"), _fake_segmenter, cfg, cfg.segmenter, wd)
+    run_stage("eval", ("data", "segmenter"), _fake_scores(0.25), cfg, cfg.eval, wd)
+    run_stage("upper_bound", ("data",), _fake_scores(0.5), cfg, {"x": 1}, wd)
+    build_report(cfg, wd, device="cpu", exp_path=str(work.exp))
+    text, imgs = check_page(wd / "report")
+    examples = [s for s in imgs if s.startswith("examples/")]
+    cols = ["image", "heatmap", "λ", "saliency", "seeds", "grown seeds", "prediction", "GT"]
+    assert len(examples) == 6 * len(cols)
+    for c in cols:
+        assert f"<th class=l>{c}</th>" in text, c
+    assert "Columns left out" not in text
+    assert "EP inference on the GAP model" in text                # the ablation table
+    assert "WSSS / upper bound = 0.500" in text and "iou_bars.png" in imgs
+    assert "<b>submit</b>" in text and "<b>eval</b>" not in text   # still missing / now present
+    states = {s: read_manifest(wd / s) is not None for s in ("heatmaps", "seeds", "segmenter")}
+    assert all(states.values())

@@ -1,0 +1,101 @@
+"""Stage `retrain`: segmenter pseudo-labels (+CRF) -> an mmseg DeepLabV3+ trained by mmengine."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+
+from pipeline.data.index import DatasetIndex
+from pipeline.stage import run_stage
+from pipeline.voc import read_label_png, write_label_png
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = dict(dataset="synthetic", root=None, sbd_root=None, label_source="xml",
+            synthetic=dict(seed=1, image_size=48, n_train=8, n_val=4, n_test=2, n_classes=3))
+BN = dict(type="SyncBN", requires_grad=True)
+TINY_V3PLUS = dict(   # DeepLabV3+ with a ResNet-18-v1c trunk of width 8
+    type="EncoderDecoder", pretrained=None,
+    backbone=dict(type="ResNetV1c", depth=18, base_channels=8, stem_channels=8,
+                  out_indices=(0, 1, 2, 3), dilations=(1, 1, 2, 4), strides=(1, 2, 1, 1),
+                  norm_cfg=BN, contract_dilation=True),
+    decode_head=dict(type="DepthwiseSeparableASPPHead", in_channels=64, in_index=3, channels=16,
+                     dilations=(1, 2), c1_in_channels=8, c1_channels=8, num_classes=99, norm_cfg=BN,
+                     align_corners=False),
+    auxiliary_head=dict(type="FCNHead", in_channels=32, in_index=2, channels=8, num_convs=1,
+                        num_classes=99, norm_cfg=BN, align_corners=False,
+                        loss_decode=dict(type="CrossEntropyLoss", loss_weight=0.4)),
+    train_cfg=dict(), test_cfg=dict(mode="whole"))
+
+
+def fake_seeds(ctx):
+    index = DatasetIndex.load(ctx.upstream_dir("data"))
+    (ctx.out / "labels").mkdir()
+    rng = np.random.default_rng(0)
+    for img_id in index.ids("trainaug"):
+        m = index.read_mask(img_id).copy()
+        m[rng.random(m.shape) < 0.75] = 255
+        write_label_png(ctx.out / "labels" / f"{img_id}.png", m)
+    return {}
+
+
+def test_retrain_stage(tmp_path):
+    import stages.data
+    import stages.retrain as retrain
+    import stages.segmenter as seg
+
+    base = Config.fromfile(str(REPO / "configs/_base_/segmenter_dsrg_vgg16.py"))
+    rbase = Config.fromfile(str(REPO / "configs/_base_/retrain_mmseg.py"))
+    cfg = Config(dict(experiment=dict(seed=0), data=DATA, segmenter=base.segmenter.to_dict(),
+                      retrain=rbase.retrain.to_dict()))
+    cfg.merge_from_dict({
+        "segmenter.model.width": 1 / 16, "segmenter.model.batch_norm": True,
+        "segmenter.model.pretrained": None, "segmenter.model.rates": (1, 2),
+        "segmenter.train.crop": 48, "segmenter.train.resize": None, "segmenter.train.batch_size": 4,
+        "segmenter.train.max_iters": 1, "segmenter.train.num_workers": 0, "segmenter.crf.workers": 0,
+        "segmenter.val.size": 48,
+        "retrain.pseudo.size": 48, "retrain.pseudo.scales": (1.0,), "retrain.pseudo.crf.workers": 0,
+        "retrain.train.crop": 48, "retrain.train.batch_size": 4, "retrain.train.max_iters": 2,
+        "retrain.train.num_workers": 0, "retrain.train.log_interval": 1, "retrain.val.size": 48})
+    cfg.retrain.model = TINY_V3PLUS
+    run_stage("data", (), stages.data.run, cfg, cfg.data, tmp_path)
+    run_stage("seeds", ("data",), fake_seeds, cfg, {"fake": 1}, tmp_path)
+    run_stage("segmenter", seg.UPSTREAM, seg.run, cfg, cfg.segmenter, tmp_path)
+    man = run_stage("retrain", retrain.UPSTREAM, retrain.run, cfg, cfg.retrain, tmp_path)
+
+    out = tmp_path / "retrain"
+    index = DatasetIndex.load(tmp_path / "data")
+    pseudo = [read_label_png(out / "pseudo" / f"{i}.png") for i in index.ids("trainaug")]
+    assert len(pseudo) == 8 and all(p.shape == (48, 48) and p.max() < 4 for p in pseudo)
+    assert man["counts"]["iterations"] == 2 and man["counts"]["val_scored"] == 4
+    assert 0 <= man["metrics"]["val_mIoU"] <= 1 and 0 <= man["metrics"]["pseudo_mIoU"] <= 1
+    assert (out / "train" / "iter_2.pth").is_file()
+
+    from pipeline.mm.segmentation import load_mmseg_model
+
+    net, meta = load_mmseg_model(out / "model.pth")
+    assert meta["num_classes"] == 4 and meta["classes"] == index.classes
+    logits = net.eval()(torch.zeros(1, 3, 48, 48))
+    assert logits.shape[1] == 4 and torch.isfinite(logits).all()
+    # the DSRG-trained segmenter's pseudo-labels are resumable: existing files are not redone
+    ctx = type("Ctx", (), dict(out=out, rank=0, world_size=1, device="cpu", log=print,
+                               upstream_dir=lambda self, n: tmp_path / n))()
+    assert retrain.make_pseudo_labels(ctx, index, cfg.retrain.pseudo) == 0
+
+
+@pytest.mark.parametrize("heads", ["decode", "both"])
+def test_mmseg_losses_and_num_classes_override(heads):
+    from pipeline.mm.segmentation import MMSegLogits, build_mmseg_model, mmseg_losses
+
+    cfg = dict(TINY_V3PLUS, backbone=dict(TINY_V3PLUS["backbone"], norm_cfg=dict(type="BN")))
+    cfg["decode_head"] = dict(cfg["decode_head"], norm_cfg=dict(type="BN"))
+    cfg["auxiliary_head"] = (dict(cfg["auxiliary_head"], norm_cfg=dict(type="BN"))
+                             if heads == "both" else None)
+    model = build_mmseg_model(cfg, 5)
+    labels = torch.full((2, 32, 32), 255)
+    labels[:, :8] = 0
+    labels[:, 20:, 20:] = 3
+    losses = mmseg_losses(model, torch.randn(2, 3, 32, 32), labels)
+    assert torch.isfinite(losses["decode.loss_ce"])
+    assert ("aux.loss_ce" in losses) == (heads == "both")
+    assert MMSegLogits(model).eval()(torch.randn(1, 3, 32, 32)).shape[1] == 5

@@ -1,0 +1,201 @@
+"""Segmenter stage: training through mmengine (DSRG and the GT/CE upper bound), resume, the
+quick val mIoU and model.pth; mmseg registrations; the DeepLab lr/decay multipliers."""
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+
+import stages.segmenter as seg_stage
+from pipeline.data.index import DatasetIndex
+from pipeline.models.deeplab import DeepLabV2VGG16, build_segmenter, load_segmenter
+from pipeline.stage import read_manifest, run_stage
+from pipeline.voc import write_label_png
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = dict(dataset="synthetic", root=None, sbd_root=None, label_source="xml",
+            synthetic=dict(seed=0, image_size=48, n_train=12, n_val=4, n_test=2, n_classes=3))
+SMALL = {"segmenter.model.width": 1 / 16, "segmenter.model.batch_norm": True,
+         "segmenter.model.pretrained": None, "segmenter.model.rates": (1, 2),
+         "segmenter.train.crop": 48, "segmenter.train.resize": None, "segmenter.train.batch_size": 4,
+         "segmenter.train.max_iters": 1, "segmenter.train.num_workers": 0,
+         "segmenter.train.log_interval": 1, "segmenter.train.checkpoint_interval": 100,
+         "segmenter.crf.workers": 0, "segmenter.val.size": 48, "segmenter.val.batch_size": 4}
+
+
+def make_cfg(**overrides) -> Config:
+    base = Config.fromfile(str(REPO / "configs/_base_/segmenter_dsrg_vgg16.py"))
+    cfg = Config(dict(experiment=dict(name="test", seed=0), data=DATA,
+                      segmenter=base.segmenter.to_dict()))
+    cfg.merge_from_dict({**SMALL, **overrides})
+    return cfg
+
+
+def fake_seeds(ctx):
+    """Seeds from the GT masks with ~75% of the pixels unlabelled (255)."""
+    index = DatasetIndex.load(ctx.upstream_dir("data"))
+    rng = np.random.default_rng(0)
+    (ctx.out / "labels").mkdir()
+    for img_id in index.ids("trainaug"):
+        m = index.read_mask(img_id).copy()
+        m[rng.random(m.shape) < 0.75] = 255
+        write_label_png(ctx.out / "labels" / f"{img_id}.png", m)
+    return {"counts": {"images": len(index.ids("trainaug"))}}
+
+
+@pytest.fixture(scope="module")
+def work_dir(tmp_path_factory):
+    import stages.data
+
+    wd = tmp_path_factory.mktemp("segwork")
+    cfg = Config(dict(experiment=dict(seed=0), data=DATA))
+    run_stage("data", (), stages.data.run, cfg, cfg.data, wd)
+    run_stage("seeds", ("data",), fake_seeds, cfg, {"fake": True}, wd)
+    return wd
+
+
+def fake_ctx(cfg, out):
+    return SimpleNamespace(cfg=cfg, out=Path(out), log=print, rank=0, world_size=1, device="cpu")
+
+
+def _changed(a: dict, b: dict, keys) -> bool:
+    return all(not torch.equal(a[k], b[k]) for k in keys)
+
+
+def test_stage_one_iteration_updates_weights_and_writes_model(work_dir):
+    cfg = make_cfg()
+    man = run_stage("segmenter", seg_stage.UPSTREAM, seg_stage.run, cfg, cfg.segmenter, work_dir)
+    out = work_dir / "segmenter"
+    assert man["counts"]["iterations"] == 1 and man["counts"]["train_images"] == 12
+    assert 0.0 <= man["metrics"]["val_mIoU"] <= 1.0 and man["metrics"]["loss"] == "dsrg"
+    assert (out / "train" / "iter_1.pth").is_file()
+    net, meta = load_segmenter(out / "model.pth")
+    index = DatasetIndex.load(work_dir / "data")
+    assert isinstance(net, DeepLabV2VGG16) and meta["num_classes"] == index.num_classes == 4
+    assert meta["classes"] == index.classes
+    torch.manual_seed(0)                                  # the stage's initial weights
+    init = build_segmenter(seg_stage.model_config(cfg.segmenter), 4).state_dict()
+    trained = net.state_dict()
+    assert _changed(init, trained, ["features.0.weight", "aspp.0.fc8.weight", "aspp.1.fc8.bias"])
+
+
+def test_resume_continues_from_the_last_iteration(work_dir, tmp_path, monkeypatch):
+    calls = []
+    real = seg_stage.dsrg_losses
+
+    def counting(*args, **kw):
+        calls.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(seg_stage, "dsrg_losses", counting)
+    index = DatasetIndex.load(work_dir / "data")
+    labels = work_dir / "seeds" / "labels"
+    cfg = make_cfg(**{"segmenter.train.max_iters": 2})
+    seg_stage.train_segmenter(fake_ctx(cfg, tmp_path), index, labels, cfg.segmenter)
+    assert len(calls) == 2 and (tmp_path / "train" / "iter_2.pth").is_file()
+    cfg = make_cfg(**{"segmenter.train.max_iters": 4})
+    net = seg_stage.train_segmenter(fake_ctx(cfg, tmp_path), index, labels, cfg.segmenter)
+    assert len(calls) == 4                                # iterations 3 and 4 only
+    ckpt = torch.load(tmp_path / "train" / "iter_4.pth", map_location="cpu", weights_only=False)
+    assert ckpt["meta"]["iter"] == 4
+    assert isinstance(net, DeepLabV2VGG16)
+
+
+def test_upper_bound_gt_ce_trains(work_dir, tmp_path):
+    cfg = make_cfg(**{"segmenter.loss": "ce", "segmenter.train.labels": "gt",
+                      "segmenter.ce.resolution": "output"})
+    index = DatasetIndex.load(work_dir / "data")
+    torch.manual_seed(0)
+    init = build_segmenter(seg_stage.model_config(cfg.segmenter), 4).state_dict()
+    net = seg_stage.train_segmenter(fake_ctx(cfg, tmp_path), index, None, cfg.segmenter)
+    assert _changed(init, net.state_dict(), ["features.0.weight", "aspp.0.fc8.weight"])
+    res = seg_stage.evaluate_and_save(fake_ctx(cfg, tmp_path), net, index, cfg.segmenter)
+    assert (tmp_path / "model.pth").is_file() and res["counts"]["val_scored"] == 4
+
+
+def test_bad_options_are_clear_errors(work_dir):
+    from pipeline.stage import StageError
+
+    cfg = make_cfg(**{"segmenter.train.labels": "pseudo"})
+    with pytest.raises(StageError, match="train.labels"):
+        run_stage("segmenter", seg_stage.UPSTREAM, seg_stage.run, cfg, cfg.segmenter, work_dir)
+    with pytest.raises(StageError, match="segmenter.loss"):
+        seg_stage.make_loss_fn("sec")
+
+
+def test_mmengine_param_groups_match_deeplab_prototxt_multipliers():
+    from mmengine.optim import build_optim_wrapper
+
+    from pipeline.mm.train import LossModel, optim_wrapper_cfg
+
+    tr = make_cfg().segmenter.train
+    for bn in (False, True):
+        net = DeepLabV2VGG16(5, width=1 / 16, batch_norm=bn, rates=(1, 2))
+        wrapper = build_optim_wrapper(LossModel(net, None), optim_wrapper_cfg(
+            tr.optimizer, tr.lr_mult, tr.paramwise))
+        got = {id(g["params"][0]): (g["lr"], g["weight_decay"]) for g in wrapper.optimizer.param_groups}
+        want = {id(p): (g["lr"], g["weight_decay"]) for g in net.param_groups(5e-4, 5e-4)
+                for p in g["params"]}
+        assert got.keys() == want.keys()
+        for k, (lr, wd) in want.items():
+            assert got[k] == pytest.approx((lr, wd))
+    # backwards compatible: plain float multipliers, no paramwise options
+    net = DeepLabV2VGG16(5, width=1 / 16, rates=(1,))
+    wrapper = build_optim_wrapper(LossModel(net, None), optim_wrapper_cfg(
+        dict(type="SGD", lr=1e-3), {"fc8.weight": 10}))
+    lrs = {id(g["params"][0]): g["lr"] for g in wrapper.optimizer.param_groups}
+    assert lrs[id(net.aspp[0].fc8.weight)] == pytest.approx(1e-2)
+    assert lrs[id(net.aspp[0].fc8.bias)] == pytest.approx(1e-3)
+
+
+def test_mmseg_registry_builds_the_registered_models():
+    from mmengine.registry import DefaultScope
+
+    # mmseg configs run with default_scope="mmseg" (an earlier mmengine Runner set "mmengine")
+    with DefaultScope.overwrite_default_scope("mmseg"):
+        _check_mmseg_models()
+
+
+def _check_mmseg_models():
+    import pipeline.mm.segmentation  # noqa: F401  (registration)
+    from mmengine.structures import PixelData
+    from mmseg.registry import MODELS
+    from mmseg.structures import SegDataSample
+
+    net = MODELS.build(dict(type="DeepLabV2VGG16", num_classes=4, width=1 / 16, rates=[1, 2]))
+    assert isinstance(net, DeepLabV2VGG16)
+    plain = build_segmenter(dict(width=1 / 16, rates=(1, 2)), 4)
+    net.load_state_dict(plain.state_dict())               # same weights layout as model.pth
+    assert net(torch.zeros(1, 3, 48, 48)).shape == (1, 4, 7, 7)
+
+    dp = dict(type="SegDataPreProcessor", mean=[123.675, 116.28, 103.53],
+              std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_val=0, seg_pad_val=255, size=(48, 48))
+    ed = MODELS.build(dict(
+        type="EncoderDecoder", data_preprocessor=dp,
+        backbone=dict(type="DeepLabV2VGG16Backbone", width=1 / 16, batch_norm=True),
+        decode_head=dict(type="ASPPV2Head", in_channels=32, channels=16, num_classes=4, rates=(1, 2))))
+    dsrg = MODELS.build(dict(type="DSRGSegmentor", data_preprocessor=dp, crf=dict(workers=0),
+                             net=dict(type="DeepLabV2VGG16", num_classes=4, width=1 / 16, rates=(1, 2))))
+
+    def batch():
+        samples = []
+        for _ in range(2):
+            s = SegDataSample(metainfo=dict(img_shape=(48, 48), ori_shape=(48, 48), pad_shape=(48, 48)))
+            lab = torch.full((1, 48, 48), 255, dtype=torch.long)
+            lab[0, :10] = 0
+            lab[0, 30:, 30:] = 2
+            s.gt_sem_seg = PixelData(data=lab)
+            samples.append(s)
+        return dict(inputs=[torch.randint(0, 255, (3, 48, 48), dtype=torch.uint8) for _ in range(2)],
+                    data_samples=samples)
+
+    losses = ed(**ed.data_preprocessor(batch(), True), mode="loss")
+    assert torch.isfinite(losses["decode.loss_ce"])
+    losses = dsrg(**dsrg.data_preprocessor(batch(), True), mode="loss")
+    assert torch.isfinite(losses["loss_seed"]) and torch.isfinite(losses["loss_boundary"])
+    assert losses["cov_after"] >= losses["cov_before"]
+    dsrg.eval()
+    pred = dsrg(**dsrg.data_preprocessor(batch(), False), mode="predict")
+    assert pred[0].pred_sem_seg.data.shape == (1, 48, 48)
