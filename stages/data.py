@@ -47,6 +47,8 @@ def run(ctx) -> dict:
     summary = prepare_dataset(root, index_tmp, sbd_root=sbd_root,
                               label_source=sec.get("label_source", "xml"), name=name,
                               heldout_seg_dir=heldout)
+    for warning in summary.get("warnings", []):
+        ctx.log(f"warning: {warning}")
     for item in index_tmp.iterdir():          # move the index to the top of the stage folder
         dst = ctx.out / item.name
         if dst.exists():

@@ -18,9 +18,8 @@ import torch
 from pipeline.data.index import DatasetIndex
 from pipeline.evaluation import evaluate_segmenter
 from pipeline.metrics import format_table
-from pipeline.models.checkpoint import load_model
 from pipeline.stage import StageError, write_json_atomic
-from stages.common import main_for
+from stages.common import load_upstream_model, main_for
 
 STAGE = "eval"
 UPSTREAM = ("data", "segmenter")
@@ -28,14 +27,7 @@ UPSTREAM = ("data", "segmenter")
 
 def load_segmenter(ctx, index):
     """The segmenter of ``WORK_DIR/segmenter/model.pth``, checked against the dataset classes."""
-    path = ctx.upstream_dir("segmenter") / "model.pth"
-    try:
-        net, meta = load_model(path, kind="segmenter")
-    except (FileNotFoundError, ValueError) as exc:
-        raise StageError(str(exc)) from exc
-    if int(meta["num_classes"]) != index.num_classes:
-        raise StageError(f"{path}: segmenter has {meta['num_classes']} classes, the dataset "
-                         f"{index.num_classes}: re-run `make segmenter` on this dataset")
+    net, meta = load_upstream_model(ctx, "segmenter", "segmenter", index.num_classes)
     return net.to(ctx.device), meta
 
 

@@ -35,10 +35,9 @@ from torch.utils.data import DataLoader, Dataset
 from pipeline.data.index import DatasetIndex
 from pipeline.data.transforms import resize_image, to_tensor
 from pipeline.heatmaps import aggregate_heatmaps, class_specific_lambda, normalise_per_class, save_heatmap
-from pipeline.models.checkpoint import load_model
 from pipeline.rib import pick_negatives, rib_heatmaps
 from pipeline.stage import StageError
-from stages.common import main_for
+from stages.common import load_upstream_model, main_for
 
 STAGE = "heatmaps"
 UPSTREAM = ("data", "classifier")
@@ -128,14 +127,7 @@ def run(ctx) -> dict:
     index = DatasetIndex.load(ctx.upstream_dir("data"))
     split = sec.get("split", "trainaug")
     ids = index.ids(split)
-    model_path = ctx.upstream_dir("classifier") / "model.pth"
-    try:
-        net, meta = load_model(model_path, kind="classifier")
-    except (FileNotFoundError, ValueError) as exc:
-        raise StageError(str(exc)) from exc
-    if meta["num_classes"] != index.num_classes - 1:
-        raise StageError(f"{model_path}: classifier has {meta['num_classes']} classes, the dataset "
-                         f"{index.num_classes - 1}; re-run `make classifier`")
+    net, meta = load_upstream_model(ctx, "classifier", "classifier", index.num_classes - 1)
     trained = net.pooling_name
     if sec.get("pooling"):
         net.set_pooling(str(sec["pooling"]))

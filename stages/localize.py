@@ -38,10 +38,9 @@ from pipeline.data.transforms import resize_image, to_tensor
 from pipeline.heatmaps import aggregate_heatmaps, class_specific_lambda
 from pipeline.localize import (CorLocAccumulator, Top1LocAccumulator, cam_baseline_box,
                                from_voc, smallest_box_holding_mass, to_voc, topk_lambda)
-from pipeline.models.checkpoint import load_model
-from pipeline.stage import StageError, write_json_atomic
+from pipeline.stage import write_json_atomic
 from pipeline.visualize import heatmap_rgb, panel_row, save_rgb
-from stages.common import main_for
+from stages.common import load_upstream_model, main_for
 
 STAGE = "localize"
 UPSTREAM = ("data", "classifier")
@@ -130,14 +129,7 @@ def run(ctx) -> dict:
     ids = index.ids(split)
     if sec.get("max_images"):
         ids = ids[:int(sec["max_images"])]
-    model_path = ctx.upstream_dir("classifier") / "model.pth"
-    try:
-        net, meta = load_model(model_path, kind="classifier")
-    except (FileNotFoundError, ValueError) as exc:
-        raise StageError(str(exc)) from exc
-    if meta["num_classes"] != index.num_classes - 1:
-        raise StageError(f"{model_path}: classifier has {meta['num_classes']} classes, the dataset "
-                         f"{index.num_classes - 1}; re-run `make classifier`")
+    net, meta = load_upstream_model(ctx, "classifier", "classifier", index.num_classes - 1)
     if sec.get("pooling"):
         net.set_pooling(str(sec["pooling"]))
     net.eval().to(ctx.device)

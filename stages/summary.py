@@ -40,13 +40,13 @@ def summarize(work_dir: Path) -> str:
         f"val mIoU no CRF / CRF (%)         {_pct(ev.get('mIoU_no_crf'))} / {_pct(ev.get('mIoU_crf'))}",
         f"upper bound (GT masks) mIoU (%)   {_pct(upper)}",
         f"WSSS / upper bound                {'   n/a' if ratio is None else f'{ratio:6.3f}'}",
-        f"test submission                   " + (
+        "test submission                   " + (
             "missing" if man["submit"] is None else
             f"{man['submit']['counts'].get('archived', 0)} files validated -> "
             f"{work_dir / 'submit' / 'results.tgz'}"
             + ("" if m["submit"].get("mIoU") is None else
                f" (held-out test mIoU {_pct(m['submit']['mIoU']).strip()} %)")),
-        f"report                            " + (
+        "report                            " + (
             str(work_dir / "report" / "index.html") if (work_dir / "report" / "index.html").is_file()
             else "missing (make report)"),
     ]

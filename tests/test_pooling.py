@@ -257,3 +257,26 @@ def test_lip_module_shapes_and_gradients():
     for name, p in lip.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
     assert LocalImportancePooling(8, stride=1)(x).shape == (2, 8, 9, 9)
+
+
+def test_ep_lambda_normalisation_is_the_lambda_weighted_mean():
+    import torch
+    from torch import nn
+
+    from pipeline.models.pooling import build_pooling
+
+    torch.manual_seed(0)
+    feats = torch.randn(2, 4, 3, 3)
+    clf = nn.Conv2d(4, 3, 1)
+    hw = build_pooling({"type": "ep"})(feats, clf)
+    lam = build_pooling({"type": "ep", "normalize": "lambda"})(feats, clf)
+    w, b = clf.weight.view(3, 4), clf.bias
+    weights = hw["lam"]
+    mean = (feats * weights[:, None]).sum((2, 3)) / weights.sum((1, 2))[:, None]
+    assert torch.allclose(lam["logits"], mean @ w.T + b, atol=1e-5)
+    # Eq. 4 divides by hw instead: the two differ by the factor hw / Σλ before the bias
+    ratio = (hw["logits"] - b) / (lam["logits"] - b)
+    assert torch.allclose(ratio, (weights.sum((1, 2)) / 9)[:, None].expand_as(ratio), atol=1e-4)
+    assert torch.equal(hw["cam"], lam["cam"])
+    with pytest.raises(ValueError, match="normalize"):
+        build_pooling({"type": "ep", "normalize": "sum"})

@@ -11,7 +11,7 @@ from mmengine.config import Config
 import stages.segmenter as seg_stage
 from pipeline.data.index import DatasetIndex
 from pipeline.models.deeplab import DeepLabV2VGG16, build_segmenter, load_segmenter
-from pipeline.stage import read_manifest, run_stage
+from pipeline.stage import run_stage
 from pipeline.voc import write_label_png
 
 REPO = Path(__file__).resolve().parent.parent

@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pipeline.stage import _plain
+
 FORMAT = "wsss-model/1"
 
 
@@ -56,12 +58,3 @@ def load_model(path: str | os.PathLike, kind: str | None = None, map_location="c
     meta = {k: v for k, v in payload.items() if k != "state_dict"}
     return net, meta
 
-
-def _plain(obj):
-    if hasattr(obj, "to_dict"):
-        obj = obj.to_dict()
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
