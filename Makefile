@@ -30,7 +30,7 @@ STAGE_ARGS = --exp $(abspath $(EXP)) $(if $(WORK_DIR),--work-dir $(abspath $(WOR
 LAUNCH = $(if $(filter-out 0 1,$(GPUS)),$(VENV)/bin/torchrun --standalone --nproc_per_node=$(GPUS) -m,$(PY) -m)
 
 STAGES := data classifier heatmaps saliency seeds segmenter retrain upper_bound eval submit localize report
-DEMO_STAGES := data classifier heatmaps saliency seeds segmenter retrain upper_bound eval submit localize report
+DEMO_STAGES := data classifier heatmaps saliency seeds segmenter upper_bound eval submit localize report
 
 .PHONY: help env test demo bench summary ablation $(STAGES) clean-work
 
