@@ -13,6 +13,7 @@ from PIL import Image
 from pipeline.localize import (CorLocAccumulator, Top1LocAccumulator, box_iou, box_mass,
                                cam_baseline_box, from_voc, smallest_box_holding_mass, to_voc,
                                topk_lambda)
+from pipeline.testing import save_untrained_classifier
 
 
 @pytest.fixture(autouse=True)
@@ -186,18 +187,7 @@ EXP = textwrap.dedent("""
 """)
 
 
-def _fake_classifier(ctx):
-    from pipeline.data.index import DatasetIndex
-    from pipeline.models.checkpoint import save_model
-    from pipeline.models.classifier import build_classifier
-
-    index = DatasetIndex.load(ctx.upstream_dir("data"))
-    torch.manual_seed(0)
-    cfg = ctx.section["model"].to_dict()
-    net = build_classifier(cfg, index.num_classes - 1)
-    torch.nn.init.normal_(net.classifier.weight, std=1.0)
-    save_model(ctx.out / "model.pth", net, "classifier", cfg, index.num_classes - 1, index.classes)
-    return {"counts": {}, "metrics": {}}
+_fake_classifier = save_untrained_classifier
 
 
 def test_localize_stage_end_to_end(tmp_path):

@@ -20,6 +20,7 @@ import torch
 from pipeline.data.index import DatasetIndex
 from pipeline.stage import read_manifest, run_stage
 from stages.common import load_experiment
+from pipeline.testing import save_untrained_classifier
 
 EXP = textwrap.dedent("""
     experiment = dict(name="report_test", seed=0, device="cpu")
@@ -91,15 +92,8 @@ def check_page(report_dir: Path) -> tuple[str, list[str]]:
 
 def _fake_classifier(ctx):
     """An untrained tiny classifier and a fake mmengine scalars log."""
-    from pipeline.models.checkpoint import save_model
-    from pipeline.models.classifier import build_classifier
-
+    save_untrained_classifier(ctx)
     index = DatasetIndex.load(ctx.upstream_dir("data"))
-    torch.manual_seed(0)
-    cfg = ctx.section["model"].to_dict()
-    net = build_classifier(cfg, index.num_classes - 1)
-    torch.nn.init.normal_(net.classifier.weight, std=1.0)
-    save_model(ctx.out / "model.pth", net, "classifier", cfg, index.num_classes - 1, index.classes)
     vis = ctx.out / "train" / "20250101_000000" / "vis_data"
     vis.mkdir(parents=True)
     vis.joinpath("scalars.json").write_text("".join(

@@ -12,7 +12,6 @@ import textwrap
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from pipeline.data.index import DatasetIndex
@@ -21,6 +20,7 @@ from pipeline.stage import StageError, read_manifest, run_stage, stage_status
 from pipeline.visualize import heatmap_rgb, label_rgb, panel_row
 from pipeline.voc import read_label_png
 from stages.common import load_experiment, main_for
+from pipeline.testing import save_untrained_classifier
 
 EXP = textwrap.dedent("""
     experiment = dict(name="cues_test", seed=0, device="cpu")
@@ -38,18 +38,7 @@ EXP = textwrap.dedent("""
 SIZE = 48
 
 
-def _fake_classifier(ctx):
-    """An untrained tiny classifier whose class maps vary in sign (std-1 classifier weights)."""
-    from pipeline.models.checkpoint import save_model
-    from pipeline.models.classifier import build_classifier
-
-    index = DatasetIndex.load(ctx.upstream_dir("data"))
-    torch.manual_seed(0)
-    cfg = ctx.section["model"].to_dict()
-    net = build_classifier(cfg, index.num_classes - 1)
-    torch.nn.init.normal_(net.classifier.weight, std=1.0)
-    save_model(ctx.out / "model.pth", net, "classifier", cfg, index.num_classes - 1, index.classes)
-    return {"counts": {}, "metrics": {}}
+_fake_classifier = save_untrained_classifier
 
 
 def _cli(stage, exp, wd, *opts):

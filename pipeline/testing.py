@@ -1,0 +1,21 @@
+"""Helpers for tests of the stages (importable because pytest's importlib mode cannot share
+modules between test files)."""
+from __future__ import annotations
+
+import torch
+
+
+def save_untrained_classifier(ctx) -> dict:
+    """A fake `classifier` stage ``run``: an untrained classifier of ``ctx.section['model']``
+    whose class maps vary in sign (std-1 classifier weights), saved as ``model.pth``."""
+    from pipeline.data.index import DatasetIndex
+    from pipeline.models.checkpoint import save_model
+    from pipeline.models.classifier import build_classifier
+
+    index = DatasetIndex.load(ctx.upstream_dir("data"))
+    torch.manual_seed(0)
+    cfg = ctx.section["model"].to_dict()
+    net = build_classifier(cfg, index.num_classes - 1)
+    torch.nn.init.normal_(net.classifier.weight, std=1.0)
+    save_model(ctx.out / "model.pth", net, "classifier", cfg, index.num_classes - 1, index.classes)
+    return {"counts": {}, "metrics": {}}
