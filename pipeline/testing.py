@@ -19,3 +19,22 @@ def save_untrained_classifier(ctx) -> dict:
     torch.nn.init.normal_(net.classifier.weight, std=1.0)
     save_model(ctx.out / "model.pth", net, "classifier", cfg, index.num_classes - 1, index.classes)
     return {"counts": {}, "metrics": {}}
+
+
+def tiny_work_dir(root, exp_text: str, classifier_run=save_untrained_classifier):
+    """Write ``exp_text`` to ``root/exp.py``, run the data stage and a fake classifier stage
+    (``classifier_run``) into ``root/work``; return ``(exp_path, work_dir, cfg)``."""
+    from pathlib import Path
+
+    import stages.data
+    from pipeline.stage import run_stage
+    from stages.common import load_experiment
+
+    root = Path(root)
+    exp = root / "exp.py"
+    exp.write_text(exp_text)
+    wd = root / "work"
+    cfg = load_experiment(exp)
+    run_stage("data", (), stages.data.run, cfg, cfg.data, wd)
+    run_stage("classifier", ("data",), classifier_run, cfg, cfg.classifier, wd)
+    return exp, wd, cfg

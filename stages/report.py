@@ -36,6 +36,7 @@ import numpy as np
 
 from pipeline.report_plots import plot_iou_bars, plot_training_curves, read_scalars
 from pipeline.stage import _plain, digest, read_manifest, write_json_atomic
+from stages.ablation import _get
 
 STAGES = ("data", "classifier", "heatmaps", "saliency", "seeds", "segmenter", "upper_bound",
           "eval", "submit", "localize")
@@ -77,14 +78,6 @@ def table(headers, rows, left: int = 1) -> str:
         return "".join(f"<{tag}{' class=l' if i < left else ''}>{v}</{tag}>" for i, v in enumerate(vals))
     body = "".join(f"<tr>{cells('td', r)}</tr>" for r in rows)
     return f"<table><tr>{cells('th', [esc(h) for h in headers])}</tr>{body}</table>"
-
-
-def _get(d, *keys):
-    for k in keys:
-        if not isinstance(d, dict) or d.get(k) is None:
-            return None
-        d = d[k]
-    return d
 
 
 # ---------------------------------------------------------------------------------- stages ---

@@ -157,3 +157,14 @@ def synthetic_tree(tmp_path_factory) -> SimpleNamespace:
     return SimpleNamespace(out=out, voc=out / "VOC2012", heldout=out / "heldout" / "SegmentationClass",
                            summary=summary, cfg=summary["config"])
 # ============================== end of data fixtures =======================================
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one intra-op thread is fastest on a shared CPU (restored afterwards)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

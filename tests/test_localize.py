@@ -7,22 +7,15 @@ import textwrap
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from pipeline.localize import (CorLocAccumulator, Top1LocAccumulator, box_iou, box_mass,
                                cam_baseline_box, from_voc, smallest_box_holding_mass, to_voc,
                                topk_lambda)
-from pipeline.testing import save_untrained_classifier
+from pipeline.testing import tiny_work_dir
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is fastest on a shared CPU (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _area(box):
@@ -187,20 +180,11 @@ EXP = textwrap.dedent("""
 """)
 
 
-_fake_classifier = save_untrained_classifier
-
 
 def test_localize_stage_end_to_end(tmp_path):
-    import stages.data
-    from pipeline.stage import run_stage
-    from stages.common import load_experiment, main_for
+    from stages.common import main_for
 
-    exp = tmp_path / "exp.py"
-    exp.write_text(EXP)
-    wd = tmp_path / "work"
-    cfg = load_experiment(exp)
-    run_stage("data", (), stages.data.run, cfg, cfg.data, wd)
-    run_stage("classifier", ("data",), _fake_classifier, cfg, cfg.classifier, wd)
+    exp, wd, cfg = tiny_work_dir(tmp_path, EXP)
     man = main_for("stages.localize", ["--exp", str(exp), "--work-dir", str(wd)])
     out = wd / "localize"
     boxes = json.loads((out / "boxes.json").read_text())

@@ -19,8 +19,7 @@ import torch
 
 from pipeline.data.index import DatasetIndex
 from pipeline.stage import read_manifest, run_stage
-from stages.common import load_experiment
-from pipeline.testing import save_untrained_classifier
+from pipeline.testing import save_untrained_classifier, tiny_work_dir
 
 EXP = textwrap.dedent("""
     experiment = dict(name="report_test", seed=0, device="cpu")
@@ -127,16 +126,8 @@ def _fake_scores(miou):
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
-    import stages.data
-
     torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("report")
-    exp = root / "exp.py"
-    exp.write_text(EXP)
-    wd = root / "work"
-    cfg = load_experiment(exp)
-    run_stage("data", (), stages.data.run, cfg, cfg.data, wd)
-    run_stage("classifier", ("data",), _fake_classifier, cfg, cfg.classifier, wd)
+    exp, wd, cfg = tiny_work_dir(tmp_path_factory.mktemp("report"), EXP, _fake_classifier)
     return type("Work", (), dict(exp=exp, wd=wd, cfg=cfg))
 
 

@@ -8,13 +8,7 @@ from pipeline.models.classifier import build_classifier
 from pipeline.rib import RIB_DEFAULTS, pick_negatives, plain_cam, rib_heatmaps
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is fastest on a shared CPU (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 K = 3
 FAST = dict(steps=3, lr=5e-3, scales=(1.0, 0.5), flip=True, max_logit=1e6, explode_ratio=1.1,

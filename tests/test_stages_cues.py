@@ -19,8 +19,8 @@ from pipeline.heatmaps import load_heatmap
 from pipeline.stage import StageError, read_manifest, run_stage, stage_status
 from pipeline.visualize import heatmap_rgb, label_rgb, panel_row
 from pipeline.voc import read_label_png
-from stages.common import load_experiment, main_for
-from pipeline.testing import save_untrained_classifier
+from stages.common import main_for
+from pipeline.testing import tiny_work_dir
 
 EXP = textwrap.dedent("""
     experiment = dict(name="cues_test", seed=0, device="cpu")
@@ -38,9 +38,6 @@ EXP = textwrap.dedent("""
 SIZE = 48
 
 
-_fake_classifier = save_untrained_classifier
-
-
 def _cli(stage, exp, wd, *opts):
     argv = ["--exp", str(exp), "--work-dir", str(wd)] + (["--opts", *opts] if opts else [])
     return main_for(f"stages.{stage}", argv)
@@ -48,15 +45,7 @@ def _cli(stage, exp, wd, *opts):
 
 @pytest.fixture(scope="module")
 def cues(tmp_path_factory):
-    import stages.data
-
-    root = tmp_path_factory.mktemp("cues")
-    exp = root / "exp.py"
-    exp.write_text(EXP)
-    wd = root / "work"
-    cfg = load_experiment(exp)
-    run_stage("data", (), stages.data.run, cfg, cfg.data, wd)
-    run_stage("classifier", ("data",), _fake_classifier, cfg, cfg.classifier, wd)
+    exp, wd, cfg = tiny_work_dir(tmp_path_factory.mktemp("cues"), EXP)
     man = {s: _cli(s, exp, wd) for s in ("heatmaps", "saliency", "seeds")}
     index = DatasetIndex.load(wd / "data")
     return type("Cues", (), dict(exp=exp, wd=wd, cfg=cfg, man=man, index=index,
