@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["BenchContext", "measure", "row", "fmt", "markdown_table", "write_atomic", "to_json"]
+__all__ = ["BenchContext", "measure", "measure_interleaved", "row", "fmt", "markdown_table", "write_atomic", "to_json"]
 
 
 @dataclasses.dataclass
@@ -53,6 +53,24 @@ def measure(fn: Callable[[], Any], repeats: int, warmup: int = 1, setup: Callabl
         runs.append(time.perf_counter() - t0)
     return {"median": statistics.median(runs), "min": min(runs), "max": max(runs), "runs": runs,
             "result": result}
+
+
+def measure_interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> dict:
+    """:func:`measure` of several functions taking turns within each repeat (A B C, A B C, …),
+    so a drift in the load of a shared machine hits all of them alike. Returns ``{name: the
+    dict measure returns}``."""
+    out = {name: {"runs": [], "result": None} for name in fns}
+    for _ in range(max(0, int(warmup))):
+        for name, fn in fns.items():
+            out[name]["result"] = fn()
+    for _ in range(max(1, int(repeats))):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            out[name]["result"] = fn()
+            out[name]["runs"].append(time.perf_counter() - t0)
+    for m in out.values():
+        m.update(median=statistics.median(m["runs"]), min=min(m["runs"]), max=max(m["runs"]))
+    return out
 
 
 def row(bench: str, figure: str, value: float | None, unit: str, *, baseline: str | None = None,

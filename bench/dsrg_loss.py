@@ -21,7 +21,7 @@ import torch
 
 from bench.common import measure, row
 from bench.inputs import segmenter_batch
-from pipeline.crf import make_crf_pool
+from pipeline.crf_pool import make_crf_pool
 from pipeline.dsrg import DSRGConfig, dsrg_losses
 
 NAME = "dsrg_loss"

@@ -48,6 +48,10 @@ def environment() -> dict:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                                 text=True, timeout=10).stdout.strip() or None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        if commit and dirty:
+            commit += " + uncommitted changes"
     except (OSError, subprocess.SubprocessError):
         commit = None
     return {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),

@@ -7,18 +7,17 @@ mean-field inference for ``iterations`` steps returns the approximate marginals 
 Unary ψ_u(c): ``'log'`` → −log P_c(u) (P clamped ≥ 1e-5, DSRG test time / DeepLab);
 ``'prob'`` → −P_c(u) (P clamped ≥ 1e-4, what DSRG's training CRF layer feeds).
 
-The module imports numpy only (torch lazily), so process-pool workers start fast.
+The module imports numpy only, so process-pool workers start fast; batches and process pools
+(shared-memory transport) are in :mod:`pipeline.crf_pool`.
 """
 from __future__ import annotations
 
 import dataclasses
-from concurrent.futures import Executor, ProcessPoolExecutor
-import multiprocessing
 
 import numpy as np
 
-__all__ = ["CRFParams", "CRF_PRESETS", "dense_crf", "crf_batch", "make_crf_pool",
-           "downscale_image"]
+__all__ = ["CRFParams", "CRF_PRESETS", "dense_crf", "downscale_image", "as_uint8_image",
+           "label_map", "label_dtype"]
 
 DSRG_TRAIN_SCALE = 12.0
 
@@ -64,6 +63,14 @@ CRF_PRESETS: dict[str, CRFParams] = {
 }
 
 
+def as_uint8_image(image) -> np.ndarray:
+    """A C-contiguous uint8 (H,W,3) image; other dtypes are rounded and clipped to 0..255."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        image = np.clip(np.round(image), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(image)
+
+
 def dense_crf(image: np.ndarray, probs: np.ndarray, params: CRFParams) -> np.ndarray:
     """Mean-field dense CRF of one image. ``image`` (H,W,3) uint8, ``probs`` (C,H,W) float.
 
@@ -80,9 +87,7 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, params: CRFParams) -> np.nda
     C, H, W = probs.shape
     if image.shape[:2] != (H, W):
         raise ValueError(f"image size {image.shape[:2]} differs from probs size {(H, W)}")
-    if image.dtype != np.uint8:
-        image = np.clip(np.round(image), 0, 255).astype(np.uint8)
-    image = np.ascontiguousarray(image)
+    image = as_uint8_image(image)
     flat = probs.reshape(C, H * W)
     if params.unary == "log":
         unary = -np.log(np.maximum(flat, 1e-5))
@@ -99,51 +104,19 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, params: CRFParams) -> np.nda
     return q / np.maximum(q.sum(axis=0, keepdims=True), 1e-12)
 
 
+def label_dtype(num_classes: int) -> np.dtype:
+    return np.dtype(np.uint8 if num_classes <= 256 else np.int32)
+
+
+def label_map(q: np.ndarray) -> np.ndarray:
+    """(C,H,W) scores → (H,W) argmax labels, uint8 (int32 beyond 256 classes)."""
+    q = np.asarray(q)
+    return q.argmax(0).astype(label_dtype(q.shape[0]))
+
+
 def _crf_job(args):
     image, probs, params = args
     return dense_crf(image, probs, params)
-
-
-def make_crf_pool(workers: int, start_method: str = "spawn") -> ProcessPoolExecutor:
-    """A process pool for :func:`crf_batch`. ``spawn`` by default: safe after CUDA/torch threads
-    have started in the parent (fork is not). Shut it down with ``pool.shutdown()``."""
-    return ProcessPoolExecutor(max_workers=int(workers),
-                               mp_context=multiprocessing.get_context(start_method))
-
-
-def crf_batch(images, probs, params: CRFParams, pool: Executor | None = None,
-              chunksize: int | None = None):
-    """:func:`dense_crf` over a batch: ``images`` (B,H,W,3) uint8, ``probs`` (B,C,H,W).
-
-    Accepts numpy arrays or torch tensors (a tensor ``probs`` gives a float32 tensor on its
-    device). With ``pool`` (e.g. :func:`make_crf_pool`) the images are processed in parallel;
-    the result is identical to the sequential one (each image is independent, deterministic).
-    Jobs go to the workers in chunks (default: about two chunks per worker), so small CRFs
-    such as the 41x41 training ones do not pay one inter-process round trip each.
-    """
-    is_tensor = type(probs).__module__.startswith("torch")
-    device = probs.device if is_tensor else None
-
-    def to_np(x):
-        return x.detach().cpu().numpy() if type(x).__module__.startswith("torch") else x
-
-    imgs, prb = to_np(images), to_np(probs)
-    if len(imgs) != len(prb):
-        raise ValueError(f"{len(imgs)} images but {len(prb)} probability maps")
-    jobs = [(np.asarray(imgs[i]), np.asarray(prb[i], dtype=np.float32), params)
-            for i in range(len(prb))]
-    if pool is not None:
-        workers = max(1, int(getattr(pool, "_max_workers", 1) or 1))
-        chunk = chunksize or max(1, -(-len(jobs) // (2 * workers)))
-        results = list(pool.map(_crf_job, jobs, chunksize=chunk))
-    else:
-        results = [_crf_job(j) for j in jobs]
-    out = (np.stack(results) if results
-           else np.zeros(np.shape(prb), dtype=np.float32))
-    if is_tensor:
-        import torch
-        return torch.from_numpy(out).to(device)
-    return out
 
 
 def downscale_image(image: np.ndarray, size) -> np.ndarray:

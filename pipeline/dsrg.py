@@ -8,7 +8,7 @@ One training step, for logits z (B,C,h,w) at output stride 8 (41×41 for a 321 i
    (``y = floor((i + ½)·H/h)``, integer arithmetic, on the device) and made multi-hot;
 3. Q = dense CRF of P.detach() on the crop bilinearly downscaled to h×w
    (:func:`pipeline.crf.downscale_image`; preset ``dsrg_train``: spatial σ / 12, probability
-   unary), one image per job in a process pool (:func:`pipeline.crf.crf_batch`);
+   unary), one image per job in a process pool (:func:`pipeline.crf_pool.crf_batch`);
 4. grown seeds = :func:`pipeline.growing.grow_seeds` (thresholds 0.85 / 0.99, the image's
    classes only) on Q (``grow_on="crf"``, the reference) or on P (``grow_on="probs"``);
 5. loss = seed_weight · balanced seeding loss(P, grown) + boundary_weight · KL(Q‖P)
@@ -38,7 +38,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.crf import CRFParams, crf_batch, downscale_image
+from pipeline.crf import CRFParams, downscale_image
+from pipeline.crf_pool import crf_batch
 from pipeline.growing import grow_seeds
 from pipeline.losses import balanced_seeding_loss, boundary_loss, stable_softmax_probs
 
@@ -132,7 +133,7 @@ def dsrg_losses(logits: torch.Tensor, labels: torch.Tensor, classes: torch.Tenso
     ``logits`` (B,C,h,w); ``labels`` (B,H,W) seed label maps of the crops (255 = none);
     ``classes`` (B,C) bool image classes ([0] = background, forced on); ``raw_images``
     (B,H,W,3) uint8 crops; ``cfg`` a :class:`DSRGConfig` (or a ``dsrg`` dict); ``crf_pool``
-    an executor from :func:`pipeline.crf.make_crf_pool` or None (in-process CRF).
+    an executor from :func:`pipeline.crf_pool.make_crf_pool` or None (in-process CRF).
     Returns ``{"loss_seed", "loss_boundary" (when boundary_weight > 0), "seed_bg", "seed_fg",
     "cov_before", "cov_after", "crf_wait_s", "grow_s"}`` (scalar tensors on the logits' device).
     """

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline import crf as crf_lib
-from pipeline.crf import CRFParams, make_crf_pool
+from pipeline.crf import CRFParams, dense_crf, label_map
+from pipeline.crf_pool import CRFJobs, make_crf_pool
 from pipeline.data.transforms import resize_image, to_tensor
 
 __all__ = ["InferenceSettings", "predict_logits", "predict_probs", "crf_postprocess",
@@ -172,19 +172,22 @@ def predict_probs(net, images: list, scales=(1.0,), flip: bool = True, size=321,
     return [torch.softmax(z, dim=0).cpu().numpy().astype(np.float32, copy=False) for z in logits]
 
 
-def crf_postprocess(images: list, probs: list, params: CRFParams, pool=None) -> list[np.ndarray]:
-    """Dense CRF of each (image, probs) pair; returns the (C, H, W) float32 marginals.
+def crf_postprocess(images: list, probs: list, params: CRFParams, pool=None,
+                    labels: bool = False) -> list[np.ndarray]:
+    """Dense CRF of each (image, probs) pair: the (C, H, W) float32 marginals, or with
+    ``labels`` their (H, W) argmax (:func:`pipeline.crf.label_map`), what the stages keep.
 
-    Images may differ in size. With ``pool`` (:func:`pipeline.crf.make_crf_pool`) the images run
-    in parallel worker processes; the result equals the sequential one (independent,
-    deterministic jobs, returned in order).
+    Images may differ in size. With ``pool`` (:func:`pipeline.crf_pool.make_crf_pool`) the images
+    run in parallel worker processes (:class:`pipeline.crf_pool.CRFJobs`, shared memory); the
+    result equals the sequential one (independent, deterministic jobs, returned in order).
     """
     if len(images) != len(probs):
         raise ValueError(f"{len(images)} images but {len(probs)} probability maps")
-    jobs = [(np.asarray(im), np.asarray(p, dtype=np.float32), params) for im, p in zip(images, probs)]
     if pool is None:
-        return [crf_lib._crf_job(j) for j in jobs]
-    return list(pool.map(crf_lib._crf_job, jobs))
+        qs = (dense_crf(im, p, params) for im, p in zip(images, probs))
+        return [label_map(q) if labels else q for q in qs]
+    with CRFJobs(pool, images, probs, params, chunksize=1, labels=labels) as jobs:
+        return jobs.results()
 
 
 @dataclasses.dataclass
@@ -202,10 +205,6 @@ class Segmentation:
         return self.label if self.label_crf is None else self.label_crf
 
 
-def _argmax(p: np.ndarray) -> np.ndarray:
-    return np.asarray(p).argmax(0).astype(np.uint8 if p.shape[0] <= 256 else np.int32)
-
-
 def iter_segmentation(net, items: Iterable, settings: InferenceSettings, device="cpu",
                       crf: CRFParams | None = None, pool=None, chunk: int | None = None,
                       keep_probs: bool = False) -> Iterator[Segmentation]:
@@ -216,9 +215,11 @@ def iter_segmentation(net, items: Iterable, settings: InferenceSettings, device=
     pending: deque = deque()
 
     def finish(entry) -> Segmentation:
-        seg, fut = entry
-        if fut is not None:
-            seg.label_crf = _argmax(fut.result())
+        seg, jobs, i = entry
+        if jobs is not None:
+            seg.label_crf = jobs.result(i)
+            if i == len(jobs) - 1:
+                jobs.close()
         return seg
 
     buf: list = []
@@ -226,15 +227,14 @@ def iter_segmentation(net, items: Iterable, settings: InferenceSettings, device=
     def flush():
         probs = predict_probs(net, [im for _, im in buf], settings.scales, settings.flip,
                               settings.size, device, settings.batch_size, settings.amp)
-        for (key, im), p in zip(buf, probs):
-            seg = Segmentation(key, im, _argmax(p), probs=p if keep_probs else None)
-            fut = None
-            if crf is not None:
-                if pool is None:
-                    seg.label_crf = _argmax(crf_lib.dense_crf(im, p, crf))
-                else:
-                    fut = pool.submit(crf_lib._crf_job, (np.asarray(im), p, crf))
-            pending.append((seg, fut))
+        jobs = None
+        if crf is not None and pool is not None:
+            jobs = CRFJobs(pool, [im for _, im in buf], probs, crf, chunksize=1, labels=True)
+        for i, ((key, im), p) in enumerate(zip(buf, probs)):
+            seg = Segmentation(key, im, label_map(p), probs=p if keep_probs else None)
+            if crf is not None and pool is None:
+                seg.label_crf = label_map(dense_crf(im, p, crf))
+            pending.append((seg, jobs, i))
         buf.clear()
 
     for key, image in items:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.crf import make_crf_pool
+from pipeline.crf_pool import make_crf_pool
 from pipeline.data.datasets import SegmentationDataset
 from pipeline.data.index import DatasetIndex
 from pipeline.dsrg import DSRGConfig, ce_loss, dsrg_losses

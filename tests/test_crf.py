@@ -5,8 +5,8 @@ import torch
 
 pytest.importorskip("pydensecrf.densecrf")
 
-from pipeline.crf import (CRF_PRESETS, CRFParams, crf_batch, dense_crf,  # noqa: E402
-                          downscale_image, make_crf_pool)
+from pipeline.crf import CRF_PRESETS, CRFParams, dense_crf, downscale_image, label_map  # noqa: E402
+from pipeline.crf_pool import CRFJobs, crf_batch, make_crf_pool  # noqa: E402
 
 
 def random_case(rng, C=3, H=12, W=10):
@@ -86,3 +86,98 @@ def test_downscale_image():
     assert small.shape == (41, 41, 3) and small.dtype == np.uint8
     assert np.array_equal(small[0, 0], img[0, 0]) and np.array_equal(small[-1, -1], img[-1, -1])
     assert (downscale_image(np.full((50, 40, 3), 77, np.uint8), (5, 4)) == 77).all()
+
+
+@pytest.fixture(scope="module")
+def pool():
+    p = make_crf_pool(2)
+    yield p
+    p.shutdown()
+
+
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("labels", [False, True])
+def test_crf_jobs_mixed_sizes_equal_sequential(pool, shared, labels):
+    rng = np.random.default_rng(3)
+    cases = [random_case(rng, C=4, H=h, W=w) for h, w in [(9, 11), (14, 6), (5, 5), (12, 12), (7, 9)]]
+    cases[1] = (cases[1][0].astype(np.float64) + 0.4, cases[1][1])   # non-uint8 image is rounded
+    params = CRF_PRESETS["dsrg_test"]
+    seq = [dense_crf(im, p, params) for im, p in cases]
+    if labels:
+        seq = [label_map(q) for q in seq]
+        assert seq[0].dtype == np.uint8 and seq[0].shape == cases[0][1].shape[1:]
+    with CRFJobs(pool, [c[0] for c in cases], [c[1] for c in cases], params, chunksize=2,
+                 shared=shared, labels=labels) as jobs:
+        assert len(jobs) == 5 and len(jobs._futures) == 3
+        assert (jobs._shm is not None) == shared
+        got = jobs.results()
+        view = jobs.result(3, copy=False)
+        assert np.array_equal(view, seq[3])
+    for a, b in zip(seq, got):
+        assert a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b)
+    if shared:
+        with pytest.raises(RuntimeError, match="close"):
+            jobs.result(0)
+
+
+def test_crf_jobs_transport_by_size(pool):
+    from pipeline.crf_pool import SHARED_MIN_BYTES
+    img, p = random_case(np.random.default_rng(5))
+    with CRFJobs(pool, [img], [p], CRF_PRESETS["dsrg_train"]) as small:
+        assert small._shm is None
+    side = int(np.sqrt(SHARED_MIN_BYTES / (3 * 4))) + 1     # P of 3 classes over 1 MiB
+    big_img = np.zeros((side, side, 3), np.uint8)
+    big_p = np.full((3, side, side), 1 / 3, np.float32)
+    with CRFJobs(pool, [big_img], [big_p], CRF_PRESETS["dsrg_train"].scaled(1.0)) as big:
+        assert big._shm is not None
+        assert big.result(0).shape == big_p.shape
+
+
+def test_crf_jobs_close_frees_the_block_and_errors_propagate(pool):
+    from multiprocessing.shared_memory import SharedMemory
+    img, p = random_case(np.random.default_rng(4))
+    jobs = CRFJobs(pool, [img, img], [p, p[:, :-1]], CRF_PRESETS["dsrg_train"], chunksize=1,
+                   shared=True)
+    name = jobs._shm.name
+    assert np.array_equal(jobs.result(0), dense_crf(img, p, CRF_PRESETS["dsrg_train"]))
+    with pytest.raises(ValueError, match="differs from probs size"):
+        jobs.result(1)
+    jobs.close()
+    with pytest.raises(FileNotFoundError):
+        SharedMemory(name=name)
+    with pytest.raises(ValueError, match="2 images but 1"):
+        CRFJobs(pool, [img, img], [p], CRF_PRESETS["dsrg_train"])
+    with CRFJobs(pool, [], [], CRF_PRESETS["dsrg_train"]) as empty:
+        assert empty.results() == []
+
+
+def test_pool_leaves_no_shared_memory_behind(tmp_path):
+    """A whole process (spawn and fork pools whose workers start before the first shared
+    block, shared blocks, exit) prints no resource-tracker warning."""
+    import subprocess
+    import sys
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import numpy as np\n"
+        "from pipeline.crf import CRF_PRESETS\n"
+        "from pipeline.crf_pool import CRFJobs, make_crf_pool\n"
+        "if __name__ == '__main__':\n"
+        "    rng = np.random.default_rng(0)\n"
+        "    imgs = rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)\n"
+        "    p = rng.random((4, 3, 8, 8)).astype(np.float32)\n"
+        "    for method in ('fork', 'spawn'):\n"
+        "        pool = make_crf_pool(2, method)\n"
+        "        warm = CRFJobs(pool, imgs, p, CRF_PRESETS['dsrg_train'], 1, shared=False)\n"
+        "        warm.results()\n"
+        "        with CRFJobs(pool, imgs, p, CRF_PRESETS['dsrg_train'], 1, shared=True) as jobs:\n"
+        "            q = np.stack(jobs.results())\n"
+        "        pool.shutdown()\n"
+        "        assert q.shape == p.shape\n"
+        "    print('ok')\n")
+    import pathlib
+    root = pathlib.Path(__file__).resolve().parents[1]
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                         cwd=root, env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "ok"
+    assert "leaked" not in res.stderr and "resource_tracker" not in res.stderr, res.stderr
