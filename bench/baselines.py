@@ -3,7 +3,7 @@
 :func:`grow_seeds_loop` — DSRG seeded region growing written the obvious way: pure Python, one
 pixel at a time, a breadth-first flood fill per (image, class). It implements the definition of
 :mod:`pipeline.growing` (module docstring, steps 1-4 and the documented choices) independently of
-both library versions (:func:`pipeline.growing.grow_seeds`, vectorised torch, and
+both library versions (:func:`pipeline.growing.grow_seeds`, vectorised, and
 :func:`pipeline.growing.grow_seeds_reference`, scipy labelling), so the benchmark can assert that
 all three give identical seeds.
 """

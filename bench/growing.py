@@ -4,7 +4,8 @@ Inputs (:func:`make_inputs`): a batch at the DSRG training grid (B=20, 41×41, C
 image with background + 1..3 foreground classes (uniform, so 3 classes per image on average);
 class probabilities = softmax of smooth random logits (absent classes low), cues = one-hot seeds of
 a smooth random label map with ~35 % of the pixels labelled (what ``cues_on_grid`` gives the loss).
-Compared, same inputs and thresholds (0.85 / 0.99): the vectorised torch version, the
+Compared, same inputs and thresholds (0.85 / 0.99): the vectorised version (batched torch; its
+flood-fill loop runs on bit-packed rows, in numpy on CPU), the
 straightforward pure-Python per-pixel BFS (:func:`bench.baselines.grow_seeds_loop`, the goal's
 baseline: ≥ 50× faster) and the scipy-labelling loop (``grow_seeds_reference``). All three outputs
 must be identical (asserted in the run).
@@ -72,7 +73,7 @@ def run(cfg: dict, ctx) -> list[dict]:
     notes = (f"seed coverage {100 * cov0:.0f}% → {100 * cov1:.0f}% after growing; "
              f"torch threads {torch.get_num_threads()}")
     rows = [
-        row(NAME, f"DSRG growing, vectorised torch ({setting})", vec["median"], "s",
+        row(NAME, f"DSRG growing, vectorised ({setting})", vec["median"], "s",
             baseline="per-pixel Python BFS loop", baseline_value=loop["median"], ratio=speedup,
             ratio_desc="× speed-up", goal=f"≥ {goal:g}× faster", goal_met=speedup >= goal,
             check="identical output to the loop", check_ok=same_loop, notes=notes,

@@ -40,7 +40,8 @@ Vectorised implementation (all images and classes at once, on the tensor's devic
   pixel of c, i.e. the kept components. The 3×3 max pool is computed separably (1×3 then 3×1,
   whose product is the full 3×3 square) on rows bit-packed into int64 when W ≤ 62 (one word per
   row: horizontal max = x | x<<1 | x>>1, vertical max = OR with the rows above/below), and on
-  bool maps otherwise; both give the same sets.
+  bool maps otherwise; both give the same sets. On CPU the packed loop runs in numpy (same
+  words, same steps), which has less overhead per call than torch on such small arrays.
 """
 from __future__ import annotations
 
@@ -82,23 +83,48 @@ def _dilate_packed(x: torch.Tensor) -> torch.Tensor:
     return v
 
 
+def _fill_numpy(r: np.ndarray, f: np.ndarray, check_every: int) -> np.ndarray:
+    """:func:`_dilate_packed` ∧ r to the fixed point on (N,H) int64 numpy rows, in place."""
+    h, v = np.empty_like(f), np.empty_like(f)
+    f = f.copy()
+    while True:
+        prev = f.copy()
+        for _ in range(check_every):
+            np.left_shift(f, 1, out=h)
+            h |= f
+            h |= f >> 1
+            v[...] = h
+            v[:, 1:] |= h[:, :-1]
+            v[:, :-1] |= h[:, 1:]
+            np.bitwise_and(v, r, out=f)
+        if np.array_equal(f, prev):
+            return f
+
+
 @torch.no_grad()
 def masked_flood_fill(region: torch.Tensor, start: torch.Tensor, packed: bool | None = None,
-                      check_every: int = 4) -> torch.Tensor:
+                      check_every: int = 4, use_numpy: bool | None = None) -> torch.Tensor:
     """Pixels of ``region`` 8-connected (inside ``region``) to a pixel of ``start & region``.
 
     ``region``/``start``: (N,H,W) bool. Iterates F ← maxpool3x3(F) ∧ region to the fixed point;
     convergence is tested every ``check_every`` steps (extra steps are no-ops at the fixed point).
-    ``packed``: bit-pack rows into int64 (default: when W ≤ 62).
+    ``packed``: bit-pack rows into int64 (default: when W ≤ 62). ``use_numpy``: run the packed
+    loop in numpy (default: on CPU tensors; per call numpy costs ~1 µs, torch ~5 µs, and the
+    loop is dozens of calls on a few kB).
     """
     N, H, W = region.shape
     if region.numel() == 0:
         return region.clone()
     if packed is None:
         packed = W <= _MAX_PACKED_WIDTH
+    if packed and W > _MAX_PACKED_WIDTH:
+        raise ValueError(f"packed flood fill needs W <= {_MAX_PACKED_WIDTH}, got {W}")
+    if use_numpy is None:
+        use_numpy = region.device.type == "cpu"
+    if packed and use_numpy:
+        r, f = _pack_numpy(region.numpy()), _pack_numpy((start & region).numpy())
+        return torch.from_numpy(_unpack_numpy(_fill_numpy(r, f, check_every), W))
     if packed:
-        if W > _MAX_PACKED_WIDTH:
-            raise ValueError(f"packed flood fill needs W <= {_MAX_PACKED_WIDTH}, got {W}")
         bits = torch.ones(W, dtype=torch.int64, device=region.device) << torch.arange(
             W, device=region.device)
         r = (region.long() * bits).sum(-1)
@@ -115,6 +141,19 @@ def masked_flood_fill(region: torch.Tensor, start: torch.Tensor, packed: bool | 
     if packed:
         f = (f.unsqueeze(-1) & bits) != 0
     return f
+
+
+def _pack_numpy(m: np.ndarray) -> np.ndarray:
+    """(N,H,W) bool → (N,H) int64 rows, bit j = column j (as the torch packing)."""
+    b = np.packbits(m, axis=-1, bitorder="little")            # (N,H,ceil(W/8)) uint8
+    out = np.zeros(m.shape[:-1] + (8,), np.uint8)
+    out[..., :b.shape[-1]] = b
+    return out.view("<i8")[..., 0].astype(np.int64, copy=False)
+
+
+def _unpack_numpy(x: np.ndarray, W: int) -> np.ndarray:
+    b = np.ascontiguousarray(x.astype("<i8", copy=False))[..., None].view(np.uint8)
+    return np.unpackbits(b, axis=-1, count=W, bitorder="little").astype(bool)
 
 
 def _present_index(classes: torch.Tensor):
@@ -141,16 +180,16 @@ def grow_seeds(probs: torch.Tensor, cues: torch.Tensor, image_classes: torch.Ten
     classes[:, 0] = True
     idx, valid = _present_index(classes)                     # idx[:, 0] == 0 (background)
     K = idx.shape[1]
-    gidx = idx[:, :, None, None].expand(B, K, H, W)
+    bidx = torch.arange(B, device=dev)[:, None].expand(B, K)
     vmask = valid[:, :, None, None]
-    eff = cues.gather(1, gidx) & vmask                      # cues of present classes
-    ar = torch.arange(K, device=dev).view(1, K, 1, 1)
+    eff = cues[bidx, idx] & vmask                           # cues of present classes (B,K,H,W)
+    ar = torch.arange(K, dtype=torch.int16, device=dev).view(1, K, 1, 1)   # int16: less memory
     # step 1: highest cue class per pixel (compact order = class order), -1 = unlabelled
-    label = torch.where(eff, ar, torch.full_like(ar, -1)).amax(dim=1)
+    label = (eff.to(torch.int16) * (ar + 1)).amax(dim=1) - 1
     # step 2: confident predictions over S only
-    p, kstar = probs.gather(1, gidx).masked_fill(~vmask, float("-inf")).max(dim=1)
+    p, kstar = probs[bidx, idx].masked_fill(~vmask, float("-inf")).max(dim=1)
     confident = ((kstar > 0) & (p > fg_threshold)) | ((kstar == 0) & (p > bg_threshold))
-    label = torch.where(confident, kstar, label)
+    label = torch.where(confident, kstar.to(torch.int16), label)
     # step 3: components of {L == c} that contain a cue of c
     region = label.unsqueeze(1) == ar
     start = region & eff
@@ -158,13 +197,13 @@ def grow_seeds(probs: torch.Tensor, cues: torch.Tensor, image_classes: torch.Ten
     kept = torch.zeros_like(region)
     if bool(rows.any()):
         kept[rows] = masked_flood_fill(region[rows], start[rows])
-    single_other = (eff.sum(dim=1, keepdim=True) == 1) & ~eff   # only cue is another class
+    single_other = (eff.sum(dim=1, keepdim=True, dtype=torch.int16) == 1) & ~eff  # one other cue
     add = kept & ~single_other
-    # back to class channels (padding slots go to a dummy channel C); step 4: cues never removed
-    grown = torch.zeros(B, C + 1, H, W, dtype=torch.bool, device=dev)
-    target = torch.where(valid, idx, torch.full_like(idx, C))
-    grown.scatter_(1, target[:, :, None, None].expand(B, K, H, W), add)
-    return cues | grown[:, :C]
+    # back to class channels (valid slots only); step 4: cues are never removed
+    out = cues.clone()
+    out[bidx[valid], idx[valid]] |= add[valid]
+    return out
+
 
 def grow_seeds_reference(probs, cues, image_classes, fg_threshold: float = 0.85,
                          bg_threshold: float = 0.99) -> np.ndarray:

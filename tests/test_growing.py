@@ -150,9 +150,15 @@ def test_flood_fill_packed_equals_bool_and_wide_images():
     gen = torch.Generator().manual_seed(3)
     region = _smooth(gen, 1, 6, 23, 62, low=8)[0] > -0.2
     start = torch.rand(6, 23, 62, generator=gen) < 0.01
-    a = masked_flood_fill(region, start, packed=True)
+    a = masked_flood_fill(region, start, packed=True)                    # numpy words (CPU)
+    t = masked_flood_fill(region, start, packed=True, use_numpy=False)   # torch words (CUDA path)
     b = masked_flood_fill(region, start, packed=False)
-    assert torch.equal(a, b) and bool((a & ~region).sum() == 0) and a.sum() > start.sum()
+    assert torch.equal(a, b) and torch.equal(t, b)
+    assert bool((a & ~region).sum() == 0) and a.sum() > start.sum()
+    for W in (1, 8, 9, 41):                                                # word packing edges
+        r = torch.rand(3, 5, W, generator=gen) < 0.7
+        s = torch.rand(3, 5, W, generator=gen) < 0.2
+        assert torch.equal(masked_flood_fill(r, s), masked_flood_fill(r, s, packed=False))
     # W > 62 uses the bool path; still equal to the reference
     probs = torch.softmax(_smooth(gen, 2, 3, 9, 70, low=6) * 8, dim=1)
     cues = _smooth(gen, 2, 3, 9, 70, low=9) > 1.0
