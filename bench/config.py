@@ -22,6 +22,8 @@ FULL = dict(
     dsrg_loss=dict(batch=20, size=321, num_classes=21, workers=None,
                    net=dict(size=321, width=1.0, batch=2)),
     seeds=dict(counts=(250, 1000), image_size=64, repeats=3, separate_trace=True),
+    # per-image host costs at the VOC image size (the inputs of docs/SCALE.md)
+    voc_costs=dict(height=375, width=500, classes=21),
     flops=dict(size=321, width=1.0, num_classes=21),
     demo=dict(work_dir="work_dirs/demo_synthetic"),
 )
@@ -38,6 +40,7 @@ QUICK = dict(
     dsrg_loss=dict(batch=4, size=48, num_classes=5, workers=2,
                    net=dict(size=48, width=0.125, batch=2, segmenter=dict(fc_channels=64, rates=(1, 2, 3, 4)))),
     seeds=dict(counts=(20, 80), image_size=32, repeats=1, separate_trace=False),
+    voc_costs=dict(height=40, width=52, classes=5),
     flops=dict(size=64, width=0.125, num_classes=5),
     demo=dict(work_dir="work_dirs/demo_synthetic"),
 )

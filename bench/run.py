@@ -34,7 +34,7 @@ from pathlib import Path
 from bench.common import BenchContext, dump_json, markdown_table, write_atomic
 
 REPO = Path(__file__).resolve().parent.parent
-ORDER = ("growing", "crf", "heatmaps", "training", "dsrg_loss", "seeds", "flops", "demo")
+ORDER = ("growing", "crf", "heatmaps", "training", "dsrg_loss", "seeds", "voc_costs", "flops", "demo")
 FORMAT = "wsss-bench/1"
 
 

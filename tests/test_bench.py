@@ -60,7 +60,11 @@ def test_quick_bench_run(tmp_path):
     by = {}
     for r in res["rows"]:
         by.setdefault(r["bench"], []).append(r)
-    assert set(by) == {"growing", "crf", "heatmaps", "training", "dsrg_loss", "seeds", "flops", "demo"}
+    assert set(by) == {"growing", "crf", "heatmaps", "training", "dsrg_loss", "seeds", "voc_costs",
+                       "flops", "demo"}
+    assert len(by["crf"]) == 3 and by["crf"][2]["ratio"] > 0          # labels, marginals, ceiling
+    assert {r["extra"]["key"] for r in by["voc_costs"]} == {
+        "rbd", "heatmap_files", "seeds", "loader", "crf", "crf_noise"}
     for name in ("growing", "crf", "heatmaps", "training", "dsrg_loss"):
         checks = [r["check_ok"] for r in by[name] if r["check"]]
         assert checks and all(checks), name

@@ -1,0 +1,91 @@
+"""Per-image CPU costs at the VOC image size: the measured inputs of the full-VOC estimate.
+
+VOC 2012 images average about 500×375 pixels. Each figure is one image's CPU work of a stage that
+runs per image on the host (not the network), median over ``repeats``, one process, on a
+piecewise-smooth synthetic image of that size (``bench.crf.make_inputs``):
+
+* ``rbd`` — built-in saliency, :func:`pipeline.saliency.rbd_saliency` (saliency stage);
+* ``heatmap_files`` — the heatmaps stage's two files per image: ``maps/<id>.npz`` (2 classes + λ)
+  and ``lambda_c/<id>.npz`` (2 maps), :func:`pipeline.heatmaps.save_heatmap`, compressed;
+* ``seeds`` — the seeds stage's per-image work: read the maps file and the saliency PNG,
+  :func:`pipeline.seeds.make_seeds`, :func:`pipeline.seeds.pseudo_mask_argmax`, two label PNGs;
+* ``loader`` — a training sample: JPEG decode + :func:`pipeline.data.transforms.train_augment`
+  (crop 321, scale 0.7–1.3, flip), what each loader worker does per image;
+* ``crf`` — test-time dense CRF (``dsrg_test``, C classes, 10 iterations) per image, on the smooth
+  image and, as a worst case, on a uniform-noise image (the bilateral lattice grows with colour
+  variety).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from bench.common import measure, row
+
+NAME = "voc_costs"
+DEFAULTS = dict(height=375, width=500, classes=21, seed=0)
+
+
+def _inputs(cfg):
+    from bench.crf import make_inputs
+    images, probs = make_inputs(1, cfg["height"], cfg["width"], cfg["classes"], cfg["seed"])
+    return images[0], probs[0]
+
+
+def run(cfg: dict, ctx) -> list[dict]:
+    import cv2
+
+    from pipeline.crf import CRFParams, dense_crf
+    from pipeline.data.transforms import train_augment
+    from pipeline.heatmaps import load_heatmap, save_heatmap
+    from pipeline.saliency import rbd_saliency, read_saliency
+    from pipeline.seeds import make_seeds, pseudo_mask_argmax
+    from pipeline.voc import write_label_png
+
+    cfg = {**DEFAULTS, **cfg}
+    image, probs = _inputs(cfg)
+    H, W = image.shape[:2]
+    reps, warm = ctx.reps(cfg), ctx.warmup
+    rng = np.random.default_rng(cfg["seed"])
+    tmp = ctx.tmp / "voc_costs"
+    tmp.mkdir(parents=True, exist_ok=True)
+    classes = [3, 7]
+    cam = np.clip(probs[1:3] / probs[1:3].max(axis=(1, 2), keepdims=True), 0, 1).astype(np.float32)
+    lam = probs[0].astype(np.float32)
+    sal = (255 * probs[0]).astype(np.uint8)
+    cv2.imwrite(str(tmp / "sal.png"), sal)
+    jpeg = cv2.imencode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    noise = rng.integers(0, 256, image.shape, dtype=np.uint8)
+    crf = CRFParams.preset("dsrg_test")
+
+    def heatmap_files():
+        save_heatmap(tmp / "maps.npz", cam, classes, lam=lam)
+        save_heatmap(tmp / "lc.npz", cam * lam, classes, extra={"kind": "lambda_c"})
+
+    heatmap_files()
+
+    def seeds():
+        maps = load_heatmap(tmp / "maps.npz")["cam"].astype(np.float32)
+        s = read_saliency(tmp / "sal.png", size=maps.shape[1:], normalise=False)
+        write_label_png(tmp / "labels.png", make_seeds(maps, classes, s, bg_sal=0.06))
+        write_label_png(tmp / "pseudo.png", pseudo_mask_argmax(maps, classes, 0.2))
+
+    def loader():
+        img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+        return train_augment(img, None, 321, (0.7, 1.3), rng)
+
+    figures = [("rbd", "RBD saliency (rbd_saliency)", lambda: rbd_saliency(image)),
+               ("heatmap_files", "heatmap files, maps + λ^c (save_heatmap ×2, compressed)", heatmap_files),
+               ("seeds", "seeds per image (read maps + saliency, make_seeds, pseudo-mask, 2 PNGs)", seeds),
+               ("loader", "training sample (JPEG decode + train_augment, crop 321)", loader),
+               ("crf", f"dense CRF dsrg_test, C={cfg['classes']}, smooth image", lambda: dense_crf(image, probs, crf)),
+               ("crf_noise", f"dense CRF dsrg_test, C={cfg['classes']}, uniform-noise image (worst case)",
+                lambda: dense_crf(noise, probs, crf))]
+    rows = []
+    for key, what, fn in figures:
+        m = measure(fn, reps, warm)
+        ctx.log(f"voc_costs: {key} {m['median'] * 1e3:.1f} ms")
+        rows.append(row(NAME, f"{what}, one {H}×{W} image", m["median"], "s",
+                        notes=f"{m['median'] / (H * W) * 1e6:.3f} µs/pixel; one process",
+                        runs=m["runs"], extra={"key": key, "pixels": H * W}))
+        ctx.shared[f"voc_{key}_s"] = m["median"]
+    return rows
