@@ -40,7 +40,7 @@ QUICK = dict(
     dsrg_loss=dict(batch=4, size=48, num_classes=5, workers=2,
                    net=dict(size=48, width=0.125, batch=2, segmenter=dict(fc_channels=64, rates=(1, 2, 3, 4)))),
     seeds=dict(counts=(20, 80), image_size=32, repeats=1, separate_trace=False),
-    voc_costs=dict(height=40, width=52, classes=5),
+    voc_costs=dict(height=40, width=52, classes=5, files=4),
     flops=dict(size=64, width=0.125, num_classes=5),
     demo=dict(work_dir="work_dirs/demo_synthetic"),
 )

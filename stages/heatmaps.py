@@ -37,6 +37,7 @@ from pipeline.data.transforms import resize_image, to_tensor
 from pipeline.heatmaps import aggregate_heatmaps, class_specific_lambda, normalise_per_class, save_heatmap
 from pipeline.rib import pick_negatives, rib_heatmaps
 from pipeline.stage import StageError
+from pipeline.writer import BackgroundWriter
 from stages.common import load_upstream_model, main_for
 
 STAGE = "heatmaps"
@@ -150,28 +151,34 @@ def run(ctx) -> dict:
     rib = RIBSource(net, index, ids, sec) if source == "rib" else None
     n_done, n_maps, score_sum = 0, 0, 0.0
     log_every = max(100, len(ids) // 10) if rib is None else 10
-    for batch in make_loader(index, ids, sec):
-        for group in _groups(batch):
-            x = torch.stack([it[0] for it in group]).to(ctx.device)
-            out = infer_batch(net, x, scales, flip, with_lc, amp)
-            for b, (_, img_id, hw) in enumerate(group):
-                classes = [int(c) for c in index.labels(img_id)]
-                ch = torch.as_tensor([c - 1 for c in classes], dtype=torch.long, device=x.device)
-                raw = out["cam"][b] if rib is None else rib(x[b], img_id)
-                cam = normalise_per_class(_to_image(raw[ch], hw))
-                lam = _to_image(out["lam"][b][None], hw)[0].clamp(0, 1) if out["lam"] is not None else None
-                scores = out["scores"][b, ch].tolist()
-                extra = {"scores": {str(c): round(float(s), 5) for c, s in zip(classes, scores)},
-                         "pooling": net.pooling_name, "size": list(hw)}
-                save_heatmap(maps_dir / f"{img_id}.npz", cam, classes, lam=lam, extra=extra)
-                if with_lc:
-                    lc = _to_image(out["lambda_c"][b, ch], hw).clamp(0, 1)
-                    save_heatmap(lc_dir / f"{img_id}.npz", lc, classes, extra={"kind": "lambda_c"})
-                n_done += 1
-                n_maps += len(classes)
-                score_sum += sum(scores)
-                if n_done % log_every == 0:
-                    ctx.log(f"{n_done}/{len(ids)} images")
+    # compressing the files is most of this stage's host time: threads write them (zlib frees
+    # the GIL). `writers`: optional key, default 2 threads (0 = write in the loop).
+    with BackgroundWriter(int(sec.get("writers", 2))) as writer:
+        for batch in make_loader(index, ids, sec):
+            for group in _groups(batch):
+                x = torch.stack([it[0] for it in group]).to(ctx.device)
+                out = infer_batch(net, x, scales, flip, with_lc, amp)
+                for b, (_, img_id, hw) in enumerate(group):
+                    classes = [int(c) for c in index.labels(img_id)]
+                    ch = torch.as_tensor([c - 1 for c in classes], dtype=torch.long, device=x.device)
+                    raw = out["cam"][b] if rib is None else rib(x[b], img_id)
+                    cam = normalise_per_class(_to_image(raw[ch], hw))
+                    lam = (_to_image(out["lam"][b][None], hw)[0].clamp(0, 1)
+                           if out["lam"] is not None else None)
+                    scores = out["scores"][b, ch].tolist()
+                    extra = {"scores": {str(c): round(float(s), 5) for c, s in zip(classes, scores)},
+                             "pooling": net.pooling_name, "size": list(hw)}
+                    writer.submit(save_heatmap, maps_dir / f"{img_id}.npz", cam.cpu(), classes,
+                                  lam=None if lam is None else lam.cpu(), extra=extra)
+                    if with_lc:
+                        lc = _to_image(out["lambda_c"][b, ch], hw).clamp(0, 1)
+                        writer.submit(save_heatmap, lc_dir / f"{img_id}.npz", lc.cpu(), classes,
+                                      extra={"kind": "lambda_c"})
+                    n_done += 1
+                    n_maps += len(classes)
+                    score_sum += sum(scores)
+                    if n_done % log_every == 0:
+                        ctx.log(f"{n_done}/{len(ids)} images")
     mean_score = score_sum / n_maps if n_maps else float("nan")
     ctx.log(f"wrote {n_done} heatmap files ({n_maps} class maps) to {maps_dir}; mean score of "
             f"the labelled classes {mean_score:.3f}")

@@ -64,7 +64,7 @@ def test_quick_bench_run(tmp_path):
                        "flops", "demo"}
     assert len(by["crf"]) == 3 and by["crf"][2]["ratio"] > 0          # labels, marginals, ceiling
     assert {r["extra"]["key"] for r in by["voc_costs"]} == {
-        "rbd", "heatmap_files", "seeds", "loader", "crf", "crf_noise"}
+        "rbd", "heatmap_file", "seeds", "loader", "crf", "crf_noise", "heatmap_writer"}
     for name in ("growing", "crf", "heatmaps", "training", "dsrg_loss"):
         checks = [r["check_ok"] for r in by[name] if r["check"]]
         assert checks and all(checks), name

@@ -22,6 +22,7 @@ heatmaps = dict(
     class_specific_lambda=False,
     batch_size=8,
     num_workers=2,             # DataLoader workers (image decoding + resizing)
+    # (optional) writers=2: threads that compress and write the .npz files (0 = in the loop)
     amp=True,                  # float16 autocast on CUDA (ignored on CPU)
     # 'classifier': CAMs of the trained classifier | 'rib': RIB's per-image fine-tuned CAMs
     # (Lee et al. NeurIPS 2021, ALGORITHMS.md §8; pipeline/rib.py), one image at a time.
