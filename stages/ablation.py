@@ -34,6 +34,7 @@ from pathlib import Path
 
 from pipeline.stage import (StageError, _plain, digest, read_manifest, run_stage, stage_status,
                             write_json_atomic)
+from stages.common import stage_upstream
 
 SHARED = ("data", "saliency")
 CUE_STAGES = ("classifier", "heatmaps", "seeds")
@@ -139,7 +140,7 @@ def _run(stage: str, cfg, work_dir: Path, *, force: bool, device: str) -> dict:
     """:func:`run_stage` of one stage module with ``cfg``."""
     mod = stage_module(stage)
     section = stage_section(mod, cfg)
-    return run_stage(stage, tuple(mod.UPSTREAM), mod.run, cfg, section, work_dir,
+    return run_stage(stage, stage_upstream(mod, section), mod.run, cfg, section, work_dir,
                      force=force, device=device, extra_manifest={"ablation": True})
 
 
@@ -164,7 +165,8 @@ def _reuse_main_classifier(vdir: Path, vcfg, work_dir: Path, log=print) -> bool:
 
 def _state(stage: str, cfg, work_dir: Path) -> str:
     mod = stage_module(stage)
-    return stage_status(work_dir, stage, tuple(mod.UPSTREAM), digest(_plain(stage_section(mod, cfg))))[0]
+    section = stage_section(mod, cfg)
+    return stage_status(work_dir, stage, stage_upstream(mod, section), digest(_plain(section)))[0]
 
 
 # ------------------------------------------------------------------------------- results ---

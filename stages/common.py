@@ -96,6 +96,13 @@ def setup_distributed() -> tuple[int, int, str]:
     return 0, 1, "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def stage_upstream(mod, section) -> tuple[str, ...]:
+    """A stage module's upstream stages: ``mod.upstream_for(section)`` when the module's inputs
+    depend on its config (eval/submit of ``segmenter`` or ``retrain``), else ``mod.UPSTREAM``."""
+    fn = getattr(mod, "upstream_for", None)
+    return tuple(fn(section) if fn is not None else mod.UPSTREAM)
+
+
 def main_for(module_name: str, argv=None) -> dict:
     """Entry point used by each ``stages/<name>.py`` under ``if __name__ == '__main__'``."""
     from pipeline.stage import StageError, run_stage
@@ -115,7 +122,7 @@ def main_for(module_name: str, argv=None) -> dict:
         raise SystemExit(f"{args.exp}: no config section {missing[0]!r} for stage {stage!r}")
     section = {s: cfg[s] for s in sections} if len(sections) > 1 else cfg[stage]
     try:
-        return run_stage(stage, tuple(mod.UPSTREAM), mod.run, cfg, section, work_dir,
+        return run_stage(stage, stage_upstream(mod, section), mod.run, cfg, section, work_dir,
                          force=args.force, device=device, rank=rank, world_size=world,
                          extra_manifest={"experiment": str(Path(args.exp).resolve())})
     except StageError as exc:

@@ -23,11 +23,27 @@ from stages.common import load_upstream_model, main_for
 
 STAGE = "eval"
 UPSTREAM = ("data", "segmenter")
+MODEL_STAGES = ("segmenter", "retrain")
 
 
-def load_segmenter(ctx, index):
-    """The segmenter of ``WORK_DIR/segmenter/model.pth``, checked against the dataset classes."""
-    net, meta = load_upstream_model(ctx, "segmenter", "segmenter", index.num_classes)
+def model_stage(section) -> str:
+    """Which trained model the section scores: ``model`` = 'segmenter' (default, DSRG) or
+    'retrain' (the second round's mmseg segmentor)."""
+    name = str(section.get("model", "segmenter"))
+    if name not in MODEL_STAGES:
+        raise StageError(f"model must be one of {MODEL_STAGES}, got {name!r}")
+    return name
+
+
+def upstream_for(section) -> tuple[str, ...]:
+    return ("data", model_stage(section))
+
+
+def load_segmenter(ctx, index, section=None):
+    """The segmenter of ``WORK_DIR/<segmenter|retrain>/model.pth`` (``model`` of ``section``,
+    default the stage's own), checked against the dataset classes."""
+    stage = model_stage(ctx.section if section is None else section)
+    net, meta = load_upstream_model(ctx, stage, "segmenter", index.num_classes)
     return net.to(ctx.device), meta
 
 

@@ -37,6 +37,7 @@ import numpy as np
 from pipeline.report_plots import plot_iou_bars, plot_training_curves, read_scalars
 from pipeline.stage import _plain, digest, read_manifest, write_json_atomic
 from stages.ablation import _get
+from stages.common import stage_upstream
 
 STAGES = ("data", "classifier", "heatmaps", "saliency", "seeds", "segmenter", "upper_bound",
           "eval", "submit", "localize")
@@ -93,7 +94,7 @@ def stage_states(cfg, work_dir: Path) -> list[dict]:
         try:
             mod = importlib.import_module(f"stages.{name}")
             section = stage_section(mod, cfg)
-            state, reason = stage_status(work_dir, name, tuple(mod.UPSTREAM), digest(_plain(section)))
+            state, reason = stage_status(work_dir, name, stage_upstream(mod, section), digest(_plain(section)))
         except Exception as exc:  # noqa: BLE001 - a stage the config lacks: keep present/missing
             if man is not None:
                 reason = f"status unknown ({type(exc).__name__}: {exc})"

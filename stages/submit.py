@@ -20,6 +20,7 @@ from pipeline.submission import (SUBMISSION_SUBDIR, make_submission_archive,
                                  validate_submission, write_prediction_png)
 from pipeline.stage import StageError
 from stages.common import main_for
+from stages import eval as eval_stage
 from stages.eval import load_segmenter, log_summary
 
 STAGE = "submit"
@@ -35,6 +36,17 @@ def sections(ctx):
     return sec, ctx.cfg.get("eval", {}) if hasattr(ctx.cfg, "get") else {}
 
 
+def model_section(section) -> dict:
+    """``{"model": ...}``: submit's own ``model``, else eval's, else 'segmenter'."""
+    sub = section.get("submit", section)
+    ev = section.get("eval") or {}
+    return {"model": sub.get("model") or ev.get("model") or "segmenter"}
+
+
+def upstream_for(section) -> tuple[str, ...]:
+    return eval_stage.upstream_for(model_section(section))
+
+
 def _barrier(world_size: int) -> None:
     if world_size > 1:
         import torch.distributed as dist
@@ -45,7 +57,7 @@ def _barrier(world_size: int) -> None:
 def run(ctx) -> dict:
     sub, ev = sections(ctx)
     index = DatasetIndex.load(ctx.upstream_dir("data"))
-    net, _ = load_segmenter(ctx, index)
+    net, _ = load_segmenter(ctx, index, model_section({"submit": sub, "eval": ev}))
     split, comp = sub.get("split", "test"), sub.get("comp", "comp6")
     inf_cfg = merge_inference_cfg(ev, sub)
     settings = InferenceSettings.from_cfg(inf_cfg)

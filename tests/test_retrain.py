@@ -82,6 +82,28 @@ def test_retrain_stage(tmp_path):
                                upstream_dir=lambda self, n: tmp_path / n))()
     assert retrain.make_pseudo_labels(ctx, index, cfg.retrain.pseudo) == 0
 
+    # the retrained model goes through the full eval protocol (eval.model = 'retrain')
+    import stages.eval as ev
+    from pipeline.models.checkpoint import load_model
+    from pipeline.stage import StageError
+
+    net2, meta2 = load_model(out / "model.pth", kind="segmenter")
+    assert torch.equal(net2.eval()(torch.zeros(1, 3, 48, 48)), logits)
+    with pytest.raises(ValueError, match="mmseg segmentor, expected a classifier"):
+        load_model(out / "model.pth", kind="classifier")
+    esec = dict(split="val", size=48, scales=(1.0,), flip=True, batch_size=2, amp=False,
+                crf=dict(enabled=True, preset="dsrg_test", workers=0), n_overlays=0,
+                save_predictions=False, model="retrain")
+    assert ev.upstream_for(esec) == ("data", "retrain") and ev.upstream_for({}) == ("data", "segmenter")
+    eman = run_stage("eval", ev.upstream_for(esec), ev.run, cfg, esec, tmp_path)
+    assert set(eman["upstream"]) == {"data", "retrain"}
+    assert eman["counts"]["scored"] == 4 and 0 <= eman["metrics"]["mIoU_crf"] <= 1
+    with pytest.raises(StageError, match="model must be one of"):
+        ev.upstream_for(dict(esec, model="classifier"))
+    import stages.submit as sub
+    assert sub.upstream_for({"submit": {}, "eval": esec}) == ("data", "retrain")
+    assert sub.upstream_for({"submit": {"model": "segmenter"}, "eval": esec}) == ("data", "segmenter")
+
 
 @pytest.mark.parametrize("heads", ["decode", "both"])
 def test_mmseg_losses_and_num_classes_override(heads):

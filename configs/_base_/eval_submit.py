@@ -3,6 +3,8 @@
 # scales 0.75 / 1 / 1.25 of it + horizontal flips, logits upsampled to the original image size
 # and averaged, softmax, dense CRF with the DSRG test parameters.
 eval = dict(
+    # (optional) model="retrain": score the `retrain` stage's mmseg segmentor instead of the
+    # DSRG segmenter (default "segmenter"); submit follows unless it sets its own `model`.
     split="val",
     size=321,                  # base size (square) or (h, w); None / "original" = own size
     scales=(0.75, 1.0, 1.25),  # relative to the base size

@@ -37,13 +37,14 @@ from mmseg.models.utils import resize
 from mmseg.registry import MODELS
 from torch import nn
 
+from pipeline.models.checkpoint import MMSEG_FORMAT
 from pipeline.dsrg import DSRGConfig, ce_loss, dsrg_losses
 from pipeline.models.deeplab import DeepLabV2VGG16 as _DeepLabV2VGG16
 from pipeline.models.deeplab import _ASPPBranch
 
 __all__ = ["DeepLabV2VGG16", "DeepLabV2VGG16Backbone", "ASPPV2Head", "DSRGSegmentor",
-           "build_mmseg_model", "mmseg_losses", "MMSegLogits", "save_mmseg_model", "load_mmseg_model"]
-MMSEG_FORMAT = "wsss-mmseg-model/1"
+           "build_mmseg_model", "mmseg_losses", "MMSegLogits", "save_mmseg_model", "load_mmseg_model",
+           "mmseg_from_payload"]
 
 
 @MODELS.register_module(name="DeepLabV2VGG16")
@@ -236,6 +237,11 @@ def load_mmseg_model(path, map_location="cpu"):
     payload = torch.load(path, map_location=map_location, weights_only=False)
     if not isinstance(payload, dict) or payload.get("format") != MMSEG_FORMAT:
         raise ValueError(f"{path}: not a {MMSEG_FORMAT} model file")
+    return mmseg_from_payload(payload)
+
+
+def mmseg_from_payload(payload: dict):
+    """:func:`load_mmseg_model` of an already loaded file's dict."""
     from mmengine.model import revert_sync_batchnorm
 
     model = build_mmseg_model(payload["model_cfg"], payload["num_classes"], init_weights=False)

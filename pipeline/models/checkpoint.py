@@ -4,7 +4,8 @@
 "model_cfg": dict, "num_classes": int, "classes": [names], "state_dict": ...}``; the
 builder is looked up by ``kind`` so a later stage rebuilds the network without the
 training stage's config. ``num_classes`` is K foreground classes for a classifier and
-C (background included) for a segmenter.
+C (background included) for a segmenter. :func:`load_model` also opens the retrain stage's
+``wsss-mmseg-model/1`` files (any mmseg segmentor, as a segmenter that returns logits).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from torch import nn
 from pipeline.stage import _plain
 
 FORMAT = "wsss-model/1"
+MMSEG_FORMAT = "wsss-mmseg-model/1"     # pipeline.mm.segmentation (retrain stage); loaded too
 
 
 def _builders():
@@ -48,6 +50,11 @@ def load_model(path: str | os.PathLike, kind: str | None = None, map_location="c
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model file not found (did the training stage finish?)")
     payload = torch.load(path, map_location=map_location, weights_only=False)
+    if isinstance(payload, dict) and payload.get("format") == MMSEG_FORMAT:
+        if kind not in (None, "segmenter"):    # the retrain stage's mmseg segmentors
+            raise ValueError(f"{path}: holds an mmseg segmentor, expected a {kind}")
+        from pipeline.mm.segmentation import mmseg_from_payload
+        return mmseg_from_payload(payload)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path}: not a {FORMAT} model file")
     if kind is not None and payload["kind"] != kind:
