@@ -3,7 +3,9 @@
 A stage ``S`` with upstream stages ``U1..Un`` writes ``WORK_DIR/S/`` containing its outputs and
 ``manifest.json``. The manifest records
 
-* ``config_digest`` — digest of the config sections the stage reads,
+* ``config_digest`` — digest of the config sections the stage reads, without the execution-only
+  keys (:data:`EXECUTION_KEYS`: process pools and writer threads, whose outputs are the same
+  for any count), so widening a pool on a bigger machine keeps the stage fresh,
 * ``upstream`` — ``{name: run_digest}`` of the upstream manifests it consumed,
 * ``run_digest`` — a fresh digest for every completed run (downstream stages record it),
 * counts, metrics, timings.
@@ -42,6 +44,25 @@ def digest(obj: Any) -> str:
     """Stable short digest of a JSON-able object (keys sorted, tuples as lists)."""
     text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+EXECUTION_KEYS = frozenset({"workers", "writers", "start_method"})
+
+
+def _without_execution_keys(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _without_execution_keys(v) for k, v in obj.items() if k not in EXECUTION_KEYS}
+    if isinstance(obj, list):
+        return [_without_execution_keys(v) for v in obj]
+    return obj
+
+
+def config_digests(section: Any) -> tuple[str, str]:
+    """``(digest, legacy digest)`` of a stage's config section: the first ignores
+    :data:`EXECUTION_KEYS` (what new manifests store); the second is the digest of the whole
+    section, which manifests written before that rule hold, so their stages stay fresh."""
+    plain = _plain(section)
+    return digest(_without_execution_keys(plain)), digest(plain)
 
 
 def read_manifest(stage_dir: str | os.PathLike) -> dict | None:
@@ -106,8 +127,10 @@ def _upstream_state(work_dir: Path, name: str, upstream: tuple[str, ...]) -> dic
 
 
 def stage_status(work_dir: str | os.PathLike, name: str, upstream: tuple[str, ...],
-                 config_digest: str) -> tuple[str, str]:
-    """Return ``(state, reason)`` with state in {'fresh', 'stale', 'missing', 'blocked'}."""
+                 config_digest: str | tuple[str, ...]) -> tuple[str, str]:
+    """Return ``(state, reason)`` with state in {'fresh', 'stale', 'missing', 'blocked'};
+    ``config_digest``: the current digest, or the digests accepted (:func:`config_digests`)."""
+    accepted = (config_digest,) if isinstance(config_digest, str) else tuple(config_digest)
     work_dir = Path(work_dir)
     man = read_manifest(work_dir / name)
     if man is None:
@@ -116,7 +139,7 @@ def stage_status(work_dir: str | os.PathLike, name: str, upstream: tuple[str, ..
         ups = _upstream_state(work_dir, name, upstream)
     except StageError as exc:
         return "blocked", str(exc)
-    if man.get("config_digest") != config_digest:
+    if man.get("config_digest") not in accepted:
         return "stale", "its config changed"
     consumed = man.get("upstream", {})
     for up, m in ups.items():
@@ -145,11 +168,12 @@ def run_stage(name: str, upstream: tuple[str, ...], run_fn: Callable[[StageConte
     partial_dir = work_dir / ".partial" / name
     marker = work_dir / ".partial" / f"{name}.json"
     section_plain = _plain(section)
-    config_digest = digest(section_plain)
+    accepted = config_digests(section_plain)
+    config_digest = accepted[0]
     ups = _upstream_state(work_dir, name, upstream)
     upstream_digests = {up: m["run_digest"] for up, m in ups.items()}
 
-    state, reason = stage_status(work_dir, name, upstream, config_digest)
+    state, reason = stage_status(work_dir, name, upstream, accepted)
     if state == "fresh" and not force:
         if rank == 0:
             print(f"[{name}] fresh ({reason}): skipping; FORCE=1 re-runs it", flush=True)

@@ -32,7 +32,7 @@ import time
 import traceback
 from pathlib import Path
 
-from pipeline.stage import (StageError, _plain, digest, read_manifest, run_stage, stage_status,
+from pipeline.stage import (StageError, _plain, config_digests, read_manifest, run_stage, stage_status,
                             write_json_atomic)
 from stages.common import stage_upstream
 
@@ -153,7 +153,7 @@ def _reuse_main_classifier(vdir: Path, vcfg, work_dir: Path, log=print) -> bool:
         return False
     mod = stage_module("classifier")
     state = stage_status(work_dir, "classifier", tuple(mod.UPSTREAM),
-                         digest(_plain(stage_section(mod, vcfg))))[0]
+                         config_digests(stage_section(mod, vcfg)))[0]
     if state == "fresh":
         _link(link, work_dir / "classifier")
         log(f"[ablation] {vdir.name}: classifier = the main work dir's (same config, fresh)")
@@ -166,7 +166,7 @@ def _reuse_main_classifier(vdir: Path, vcfg, work_dir: Path, log=print) -> bool:
 def _state(stage: str, cfg, work_dir: Path) -> str:
     mod = stage_module(stage)
     section = stage_section(mod, cfg)
-    return stage_status(work_dir, stage, stage_upstream(mod, section), digest(_plain(section)))[0]
+    return stage_status(work_dir, stage, stage_upstream(mod, section), config_digests(section))[0]
 
 
 # ------------------------------------------------------------------------------- results ---

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.report_plots import plot_iou_bars, plot_training_curves, read_scalars
-from pipeline.stage import _plain, digest, read_manifest, write_json_atomic
+from pipeline.stage import _plain, config_digests, read_manifest, write_json_atomic
 from stages.ablation import _get
 from stages.common import stage_upstream
 
@@ -94,7 +94,8 @@ def stage_states(cfg, work_dir: Path) -> list[dict]:
         try:
             mod = importlib.import_module(f"stages.{name}")
             section = stage_section(mod, cfg)
-            state, reason = stage_status(work_dir, name, stage_upstream(mod, section), digest(_plain(section)))
+            state, reason = stage_status(work_dir, name, stage_upstream(mod, section),
+                                         config_digests(section))
         except Exception as exc:  # noqa: BLE001 - a stage the config lacks: keep present/missing
             if man is not None:
                 reason = f"status unknown ({type(exc).__name__}: {exc})"

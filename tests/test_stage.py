@@ -93,3 +93,32 @@ def test_partial_output_of_another_config_is_wiped(tmp_path):
     run_stage("a", (), fresh, {}, {"k": 2}, tmp_path)
     assert seen == {"resumed": False, "junk": False}
     assert json.loads((tmp_path / "a" / "manifest.json").read_text())["config"] == {"k": 2}
+
+
+def test_execution_only_keys_keep_a_stage_fresh(tmp_path):
+    from pipeline.stage import EXECUTION_KEYS, config_digests
+
+    assert {"workers", "writers"} <= EXECUTION_KEYS
+    calls = []
+
+    def run(ctx):
+        calls.append(1)
+        return {}
+
+    sec = {"k": 1, "crf": {"preset": "x", "workers": 2}, "writers": 2}
+    run_stage("a", (), run, {}, sec, tmp_path)
+    for changed in ({**sec, "writers": 8}, {**sec, "crf": {"preset": "x", "workers": 8}},
+                    {"k": 1, "crf": {"preset": "x"}}):
+        run_stage("a", (), run, {}, changed, tmp_path)
+    assert len(calls) == 1                                   # pools and writers: still fresh
+    run_stage("a", (), run, {}, {**sec, "crf": {"preset": "y", "workers": 2}}, tmp_path)
+    assert len(calls) == 2                                   # a result-changing key: re-run
+    # a manifest written before the rule (digest of the whole section) is accepted as fresh
+    new, legacy = config_digests(sec)
+    assert new != legacy and new == config_digests({**sec, "workers": 5})[0]
+    assert stage_status(tmp_path, "a", (), (new, legacy))[0] == "stale"   # config "y" stored
+    man = read_manifest(tmp_path / "a")
+    man["config_digest"] = legacy
+    (tmp_path / "a" / "manifest.json").write_text(json.dumps(man))
+    run_stage("a", (), run, {}, sec, tmp_path)
+    assert len(calls) == 2
