@@ -32,8 +32,9 @@ import time
 import traceback
 from pathlib import Path
 
-from pipeline.stage import (StageError, _plain, config_digests, read_manifest, run_stage, stage_status,
-                            write_json_atomic)
+from pipeline.ablation_table import COLUMNS, FULL_COLUMNS, STATUS_COLUMN, format_markdown, nested_get
+from pipeline.stage import (StageError, _plain, config_digests, read_manifest, run_stage,
+                            stage_status, write_json_atomic)
 from stages.common import stage_upstream
 
 SHARED = ("data", "saliency")
@@ -41,25 +42,6 @@ CUE_STAGES = ("classifier", "heatmaps", "seeds")
 FULL_STAGES = ("segmenter", "eval")
 RESERVED = ("label", "classifier_from")
 FORMAT = "wsss-ablation/1"
-
-# (key, title, kind) of the table; kind "pct" prints 100·v with 2 decimals
-COLUMNS = [
-    ("variant", "variant", "text"),
-    ("label", "description", "text"),
-    ("pooling", "pooling (train → inference)", "text"),
-    ("mAP", "cls mAP", "pct"),
-    ("seed_precision", "seed precision", "pct"),
-    ("seed_recall", "seed recall", "pct"),
-    ("seed_mIoU", "seed mIoU", "pct"),
-    ("seed_labelled", "labelled px", "pct"),
-    ("pseudo_mIoU", "pseudo-mask mIoU", "pct"),
-]
-FULL_COLUMNS = [
-    ("mIoU_no_crf", "val mIoU (no CRF)", "pct"),
-    ("mIoU_crf", "val mIoU (CRF)", "pct"),
-]
-STATUS_COLUMN = ("status", "status", "text")
-
 
 # ------------------------------------------------------------------------------- variants ---
 def _flatten(d, prefix: str = "") -> dict:
@@ -170,14 +152,6 @@ def _state(stage: str, cfg, work_dir: Path) -> str:
 
 
 # ------------------------------------------------------------------------------- results ---
-def _get(d, *keys):
-    for k in keys:
-        if not isinstance(d, dict) or d.get(k) is None:
-            return None
-        d = d[k]
-    return d
-
-
 def inference_map(cls_dir: Path, data_dir: Path, pooling: str, cfg, device: str,
                   compute: bool = True) -> float | None:
     """mAP of a trained classifier under another pooling rule: from its manifest's
@@ -187,7 +161,7 @@ def inference_map(cls_dir: Path, data_dir: Path, pooling: str, cfg, device: str,
     met = man.get("metrics", {})
     if met.get("pooling") == pooling:
         return met.get("val_mAP")
-    if _get(met, "other_poolings", pooling) is not None:
+    if nested_get(met, "other_poolings", pooling) is not None:
         return met["other_poolings"][pooling]
     if not compute or not (cls_dir / "model.pth").is_file():
         return None
@@ -223,7 +197,7 @@ def variant_row(name: str, spec: dict, vcfg, vdir: Path, device: str, *, score_i
         "mAP": mAP,
         "seed_precision": seeds.get("precision"), "seed_recall": seeds.get("recall"),
         "seed_mIoU": seeds.get("mIoU"), "seed_labelled": seeds.get("fraction_labelled"),
-        "pseudo_mIoU": _get(met["seeds"], "pseudo", "mIoU"),
+        "pseudo_mIoU": nested_get(met["seeds"], "pseudo", "mIoU"),
         "segmenter_quick_mIoU": met["segmenter"].get("val_mIoU"),
         "mIoU_no_crf": met["eval"].get("mIoU_no_crf"), "mIoU_crf": met["eval"].get("mIoU_crf"),
         "mIoU": met["eval"].get("mIoU"),
@@ -246,43 +220,6 @@ def _idle_status(spec: dict, vcfgs: dict, root: Path, stages) -> str:
     word = ("fresh" if states == {"fresh"} else "missing" if states & {"missing", "blocked"}
             else "stale")
     return f"{word} (not run now)"
-
-
-def _fmt(v, kind: str) -> str:
-    if v is None:
-        return "–"
-    if kind == "pct":
-        try:
-            f = float(v)
-        except (TypeError, ValueError):
-            return str(v)
-        return "nan" if f != f else f"{100 * f:.2f}"
-    return str(v)
-
-
-def table_columns(results: dict) -> list:
-    full = results.get("full") or any(r.get("mIoU_no_crf") is not None for r in results["rows"])
-    return COLUMNS + (FULL_COLUMNS if full else []) + [STATUS_COLUMN]
-
-
-def format_markdown(results: dict) -> str:
-    cols = table_columns(results)
-    lines = ["| " + " | ".join(t for _, t, _ in cols) + " |",
-             "|" + "|".join("---" if k in ("variant", "label", "pooling", "status") else "---:"
-                            for k, _, _ in cols) + "|"]
-    for r in results["rows"]:
-        lines.append("| " + " | ".join(_fmt(r.get(k), kind).replace("|", "/") for k, _, kind in cols) + " |")
-    notes = [f"Percentages. Work dir {results['work_dir']}; generated {results['generated']}."]
-    if any(r.get("classifier_from") for r in results["rows"]):
-        notes.append("Rows with classifier_from reuse that variant's trained classifier (CAM and λ do "
-                     "not depend on the pooling rule, so their seeds equal the source row's; mAP is "
-                     "scored with the inference pooling).")
-    linked = [r["variant"] for r in results["rows"]
-              if r.get("classifier_link") and not r.get("classifier_from")]
-    if linked:
-        notes.append(f"{', '.join(linked)}: same classifier config as the main work dir, whose "
-                     "trained classifier is reused (linked).")
-    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
