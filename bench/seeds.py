@@ -43,18 +43,27 @@ DEFAULTS = dict(counts=(250, 1000), image_size=64, repeats=3, flat_tolerance=1.1
 
 
 # ---------------------------------------------------------------- preparation (parent process)
-def _fake_heatmaps(ctx):
-    from scipy.ndimage import gaussian_filter
-
+def _fake_stage(ctx, seed: int, write) -> dict:
+    """A stand-in stage: ``write(img_id, gt_mask, index, rng)`` for every image of the section's
+    split, files under ``ctx.out/maps``."""
     from pipeline.data.index import DatasetIndex
-    from pipeline.heatmaps import normalise_per_class, save_heatmap
 
     index = DatasetIndex.load(ctx.upstream_dir("data"))
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     (ctx.out / "maps").mkdir(exist_ok=True)
     ids = index.ids(ctx.section["split"])
     for img_id in ids:
-        gt = index.read_mask(img_id)
+        write(img_id, index.read_mask(img_id), index, rng)
+    return {"counts": {"images": len(ids)}, "metrics": {}}
+
+
+def _fake_heatmaps(ctx):
+    """Heatmaps = the image's GT class masks blurred + noise, λ = blurred noise."""
+    from scipy.ndimage import gaussian_filter
+
+    from pipeline.heatmaps import normalise_per_class, save_heatmap
+
+    def write(img_id, gt, index, rng):
         classes = index.labels(img_id)
         s = gt.shape[0] / 16
         cam = np.stack([gaussian_filter((gt == c).astype(np.float32), s) for c in classes]) if classes else \
@@ -63,25 +72,19 @@ def _fake_heatmaps(ctx):
         lam = gaussian_filter(rng.random(gt.shape, dtype=np.float32), s)
         save_heatmap(ctx.out / "maps" / f"{img_id}.npz", cam, classes, lam=lam / max(float(lam.max()), 1e-6),
                      extra={"fake": True})
-    return {"counts": {"images": len(ids)}, "metrics": {}}
+    return _fake_stage(ctx, 0, write)
 
 
 def _fake_saliency(ctx):
+    """Saliency = the blurred GT foreground + noise, 8-bit PNG."""
     from PIL import Image
     from scipy.ndimage import gaussian_filter
 
-    from pipeline.data.index import DatasetIndex
-
-    index = DatasetIndex.load(ctx.upstream_dir("data"))
-    rng = np.random.default_rng(1)
-    (ctx.out / "maps").mkdir(exist_ok=True)
-    ids = index.ids(ctx.section["split"])
-    for img_id in ids:
-        gt = index.read_mask(img_id)
+    def write(img_id, gt, index, rng):
         fg = ((gt > 0) & (gt != 255)).astype(np.float32)
         sal = np.clip(gaussian_filter(fg, gt.shape[0] / 32) + 0.1 * rng.random(gt.shape), 0, 1)
         Image.fromarray((255 * sal).astype(np.uint8)).save(ctx.out / "maps" / f"{img_id}.png")
-    return {"counts": {"images": len(ids)}, "metrics": {}}
+    return _fake_stage(ctx, 1, write)
 
 
 def prepare(work_dir: Path, n: int, image_size: int, seed: int = 0) -> Path:

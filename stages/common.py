@@ -77,6 +77,27 @@ def load_upstream_model(ctx, stage: str, kind: str, num_classes: int):
     return net, meta
 
 
+def split_ids(ctx, default_split: str) -> tuple:
+    """``(index, split, ids)``: the data stage's index and the ids of the section's ``split``
+    (``default_split`` when the section has none)."""
+    from pipeline.data.index import DatasetIndex
+
+    index = DatasetIndex.load(ctx.upstream_dir("data"))
+    split = ctx.section.get("split", default_split)
+    return index, split, index.ids(split)
+
+
+def load_inference_classifier(ctx, index, section) -> tuple:
+    """``(net, trained_pooling)``: the trained classifier (K = the dataset's foreground classes)
+    in eval mode on ``ctx.device``, its pooling switched to ``section.pooling`` when that is set
+    (e.g. EP inference on a GAP-trained model)."""
+    net, _ = load_upstream_model(ctx, "classifier", "classifier", index.num_classes - 1)
+    trained = net.pooling_name
+    if section.get("pooling"):
+        net.set_pooling(str(section["pooling"]))
+    return net.eval().to(ctx.device), trained
+
+
 def setup_distributed() -> tuple[int, int, str]:
     """Initialise torch.distributed when launched by torchrun; return (rank, world, device)."""
     import torch

@@ -38,7 +38,7 @@ from pipeline.heatmaps import aggregate_heatmaps, class_specific_lambda, normali
 from pipeline.rib import pick_negatives, rib_heatmaps
 from pipeline.stage import StageError
 from pipeline.writer import BackgroundWriter
-from stages.common import load_upstream_model, main_for
+from stages.common import load_inference_classifier, main_for, split_ids
 
 STAGE = "heatmaps"
 UPSTREAM = ("data", "classifier")
@@ -125,14 +125,8 @@ def run(ctx) -> dict:
     sec = ctx.section
     if ctx.rank != 0:
         return {}
-    index = DatasetIndex.load(ctx.upstream_dir("data"))
-    split = sec.get("split", "trainaug")
-    ids = index.ids(split)
-    net, meta = load_upstream_model(ctx, "classifier", "classifier", index.num_classes - 1)
-    trained = net.pooling_name
-    if sec.get("pooling"):
-        net.set_pooling(str(sec["pooling"]))
-    net.eval().to(ctx.device)
+    index, split, ids = split_ids(ctx, "trainaug")
+    net, trained = load_inference_classifier(ctx, index, sec)
     scales = tuple(float(s) for s in sec.get("scales", (1.0,)))
     flip = bool(sec.get("flip", True))
     with_lc = bool(sec.get("class_specific_lambda", False))

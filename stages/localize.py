@@ -33,14 +33,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.data.index import DatasetIndex
 from pipeline.data.transforms import resize_image, to_tensor
 from pipeline.heatmaps import aggregate_heatmaps, class_specific_lambda
 from pipeline.localize import (CorLocAccumulator, Top1LocAccumulator, cam_baseline_box,
                                from_voc, smallest_box_holding_mass, to_voc, topk_lambda)
 from pipeline.stage import write_json_atomic
 from pipeline.visualize import heatmap_rgb, panel_row, save_rgb
-from stages.common import load_upstream_model, main_for
+from stages.common import load_inference_classifier, main_for, split_ids
 
 STAGE = "localize"
 UPSTREAM = ("data", "classifier")
@@ -124,15 +123,10 @@ def run(ctx) -> dict:
     sec = ctx.section
     if ctx.rank != 0:
         return {}
-    index = DatasetIndex.load(ctx.upstream_dir("data"))
-    split = sec.get("split", "val")
-    ids = index.ids(split)
+    index, split, ids = split_ids(ctx, "val")
     if sec.get("max_images"):
         ids = ids[:int(sec["max_images"])]
-    net, meta = load_upstream_model(ctx, "classifier", "classifier", index.num_classes - 1)
-    if sec.get("pooling"):
-        net.set_pooling(str(sec["pooling"]))
-    net.eval().to(ctx.device)
+    net, _ = load_inference_classifier(ctx, index, sec)
     scales = tuple(float(s) for s in sec.get("scales", (1.0,)))
     flip = bool(sec.get("flip", False))
     thr = float(sec.get("iou_threshold", 0.5))

@@ -20,10 +20,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.data.index import DatasetIndex
 from pipeline.saliency import SaliencyQuality, find_saliency_file, rbd_saliency, read_saliency
 from pipeline.stage import StageError
-from stages.common import main_for, resolve_path
+from stages.common import main_for, resolve_path, split_ids
 
 STAGE = "saliency"
 UPSTREAM = ("data",)
@@ -63,9 +62,7 @@ def run(ctx) -> dict:
     sec = ctx.section
     if ctx.rank != 0:
         return {}
-    index = DatasetIndex.load(ctx.upstream_dir("data"))
-    split = sec.get("split", "trainaug")
-    ids = index.ids(split)
+    index, split, ids = split_ids(ctx, "trainaug")
     src_dir = resolve_path(sec.get("dir"))
     rbd_params = dict(sec.get("rbd", {}))
     workers = int(sec.get("workers", 2))
