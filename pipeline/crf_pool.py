@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+import time
 import weakref
 from concurrent.futures import Executor, ProcessPoolExecutor
 from multiprocessing import resource_tracker
@@ -24,14 +26,27 @@ _ALIGN = 64                             # byte alignment of each array in the sh
 SHARED_MIN_BYTES = 1 << 20              # shared memory from this many bytes per image (on average)
 
 
+def _exit_with_parent(parent_pid: int, period_s: float = 1.0) -> None:
+    """Pool initializer: a daemon thread ends the worker once its parent is gone (a killed
+    stage would otherwise leave its idle workers waiting on the call queue for ever)."""
+    def watch():
+        while True:
+            time.sleep(period_s)
+            if os.getppid() != parent_pid:
+                os._exit(0)
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def make_crf_pool(workers: int, start_method: str = "spawn") -> ProcessPoolExecutor:
     """A process pool for :func:`crf_batch` / :class:`CRFJobs`. ``spawn`` by default: safe after
     CUDA/torch threads have started in the parent (fork is not). The shared-memory resource
     tracker is started first, so the workers share the parent's (whatever the start method) and
-    no worker reports the parent's blocks as leaked. Shut it down with ``pool.shutdown()``."""
+    no worker reports the parent's blocks as leaked. Workers exit when the parent dies. Shut it
+    down with ``pool.shutdown()``."""
     resource_tracker.ensure_running()
     return ProcessPoolExecutor(max_workers=int(workers),
-                               mp_context=multiprocessing.get_context(start_method))
+                               mp_context=multiprocessing.get_context(start_method),
+                               initializer=_exit_with_parent, initargs=(os.getpid(),))
 
 
 def _pool_workers(pool) -> int:

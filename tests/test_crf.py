@@ -181,3 +181,48 @@ def test_pool_leaves_no_shared_memory_behind(tmp_path):
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "ok"
     assert "leaked" not in res.stderr and "resource_tracker" not in res.stderr, res.stderr
+
+
+def test_pool_workers_exit_when_the_parent_is_killed(tmp_path):
+    import os
+    import pathlib
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "import numpy as np\n"
+        "from pipeline.crf import CRF_PRESETS\n"
+        "from pipeline.crf_pool import crf_batch, make_crf_pool\n"
+        "if __name__ == '__main__':\n"
+        "    pool = make_crf_pool(2)\n"
+        "    p = np.full((2, 3, 6, 6), 1 / 3, np.float32)\n"
+        "    crf_batch(np.zeros((2, 6, 6, 3), np.uint8), p, CRF_PRESETS['dsrg_train'], pool, 1)\n"
+        "    print(' '.join(str(q) for q in pool._processes), flush=True)\n"
+        "    time.sleep(60)\n")
+    root = pathlib.Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                            cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    pids = [int(v) for v in proc.stdout.readline().split()]
+    assert len(pids) == 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+
+    def alive(pid):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        try:                                    # a zombie (exited, not yet reaped) counts as gone
+            with open(f"/proc/{pid}/stat") as fh:
+                return fh.read().split(")")[-1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.time() + 15
+    while time.time() < deadline and any(alive(p) for p in pids):
+        time.sleep(0.2)
+    assert not any(alive(p) for p in pids)
