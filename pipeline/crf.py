@@ -16,8 +16,8 @@ import dataclasses
 
 import numpy as np
 
-__all__ = ["CRFParams", "CRF_PRESETS", "dense_crf", "downscale_image", "as_uint8_image",
-           "label_map", "label_dtype"]
+__all__ = ["CRFParams", "CRF_PRESETS", "dense_crf", "crf_output", "downscale_image",
+           "as_uint8_image", "label_map", "label_dtype"]
 
 DSRG_TRAIN_SCALE = 12.0
 
@@ -114,9 +114,11 @@ def label_map(q: np.ndarray) -> np.ndarray:
     return q.argmax(0).astype(label_dtype(q.shape[0]))
 
 
-def _crf_job(args):
-    image, probs, params = args
-    return dense_crf(image, probs, params)
+def crf_output(image: np.ndarray, probs: np.ndarray, params: CRFParams,
+               labels: bool = False) -> np.ndarray:
+    """:func:`dense_crf` of one image, or with ``labels`` its :func:`label_map`."""
+    q = dense_crf(image, probs, params)
+    return label_map(q) if labels else q
 
 
 def downscale_image(image: np.ndarray, size) -> np.ndarray:

@@ -18,7 +18,7 @@ from multiprocessing.shared_memory import SharedMemory
 
 import numpy as np
 
-from pipeline.crf import CRFParams, _crf_job, as_uint8_image, dense_crf, label_dtype, label_map
+from pipeline.crf import CRFParams, as_uint8_image, crf_output, dense_crf, label_dtype
 
 __all__ = ["make_crf_pool", "CRFJobs", "crf_batch"]
 
@@ -65,15 +65,16 @@ def _shared_crf_job(args):
     shm = SharedMemory(name=name)
     try:
         for image_spec, probs_spec, out_spec in specs:
-            q = dense_crf(_view(shm.buf, image_spec), _view(shm.buf, probs_spec), params)
-            _view(shm.buf, out_spec)[...] = label_map(q) if labels else q
-            del q
+            out = crf_output(_view(shm.buf, image_spec), _view(shm.buf, probs_spec), params, labels)
+            _view(shm.buf, out_spec)[...] = out
+            del out
     finally:
         shm.close()
 
 
-def _crf_chunk(jobs, labels):
-    return [label_map(_crf_job(j)) if labels else _crf_job(j) for j in jobs]
+def _crf_chunk(pairs, params: CRFParams, labels: bool) -> list[np.ndarray]:
+    """Pool side of :class:`CRFJobs` without shared memory: (image, P) pairs in, results out."""
+    return [crf_output(image, probs, params, labels) for image, probs in pairs]
 
 
 def _shm_has_room(nbytes: int) -> bool:
@@ -138,8 +139,8 @@ class CRFJobs:
                 job = (self._shm.name, specs[start:stop], params, bool(labels))
                 self._futures.append(pool.submit(_shared_crf_job, job))
             else:
-                jobs = [(images[i], probs[i], params) for i in range(start, stop)]
-                self._futures.append(pool.submit(_crf_chunk, jobs, bool(labels)))
+                pairs = [(images[i], probs[i]) for i in range(start, stop)]
+                self._futures.append(pool.submit(_crf_chunk, pairs, params, bool(labels)))
 
     def __len__(self) -> int:
         return len(self._specs)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.crf import CRFParams, dense_crf, label_map
+from pipeline.crf import CRFParams, crf_output, label_map
 from pipeline.crf_pool import CRFJobs, make_crf_pool
 from pipeline.data.transforms import resize_image, to_tensor
 
@@ -184,8 +184,7 @@ def crf_postprocess(images: list, probs: list, params: CRFParams, pool=None,
     if len(images) != len(probs):
         raise ValueError(f"{len(images)} images but {len(probs)} probability maps")
     if pool is None:
-        qs = (dense_crf(im, p, params) for im, p in zip(images, probs))
-        return [label_map(q) if labels else q for q in qs]
+        return [crf_output(im, p, params, labels) for im, p in zip(images, probs)]
     with CRFJobs(pool, images, probs, params, chunksize=1, labels=labels) as jobs:
         return jobs.results()
 
@@ -233,7 +232,7 @@ def iter_segmentation(net, items: Iterable, settings: InferenceSettings, device=
         for i, ((key, im), p) in enumerate(zip(buf, probs)):
             seg = Segmentation(key, im, label_map(p), probs=p if keep_probs else None)
             if crf is not None and pool is None:
-                seg.label_crf = label_map(dense_crf(im, p, crf))
+                seg.label_crf = crf_output(im, p, crf, labels=True)
             pending.append((seg, jobs, i))
         buf.clear()
 
