@@ -18,31 +18,22 @@ import torch.nn.functional as F
 
 from bench.baselines import grow_seeds_loop
 from bench.common import measure, row
+from bench.inputs import random_image_classes, smooth_fields
 from pipeline.growing import grow_seeds, grow_seeds_reference
 
 NAME = "growing"
 DEFAULTS = dict(batch=20, size=41, channels=21, max_fg=3, seed=0, loop_repeats=None)
 
 
-def _smooth(rng, n, size, cells=5) -> torch.Tensor:
-    """(n, size, size) smooth N(0,1)-ish random fields (bicubic upsampled coarse noise)."""
-    coarse = torch.from_numpy(rng.standard_normal((n, 1, cells, cells)).astype(np.float32))
-    return F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)[:, 0]
-
-
 def make_inputs(batch=20, size=41, channels=21, max_fg=3, seed=0):
     """``(probs (B,C,H,W) float32, cues (B,C,H,W) bool, classes (B,C) bool)`` (module docstring)."""
     rng = np.random.default_rng(seed)
     B, C, S = int(batch), int(channels), int(size)
-    classes = torch.zeros(B, C, dtype=torch.bool)
-    classes[:, 0] = True
-    for b in range(B):
-        k = int(rng.integers(1, int(max_fg) + 1))
-        classes[b, 1 + rng.choice(C - 1, size=min(k, C - 1), replace=False)] = True
-    logits = 6.0 * _smooth(rng, B * C, S).view(B, C, S, S)
+    classes = random_image_classes(rng, B, C, max_fg)
+    logits = 6.0 * smooth_fields(rng, B * C, S, cells=5).view(B, C, S, S)
     logits = torch.where(classes[:, :, None, None], logits + 2.0, logits - 6.0)
     probs = torch.softmax(logits, dim=1)
-    field = _smooth(rng, B * C, S).view(B, C, S, S)
+    field = smooth_fields(rng, B * C, S, cells=5).view(B, C, S, S)
     field = field.masked_fill(~classes[:, :, None, None], float("-inf"))
     top, arg = field.max(dim=1)
     labelled = top > 0.9

@@ -8,9 +8,21 @@ import torch.nn.functional as F
 from pipeline.data.transforms import to_tensor
 
 
-def _smooth(rng, n, size, cells=6) -> torch.Tensor:
+def smooth_fields(rng, n, size, cells=6) -> torch.Tensor:
+    """(n, size, size) smooth N(0,1)-ish random fields (bicubic upsampled ``cells``² noise)."""
     coarse = torch.from_numpy(rng.standard_normal((n, 1, cells, cells)).astype(np.float32))
     return F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)[:, 0]
+
+
+def random_image_classes(rng, batch: int, num_classes: int, max_fg: int) -> torch.Tensor:
+    """(B,C) bool: background plus 1..``max_fg`` foreground classes per image, uniform."""
+    B, C = int(batch), int(num_classes)
+    classes = torch.zeros(B, C, dtype=torch.bool)
+    classes[:, 0] = True
+    for b in range(B):
+        k = int(rng.integers(1, int(max_fg) + 1))
+        classes[b, 1 + rng.choice(C - 1, size=min(k, C - 1), replace=False)] = True
+    return classes
 
 
 def segmenter_batch(batch: int, size: int, num_classes: int = 21, max_fg: int = 3, seed: int = 0) -> dict:
@@ -19,12 +31,8 @@ def segmenter_batch(batch: int, size: int, num_classes: int = 21, max_fg: int = 
     only), ``classes`` (B,C) bool (background on), ``raw`` (B,S,S,3) uint8 crops."""
     rng = np.random.default_rng(seed)
     B, S, C = int(batch), int(size), int(num_classes)
-    classes = torch.zeros(B, C, dtype=torch.bool)
-    classes[:, 0] = True
-    for b in range(B):
-        k = int(rng.integers(1, int(max_fg) + 1))
-        classes[b, 1 + rng.choice(C - 1, size=min(k, C - 1), replace=False)] = True
-    field = _smooth(rng, B * C, S).view(B, C, S, S).masked_fill(~classes[:, :, None, None], float("-inf"))
+    classes = random_image_classes(rng, B, C, max_fg)
+    field = smooth_fields(rng, B * C, S).view(B, C, S, S).masked_fill(~classes[:, :, None, None], float("-inf"))
     top, arg = field.max(dim=1)
     label = torch.where(top > 0.9, arg, torch.full_like(arg, 255)).long()
     palette = rng.integers(0, 256, (B, C, 3))
