@@ -9,8 +9,9 @@ One training step, for logits z (B,C,h,w) at output stride 8 (41×41 for a 321 i
 3. Q = dense CRF of P.detach() on the crop bilinearly downscaled to h×w
    (:func:`pipeline.crf.downscale_image`; preset ``dsrg_train``: spatial σ / 12, probability
    unary), one image per job in a process pool (:func:`pipeline.crf_pool.crf_batch`);
-4. grown seeds = :func:`pipeline.growing.grow_seeds` (thresholds 0.85 / 0.99, the image's
-   classes only) on Q (``grow_on="crf"``, the reference) or on P (``grow_on="probs"``);
+4. grown seeds = :func:`pipeline.growing.grow_seeds` (thresholds ``fg_threshold`` /
+   ``bg_threshold``, the image's classes only) on Q (``grow_on="crf"``, the reference) or on P
+   (``grow_on="probs"``);
 5. loss = seed_weight · balanced seeding loss(P, grown) + boundary_weight · KL(Q‖P)
    (:func:`pipeline.losses.balanced_seeding_loss`, :func:`pipeline.losses.boundary_loss`; Q is a
    constant, the Q/P ratio clipped to ``boundary_clip`` as DSRG's ``ConstrainLossLayer``).
@@ -43,47 +44,28 @@ from pipeline.crf_pool import crf_batch
 from pipeline.growing import grow_seeds
 from pipeline.losses import balanced_seeding_loss, boundary_loss, stable_softmax_probs
 
-__all__ = ["DSRGConfig", "crf_params_from_cfg", "cues_on_grid", "grid_images", "dsrg_losses",
-           "ce_loss", "IGNORE_INDEX"]
+__all__ = ["DSRGConfig", "cues_on_grid", "grid_images", "dsrg_losses", "ce_loss", "IGNORE_INDEX"]
 
 IGNORE_INDEX = 255
-_CRF_RUNTIME_KEYS = ("workers", "start_method", "enabled")
 
 
-def crf_params_from_cfg(crf_cfg) -> CRFParams:
-    """``dict(preset="dsrg_train", workers=..., **CRFParams overrides)`` → :class:`CRFParams`
-    (``workers`` / ``start_method`` describe the pool and are ignored here)."""
-    cfg = {k: v for k, v in dict(crf_cfg or {}).items() if k not in _CRF_RUNTIME_KEYS}
-    return CRFParams.preset(cfg.pop("preset", "dsrg_train"), **cfg)
-
-
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class DSRGConfig:
-    """Settings of :func:`dsrg_losses` (module docstring; config section ``segmenter.dsrg``)."""
-    fg_threshold: float = 0.85
-    bg_threshold: float = 0.99
-    grow_on: str = "crf"                # "crf": grow on Q (reference) | "probs": grow on P
-    seed_weight: float = 1.0
-    boundary_weight: float = 1.0
-    boundary_clip: tuple | None = (0.05, 20.0)
-    crf: CRFParams = CRFParams.preset("dsrg_train")
+    """Parameters of :func:`dsrg_losses` (module docstring), all required: growing thresholds,
+    what the seeds grow on ("crf": Q, the reference | "probs": P), loss
+    weights, the Q/P clip of the boundary loss (None = no clip, as SEC) and the training CRF.
+    The stage builds it from the ``segmenter.dsrg`` / ``segmenter.crf`` config sections."""
+    fg_threshold: float
+    bg_threshold: float
+    grow_on: str
+    seed_weight: float
+    boundary_weight: float
+    boundary_clip: tuple | None
+    crf: CRFParams
 
     def __post_init__(self):
         if self.grow_on not in ("crf", "probs"):
             raise ValueError(f"dsrg.grow_on must be 'crf' or 'probs', got {self.grow_on!r}")
-
-    @classmethod
-    def from_cfg(cls, dsrg=None, crf=None) -> "DSRGConfig":
-        """From the ``dsrg`` and ``crf`` config sections (plain dicts or ConfigDicts)."""
-        d = dict(dsrg or {})
-        known = {f.name for f in dataclasses.fields(cls)} - {"crf"}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown dsrg keys {unknown}; known {sorted(known)}")
-        clip = d.get("boundary_clip", cls.boundary_clip)
-        if clip is not None:
-            d["boundary_clip"] = (float(clip[0]), float(clip[1]))
-        return cls(**d, crf=crf_params_from_cfg(crf))
 
 
 def _grid_index(n_in: int, n_out: int, device) -> torch.Tensor:
@@ -127,18 +109,16 @@ def _start_crf(images: np.ndarray, probs: torch.Tensor, params: CRFParams, pool)
 
 
 def dsrg_losses(logits: torch.Tensor, labels: torch.Tensor, classes: torch.Tensor,
-                raw_images, cfg: DSRGConfig | dict | None = None, crf_pool=None) -> dict:
+                raw_images, cfg: DSRGConfig, crf_pool=None) -> dict:
     """DSRG losses of one batch (module docstring).
 
     ``logits`` (B,C,h,w); ``labels`` (B,H,W) seed label maps of the crops (255 = none);
     ``classes`` (B,C) bool image classes ([0] = background, forced on); ``raw_images``
-    (B,H,W,3) uint8 crops; ``cfg`` a :class:`DSRGConfig` (or a ``dsrg`` dict); ``crf_pool``
+    (B,H,W,3) uint8 crops; ``cfg`` a :class:`DSRGConfig`; ``crf_pool``
     an executor from :func:`pipeline.crf_pool.make_crf_pool` or None (in-process CRF).
     Returns ``{"loss_seed", "loss_boundary" (when boundary_weight > 0), "seed_bg", "seed_fg",
     "cov_before", "cov_after", "crf_wait_s", "grow_s"}`` (scalar tensors on the logits' device).
     """
-    if not isinstance(cfg, DSRGConfig):
-        cfg = DSRGConfig.from_cfg(cfg)
     logits = logits.float()
     B, C, h, w = logits.shape
     dev = logits.device

@@ -30,74 +30,23 @@ from pipeline.crf_pool import CRFJobs, make_crf_pool
 from pipeline.data.transforms import resize_image, to_tensor
 
 __all__ = ["InferenceSettings", "predict_logits", "predict_probs", "crf_postprocess",
-           "iter_segmentation", "Segmentation", "crf_from_cfg", "merge_inference_cfg",
-           "INFERENCE_KEYS", "open_crf_pool"]
+           "iter_segmentation", "Segmentation", "open_crf_pool"]
 
-# config keys of an inference section (eval / submit); see configs/_base_/eval_submit.py
-INFERENCE_KEYS = ("size", "scales", "flip", "batch_size", "amp", "crf")
-
-
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class InferenceSettings:
-    """``size``: int (square base), (h, w), or None / 'original' (each image's own size; a
-    missing key means 321); ``scales`` relative to the base; ``flip`` adds mirrored passes;
-    ``amp``: float16 autocast on CUDA only. ``from_cfg``: None values take the defaults."""
-    size: int | tuple | None = 321
-    scales: tuple = (1.0,)
-    flip: bool = True
-    batch_size: int = 1
-    amp: bool = False
+    """``size``: int (square base), (h, w), or None (each image's own size); ``scales`` relative
+    to the base (each > 0); ``flip`` adds mirrored passes; ``batch_size`` images per forward
+    pass; ``amp``: float16 autocast on CUDA only. The stages build it from their checked config
+    sections (``eval``, ``submit``, ``retrain.pseudo``)."""
+    size: int | tuple | None
+    scales: tuple
+    flip: bool
+    batch_size: int
+    amp: bool
 
-    @classmethod
-    def from_cfg(cls, cfg) -> "InferenceSettings":
-        def g(key, default):
-            v = cfg.get(key)
-            return default if v is None else v
-
-        size = cfg.get("size", 321)
-        if isinstance(size, str) and size.lower() in ("original", "none"):
-            size = None
-        if isinstance(size, (list, tuple)):
-            size = tuple(int(v) for v in size)
-        elif size is not None:
-            size = int(size)
-        scales = g("scales", (1.0,))
-        scales = (float(scales),) if np.isscalar(scales) else tuple(float(s) for s in scales)
-        if not scales or min(scales) <= 0:
-            raise ValueError(f"scales must be positive, got {scales}")
-        return cls(size=size, scales=scales, flip=bool(g("flip", True)),
-                   batch_size=max(1, int(g("batch_size", 1))), amp=bool(g("amp", False)))
-
-
-def merge_inference_cfg(base, override) -> dict:
-    """Inference keys of ``override`` (e.g. the submit section) where they are not None, else
-    those of ``base`` (the eval section). ``crf``: base's dict updated with override's keys.
-    (A None ``size`` in the result means "original size"; override it with ``'original'``.)"""
-    out = {}
-    for k in INFERENCE_KEYS:
-        if not any(d is not None and k in d for d in (base, override)):
-            continue
-        b = base.get(k) if base is not None else None
-        o = override.get(k) if override is not None else None
-        if k == "crf":
-            merged = dict(b or {})
-            merged.update(dict(o or {}))
-            out[k] = merged
-        else:
-            out[k] = b if o is None else o
-    return {k: v for k, v in out.items() if v is not None or k == "size"}
-
-
-def crf_from_cfg(crf_cfg) -> tuple[CRFParams | None, int]:
-    """``crf=dict(enabled, preset, workers, **param overrides)`` → (params or None, workers)."""
-    crf_cfg = dict(crf_cfg or {})
-    enabled = bool(crf_cfg.pop("enabled", False))
-    preset = crf_cfg.pop("preset", "dsrg_test")
-    workers = int(crf_cfg.pop("workers", 0) or 0)
-    crf_cfg.pop("start_method", None)
-    if not enabled:
-        return None, workers
-    return CRFParams.preset(preset, **crf_cfg), workers
+    def __post_init__(self):
+        if not self.scales or min(self.scales) <= 0 or self.batch_size < 1:
+            raise ValueError(f"need scales > 0 and batch_size >= 1, got {self.scales}, {self.batch_size}")
 
 
 def _net_logits(out):
@@ -115,8 +64,8 @@ def _base_size(shape, size) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def predict_logits(net, images: list, scales=(1.0,), flip: bool = True, size=321,
-                   device="cpu", batch_size: int = 1, amp: bool = False) -> list[torch.Tensor]:
+def predict_logits(net, images: list, scales, flip: bool, size, device="cpu",
+                   batch_size: int = 1, amp: bool = False) -> list[torch.Tensor]:
     """Average of the (scale, flip) logits upsampled to each image's own size (module doc).
 
     ``images``: list of (H, W, 3) uint8 RGB. Returns a list of (C, H, W) float32 tensors on
@@ -164,7 +113,7 @@ def _resized(image, hw):
     return image if image.shape[:2] == tuple(hw) else resize_image(image, hw)
 
 
-def predict_probs(net, images: list, scales=(1.0,), flip: bool = True, size=321, device="cpu",
+def predict_probs(net, images: list, scales, flip: bool, size, device="cpu",
                   batch_size: int = 1, amp: bool = False) -> list[np.ndarray]:
     """Softmax of :func:`predict_logits`: a list of (C, H, W) float32 numpy arrays, one per image
     at its original size."""

@@ -41,15 +41,15 @@ def _fg_claims(heatmaps: np.ndarray, fg_top: float, fg_mode: str) -> np.ndarray:
     return (heatmaps >= thr[:, None, None]) & (heatmaps > 0)
 
 
-def make_seeds(heatmaps, classes, saliency, fg_top: float = 0.30, fg_mode: str = "relative",
-               bg_sal: float = 0.06, overlap: str = "max") -> np.ndarray:
+def make_seeds(heatmaps, classes, saliency, *, fg_top: float, fg_mode: str, bg_sal: float,
+               overlap: str) -> np.ndarray:
     """Seed label map (H, W) uint8 from per-class heatmaps and a saliency map.
 
     Args:
         heatmaps: (K_img, H, W) float, each map normalised to [0, 1] (by its max).
         classes: K_img dataset indices (>= 1) of the heatmaps.
         saliency: (H, W) in [0, 1].
-        fg_top, fg_mode: foreground rule, see :func:`_fg_claims`.
+        fg_top, fg_mode: foreground rule, see :func:`_fg_claims` (EP paper §4.4: top 30 %).
         bg_sal: background where ``saliency < bg_sal``.
         overlap: a pixel claimed by several classes gets the claimant with the highest
             (normalised) heatmap value (``'max'``; an exact tie for the highest value → 255),

@@ -7,10 +7,13 @@ and hands over to :func:`pipeline.stage.run_stage`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import os
 import sys
 from pathlib import Path
+
+from pipeline.settings import ConfigError, Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_EXP = REPO_ROOT / "configs" / "demo_synthetic.py"
@@ -30,22 +33,54 @@ def parse_args(stage: str, argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def load_experiment(exp: str | os.PathLike, opts: dict | None = None):
-    """Load an experiment config, apply overrides and resolve relative paths against the repo."""
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it."""
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def load_config(exp: str | os.PathLike) -> dict:
+    """The experiment config as a plain dict (mmengine's ``Config``: ``_base_`` inheritance),
+    not yet checked."""
     from mmengine.config import Config
 
     path = Path(exp).expanduser()
     if not path.is_file():
-        raise SystemExit(f"experiment config not found: {path}")
-    cfg = Config.fromfile(str(path.resolve()))
+        raise ConfigError(f"experiment config not found: {path}")
+    return Config.fromfile(str(path.resolve())).to_dict()
+
+
+def load_experiment(exp: str | os.PathLike, opts: dict | None = None) -> Settings:
+    """Load an experiment config, check it, apply and check the overrides ``opts``
+    (``{"seeds.fg_top": 0.2}``, the command line's ``--opts``); return its typed settings.
+    Any bad section, key or value raises :class:`pipeline.settings.ConfigError` (one line that
+    names the file or OPTS and the key) before anything runs."""
+    path = Path(exp).expanduser()
+    raw = load_config(path)
+    try:
+        settings = Settings.from_dict(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{_shown(path)}: {exc}", exc.key) from None
     if opts:
-        unknown = [k for k in opts if k.split(".")[0] not in cfg]
-        if unknown:
-            raise SystemExit(f"{path}: --opts names unknown config section(s): {', '.join(unknown)}")
-        cfg.merge_from_dict(opts)
-    cfg.setdefault("experiment", {})
-    cfg.experiment.setdefault("name", path.stem)
-    return cfg
+        settings = settings.with_overrides(dict(opts), "OPTS")
+    if settings.experiment.name is None:
+        settings = dataclasses.replace(settings, experiment=settings.experiment.replace(name=path.stem))
+    return settings
+
+
+def config_exit(prog: str, exc: ConfigError) -> SystemExit:
+    """The one-line exit of a command whose config is wrong (status 1, no traceback)."""
+    return SystemExit(f"[{prog}] config error: {exc}")
+
+
+def load_experiment_or_exit(prog: str, exp, opts: dict | None = None) -> Settings:
+    """:func:`load_experiment` for a command line ``prog``: a config error exits with one line."""
+    try:
+        return load_experiment(exp, opts)
+    except ConfigError as exc:
+        raise config_exit(prog, exc) from None
 
 
 def default_work_dir(cfg) -> Path:
@@ -77,13 +112,12 @@ def load_upstream_model(ctx, stage: str, kind: str, num_classes: int):
     return net, meta
 
 
-def split_ids(ctx, default_split: str) -> tuple:
-    """``(index, split, ids)``: the data stage's index and the ids of the section's ``split``
-    (``default_split`` when the section has none)."""
+def split_ids(ctx) -> tuple:
+    """``(index, split, ids)``: the data stage's index and the ids of the section's ``split``."""
     from pipeline.data.index import DatasetIndex
 
     index = DatasetIndex.load(ctx.upstream_dir("data"))
-    split = ctx.section.get("split", default_split)
+    split = ctx.section.split
     return index, split, index.ids(split)
 
 
@@ -93,8 +127,8 @@ def load_inference_classifier(ctx, index, section) -> tuple:
     (e.g. EP inference on a GAP-trained model)."""
     net, _ = load_upstream_model(ctx, "classifier", "classifier", index.num_classes - 1)
     trained = net.pooling_name
-    if section.get("pooling"):
-        net.set_pooling(str(section["pooling"]))
+    if section.pooling is not None:
+        net.set_pooling(section.pooling)
     return net.eval().to(ctx.device), trained
 
 
@@ -125,25 +159,26 @@ def stage_upstream(mod, section) -> tuple[str, ...]:
 
 
 def main_for(module_name: str, argv=None) -> dict:
-    """Entry point used by each ``stages/<name>.py`` under ``if __name__ == '__main__'``."""
+    """Entry point used by each ``stages/<name>.py`` under ``if __name__ == '__main__'``: the
+    experiment is loaded and checked before anything runs; a config error or a StageError
+    prints one line and exits non-zero."""
     from pipeline.stage import StageError, run_stage
 
     mod = sys.modules[module_name] if module_name in sys.modules else importlib.import_module(module_name)
     stage = mod.STAGE
     args = parse_args(stage, argv)
-    cfg = load_experiment(args.exp, args.opts)
+    try:
+        cfg = load_experiment(args.exp, args.opts)
+        section = cfg.stage_section(stage, getattr(mod, "SECTIONS", None))
+        upstream = stage_upstream(mod, section)
+    except ConfigError as exc:
+        raise config_exit(stage, exc) from None
     work_dir = Path(args.work_dir).expanduser().resolve() if args.work_dir else default_work_dir(cfg)
     rank, world, device = setup_distributed()
-    want = str(cfg.experiment.get("device", "auto"))
-    if want == "cpu":
+    if cfg.experiment.device == "cpu":
         device = "cpu"
-    sections = getattr(mod, "SECTIONS", (stage,))
-    missing = [s for s in sections if s not in cfg]
-    if missing:
-        raise SystemExit(f"{args.exp}: no config section {missing[0]!r} for stage {stage!r}")
-    section = {s: cfg[s] for s in sections} if len(sections) > 1 else cfg[stage]
     try:
-        return run_stage(stage, stage_upstream(mod, section), mod.run, cfg, section, work_dir,
+        return run_stage(stage, upstream, mod.run, cfg, section, work_dir,
                          force=args.force, device=device, rank=rank, world_size=world,
                          extra_manifest={"experiment": str(Path(args.exp).resolve())})
     except StageError as exc:

@@ -37,7 +37,7 @@ from pipeline.ablation_table import format_cell, nested_get, table_columns
 from pipeline.report_html import (CSS, classifier_html, esc, final_scores, localize_html,
                                   seeds_html, segmentation_html, stages_html, submit_html, table)
 from pipeline.report_plots import plot_iou_bars, plot_training_curves, read_scalars
-from pipeline.stage import _plain, config_digests, read_manifest, write_json_atomic
+from pipeline.stage import config_digests, read_manifest, write_json_atomic
 from stages.common import stage_upstream
 
 STAGES = ("data", "classifier", "heatmaps", "saliency", "seeds", "segmenter", "upper_bound",
@@ -113,14 +113,11 @@ def _segmenter_outputs(cfg, work_dir, index, ids, images, seeds, device):
 
     net, _ = load_model(work_dir / "segmenter" / "model.pth", kind="segmenter")
     net = net.to(device).eval()
-    ev = cfg.get("eval") or {}
-    size = ev.get("size", 321)
-    size = None if isinstance(size, str) else size
+    size = None if cfg.eval is None or cfg.eval.size == "original" else cfg.eval.size
     probs = predict_probs(net, images, scales=(1.0,), flip=False, size=size, device=device, batch_size=8)
     preds = [p.argmax(0).astype(np.uint8) for p in probs]
     grown = []
-    dsrg = (cfg.get("segmenter") or {}).get("dsrg") or {}
-    fg, bg = float(dsrg.get("fg_threshold", 0.85)), float(dsrg.get("bg_threshold", 0.99))
+    fg, bg = cfg.segmenter.dsrg.fg_threshold, cfg.segmenter.dsrg.bg_threshold
     for img_id, p, s in zip(ids, probs, seeds):
         if s is None:
             grown.append(None)
@@ -263,12 +260,8 @@ def build_report(cfg, work_dir, device: str = "cpu", exp_path=None, log=print) -
             examples = examples_html(cfg, work_dir, man, tmp, device)
         except Exception as exc:  # noqa: BLE001 - a report never fails on one section
             examples = f"<p class=error>examples failed: {esc(type(exc).__name__)}: {esc(exc)}</p>"
-        try:
-            config_text = cfg.pretty_text
-        except Exception:  # noqa: BLE001
-            config_text = json.dumps(_plain(cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)),
-                                     indent=2, default=str)
-        name = cfg.get("experiment", {}).get("name", work_dir.name)
+        config_text = json.dumps(cfg.raw, indent=2, default=str)
+        name = cfg.experiment.name or work_dir.name
         body = [
             f"<h1>WSSS experiment report: {esc(name)}</h1>",
             f"<p class=note>work dir {esc(work_dir)}; config {esc(exp_path or '?')}; generated "
@@ -313,7 +306,7 @@ def _swap(src: Path, dst: Path) -> None:
 def main(argv=None) -> int:
     from mmengine.config import DictAction
 
-    from stages.common import DEFAULT_EXP, default_work_dir, load_experiment
+    from stages.common import DEFAULT_EXP, default_work_dir, load_experiment_or_exit
 
     p = argparse.ArgumentParser(prog="python -m stages.report", description=__doc__.split("\n")[0])
     p.add_argument("--exp", default=None, help="experiment config file")
@@ -322,11 +315,11 @@ def main(argv=None) -> int:
     p.add_argument("--force", action="store_true", help="ignored (the report always regenerates)")
     a = p.parse_args(argv)
     exp = a.exp or str(DEFAULT_EXP)
-    cfg = load_experiment(exp, a.opts)
+    cfg = load_experiment_or_exit("report", exp, a.opts)
     work_dir = Path(a.work_dir).expanduser().resolve() if a.work_dir else default_work_dir(cfg)
     import torch
 
-    device = "cuda" if torch.cuda.is_available() and str(cfg.experiment.get("device", "auto")) != "cpu" else "cpu"
+    device = "cuda" if torch.cuda.is_available() and cfg.experiment.device != "cpu" else "cpu"
     build_report(cfg, work_dir, device=device, exp_path=str(Path(exp).resolve()))
     return 0
 

@@ -23,13 +23,14 @@ import torch
 from pipeline.data.datasets import SegmentationDataset
 from pipeline.data.index import DatasetIndex
 from pipeline.evaluation import evaluate_segmenter, score_label_dir
-from pipeline.inference import InferenceSettings, crf_from_cfg, iter_segmentation, open_crf_pool
+from pipeline.inference import iter_segmentation, open_crf_pool
 from pipeline.mm.segmentation import (MMSegLogits, build_mmseg_model, mmseg_losses,
                                       save_mmseg_model)
 from pipeline.mm.train import train_from_section
 from pipeline.models.deeplab import load_segmenter
 from pipeline.voc import write_label_png
 from stages.common import main_for
+from stages.segmenter import quick_val_settings
 
 STAGE = "retrain"
 UPSTREAM = ("data", "segmenter")
@@ -40,14 +41,14 @@ def make_pseudo_labels(ctx, index: DatasetIndex, pcfg) -> int:
     how many this rank predicted."""
     out = ctx.out / "pseudo"
     out.mkdir(parents=True, exist_ok=True)
-    ids = index.ids(pcfg.get("split", "trainaug"))
+    ids = index.ids(pcfg.split)
     todo = [i for i in ids[ctx.rank::ctx.world_size] if not (out / f"{i}.png").is_file()]
     if todo:
         net, _ = load_segmenter(ctx.upstream_dir("segmenter") / "model.pth")
         net = net.to(ctx.device).eval()
-        settings = InferenceSettings.from_cfg(pcfg)
-        crf, workers = crf_from_cfg(pcfg.get("crf"))
-        pool = open_crf_pool(crf, workers)
+        inf = pcfg.inference()
+        settings, crf = inf.settings, inf.crf
+        pool = open_crf_pool(crf, inf.workers)
         ctx.log(f"pseudo-labels of {len(todo)} images (scales {settings.scales}, flip "
                 f"{settings.flip}, CRF {crf})")
         try:
@@ -66,11 +67,11 @@ def make_pseudo_labels(ctx, index: DatasetIndex, pcfg) -> int:
 
 
 def run(ctx) -> dict:
-    sec, tr = ctx.section, ctx.section["train"]
+    sec, tr = ctx.section, ctx.section.train
     index = DatasetIndex.load(ctx.upstream_dir("data"))
-    pcfg = sec.get("pseudo", {})
+    pcfg = sec.pseudo
     made = make_pseudo_labels(ctx, index, pcfg)
-    split = pcfg.get("split", "trainaug")
+    split = pcfg.split
     counts, metrics = {"pseudo_labels": len(index.ids(split)), "pseudo_predicted_here": made}, {}
     if ctx.rank == 0:
         q = score_label_dir(index, split, ctx.out / "pseudo")
@@ -79,27 +80,24 @@ def run(ctx) -> dict:
             ctx.log(f"pseudo-labels vs GT on {q['images']} {split} images: mIoU "
                     f"{100 * q['mIoU']:.2f}")
 
-    seed = int(ctx.cfg.experiment.get("seed", 0))
+    seed = ctx.cfg.experiment.seed
     torch.manual_seed(seed)
-    model_cfg = sec["model"]
+    model_cfg = sec.model
     model = build_mmseg_model(model_cfg, index.num_classes)
     ctx.log(f"mmseg {model_cfg['type']} ({model_cfg.get('decode_head', {}).get('type')}), "
             f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
-    train_ds = SegmentationDataset(index, tr.get("split", split), ctx.out / "pseudo", tr["crop"],
-                                   train=True, scale_range=tuple(tr.get("scale_range", (1.0, 1.0))),
-                                   resize=tr.get("resize"))
+    train_ds = SegmentationDataset(index, tr.split, ctx.out / "pseudo", tr.crop, train=True,
+                                   scale_range=tr.scale_range, resize=tr.resize)
 
     def loss_fn(net, batch):
         return mmseg_losses(net, batch["image"], batch["label"])
 
-    model = train_from_section(model, loss_fn, train_ds, tr, work_dir=ctx.out / "train", seed=seed,
-                               world_size=ctx.world_size)
-    val = sec.get("val", {})
-    res = evaluate_segmenter(MMSegLogits(model).eval(), index, val.get("split", "val"),
-                             dict(size=val.get("size", 321), scales=(1.0,), flip=False,
-                                  batch_size=int(val.get("batch_size", 10)), crf=dict(enabled=False)),
-                             ctx.device, rank=ctx.rank, world_size=ctx.world_size)
-    counts.update(iterations=int(tr["max_iters"]), train_images=len(train_ds), val_scored=res["scored"])
+    model = train_from_section(model, loss_fn, train_ds, tr.to_dict(), work_dir=ctx.out / "train",
+                               seed=seed, world_size=ctx.world_size)
+    res = evaluate_segmenter(MMSegLogits(model).eval(), index, sec.val.split,
+                             quick_val_settings(sec.val), ctx.device, rank=ctx.rank,
+                             world_size=ctx.world_size)
+    counts.update(iterations=tr.max_iters, train_images=len(train_ds), val_scored=res["scored"])
     if ctx.rank == 0:
         metrics.update(val_mIoU=res["mIoU"], val_IoU=dict(zip(index.classes, res["no_crf"]["IoU"])))
         miou = res["mIoU"]

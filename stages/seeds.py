@@ -39,7 +39,6 @@ from stages.common import main_for
 
 STAGE = "seeds"
 UPSTREAM = ("data", "heatmaps", "saliency")
-SOURCES = ("cam", "lambda_c")
 
 
 class _LabelFiles(Mapping):
@@ -87,20 +86,14 @@ def run(ctx) -> dict:
         return {}
     index = DatasetIndex.load(ctx.upstream_dir("data"))
     heat_dir, sal_dir = ctx.upstream_dir("heatmaps"), ctx.upstream_dir("saliency")
-    heat_cfg = ctx.upstream_manifests["heatmaps"].get("config", {})
-    split = heat_cfg.get("split", "trainaug")
+    split = ctx.upstream_manifests["heatmaps"]["config"]["split"]
     ids = index.ids(split)
-    source = sec.get("heatmap_source", "cam")
-    if source not in SOURCES:
-        raise StageError(f"seeds.heatmap_source must be one of {SOURCES}, got {source!r}")
+    source = sec.heatmap_source
     if source == "lambda_c" and not (heat_dir / "lambda_c").is_dir():
         raise StageError("seeds.heatmap_source='lambda_c' needs the λ^c maps: run "
                          "`make heatmaps OPTS=\"heatmaps.class_specific_lambda=True\"` first")
-    opts = dict(fg_top=float(sec.get("fg_top", 0.30)), fg_mode=sec.get("fg_mode", "relative"),
-                bg_sal=float(sec.get("bg_sal", 0.06)), overlap=sec.get("overlap", "max"))
-    norm_sal = bool(sec.get("normalise_saliency", True))
-    bg_thr = float(sec.get("pseudo_bg_threshold", 0.15))
-    n_overlays = int(sec.get("n_overlays", 8))
+    opts = dict(fg_top=sec.fg_top, fg_mode=sec.fg_mode, bg_sal=sec.bg_sal, overlap=sec.overlap)
+    norm_sal, bg_thr, n_overlays = sec.normalise_saliency, sec.pseudo_bg_threshold, sec.n_overlays
     ctx.log(f"{len(ids)} {split} images; source {source}; fg top {opts['fg_top']} ({opts['fg_mode']}), "
             f"bg saliency < {opts['bg_sal']} (normalised: {norm_sal}), overlap {opts['overlap']}; "
             f"pseudo-mask bg threshold {bg_thr}")
@@ -161,11 +154,11 @@ def run(ctx) -> dict:
     else:
         ctx.log(f"no GT masks for the {split} images: no seed quality")
 
-    if sec.get("export_dsrg_pickle", False):
+    if sec.export_dsrg_pickle:
         index_of = export_dsrg_cues(_LabelFiles(ctx.out / "labels", ids), ctx.out / "dsrg_cues.pickle",
-                                    grid=int(sec.get("dsrg_grid", 41)), num_classes=index.num_classes,
+                                    grid=sec.dsrg_grid, num_classes=index.num_classes,
                                     image_labels={i: index.labels(i) for i in ids},
-                                    mode=sec.get("dsrg_mode", "nearest"))
+                                    mode=sec.dsrg_mode)
         (ctx.out / "input_list.txt").write_text("".join(f"{i}.jpg {index_of[i]}\n" for i in ids))
         counts["dsrg_cues"] = len(ids)
         ctx.log(f"wrote {ctx.out / 'dsrg_cues.pickle'} and input_list.txt ({len(ids)} images)")

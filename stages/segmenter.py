@@ -23,34 +23,29 @@ from pipeline.data.datasets import SegmentationDataset
 from pipeline.data.index import DatasetIndex
 from pipeline.dsrg import DSRGConfig, ce_loss, dsrg_losses
 from pipeline.evaluation import evaluate_segmenter
+from pipeline.inference import InferenceSettings
 from pipeline.mm.train import train_from_section
 from pipeline.models.checkpoint import save_model
 from pipeline.models.deeplab import build_segmenter
-from pipeline.stage import StageError
 from stages.common import main_for, resolve_path
 
 STAGE = "segmenter"
 UPSTREAM = ("data", "seeds")
 
-LOSSES = ("dsrg", "ce")
-LABELS = ("seeds", "gt")
-
 
 def model_config(section) -> dict:
-    """The model section with ``pretrained`` resolved to an absolute path (or torchvision/None)."""
-    m = section["model"]
-    cfg = m.to_dict() if hasattr(m, "to_dict") else dict(m)
-    if cfg.get("pretrained") not in (None, "torchvision"):
+    """The model section as a dict (what ``model.pth`` records) with ``pretrained`` resolved to
+    an absolute path (or torchvision/None)."""
+    cfg = section.model.to_dict()
+    if cfg["pretrained"] not in (None, "torchvision"):
         cfg["pretrained"] = resolve_path(cfg["pretrained"])
     return cfg
 
 
 def make_loss_fn(loss: str, dsrg_cfg: DSRGConfig | None = None, crf_pool=None,
-                 ce_resolution: str = "input"):
-    """``loss_fn(net, batch)`` for :mod:`pipeline.mm.train` (batch: SegmentationDataset items)."""
-    if loss not in LOSSES:
-        raise StageError(f"segmenter.loss must be one of {LOSSES}, got {loss!r}")
-
+                 ce_resolution: str | None = None):
+    """``loss_fn(net, batch)`` for :mod:`pipeline.mm.train` (batch: SegmentationDataset items):
+    ``"dsrg"`` with ``dsrg_cfg`` or ``"ce"`` at ``ce_resolution``."""
     def loss_fn(net, batch):
         logits = net(batch["image"])
         if loss == "ce":
@@ -64,34 +59,32 @@ def train_segmenter(ctx, index: DatasetIndex, label_dir, section) -> torch.nn.Mo
 
     Resumes from the checkpoints there; returns the trained network (every rank under DDP).
     """
-    tr = section["train"]
-    loss = section.get("loss", "dsrg")
-    seed = int(ctx.cfg.experiment.get("seed", 0))
+    tr, loss = section.train, section.loss
+    seed = ctx.cfg.experiment.seed
     torch.manual_seed(seed)
     model_cfg = model_config(section)
     net = build_segmenter(model_cfg, index.num_classes)
-    train_ds = SegmentationDataset(index, tr.get("split", "trainaug"), label_dir, tr["crop"], train=True,
-                                   scale_range=tuple(tr.get("scale_range", (1.0, 1.0))),
-                                   resize=tr.get("resize"))
-    grid = net.output_size(int(tr["crop"]))
+    train_ds = SegmentationDataset(index, tr.split, label_dir, tr.crop, train=True,
+                                   scale_range=tr.scale_range, resize=tr.resize)
+    grid = net.output_size(tr.crop)
     ctx.log(f"DeepLab v2 VGG-16 ASPP, {index.num_classes} classes (bg incl.), "
             f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f}M parameters, pretrained="
-            f"{model_cfg.get('pretrained')}; loss={loss}; {len(train_ds)} training images, labels "
-            f"from {label_dir or 'the ground-truth masks'}; crop {tr['crop']} -> output {grid}x{grid}")
+            f"{model_cfg['pretrained']}; loss={loss}; {len(train_ds)} training images, labels "
+            f"from {label_dir or 'the ground-truth masks'}; crop {tr.crop} -> output {grid}x{grid}")
     pool = None
     dsrg_cfg = None
     if loss == "dsrg":
-        dsrg_cfg = DSRGConfig.from_cfg(section.get("dsrg"), section.get("crf"))
-        workers = int(section.get("crf", {}).get("workers", 0) or 0)
+        dsrg_cfg = section.dsrg_config()
+        workers = section.crf.workers
         if workers > 0:
-            pool = make_crf_pool(workers, section["crf"].get("start_method", "spawn"))
+            pool = make_crf_pool(workers, section.crf.start_method)
         ctx.log(f"DSRG: grow on {dsrg_cfg.grow_on}, thresholds {dsrg_cfg.fg_threshold}/"
                 f"{dsrg_cfg.bg_threshold}, CRF {dsrg_cfg.crf} in "
                 f"{f'{workers} worker processes' if pool else 'process'}")
-    ce_res = section.get("ce", {}).get("resolution", "input")
     try:
-        return train_from_section(net, make_loss_fn(loss, dsrg_cfg, pool, ce_res), train_ds, tr,
-                                  work_dir=ctx.out / "train", seed=seed, world_size=ctx.world_size)
+        return train_from_section(net, make_loss_fn(loss, dsrg_cfg, pool, section.ce.resolution),
+                                  train_ds, tr.to_dict(), work_dir=ctx.out / "train", seed=seed,
+                                  world_size=ctx.world_size)
     finally:
         if pool is not None:
             pool.shutdown()
@@ -99,12 +92,10 @@ def train_segmenter(ctx, index: DatasetIndex, label_dir, section) -> torch.nn.Mo
 
 def evaluate_and_save(ctx, net, index: DatasetIndex, section, kind: str = "segmenter") -> dict:
     """Quick val mIoU (single scale, no flip, no CRF) and ``model.pth``; returns counts/metrics."""
-    val = section.get("val", {})
-    split = val.get("split", "val")
-    eval_cfg = dict(size=val.get("size", 321), scales=(1.0,), flip=False,
-                    batch_size=int(val.get("batch_size", 10)), crf=dict(enabled=False))
-    res = evaluate_segmenter(net.eval(), index, split, eval_cfg, ctx.device, rank=ctx.rank,
-                             world_size=ctx.world_size)
+    val = section.val
+    split = val.split
+    res = evaluate_segmenter(net.eval(), index, split, quick_val_settings(val), ctx.device,
+                             rank=ctx.rank, world_size=ctx.world_size)
     s = res["no_crf"]
     metrics = {"val_mIoU": res["mIoU"], "val_aAcc": s["aAcc"],
                "val_IoU": dict(zip(index.classes, s["IoU"])), "val_split": split}
@@ -118,18 +109,21 @@ def evaluate_and_save(ctx, net, index: DatasetIndex, section, kind: str = "segme
     return {"counts": counts, "metrics": metrics}
 
 
+def quick_val_settings(val) -> InferenceSettings:
+    """The quick validation's inference: ``val.size``, one scale, no flip, no CRF, float32."""
+    return InferenceSettings(size=val.size, scales=(1.0,), flip=False, batch_size=val.batch_size,
+                             amp=False)
+
+
 def run(ctx) -> dict:
-    sec, tr = ctx.section, ctx.section["train"]
-    labels = tr.get("labels", "seeds")
-    if labels not in LABELS:
-        raise StageError(f"segmenter.train.labels must be one of {LABELS}, got {labels!r}")
+    sec, tr = ctx.section, ctx.section.train
+    labels = tr.labels
     index = DatasetIndex.load(ctx.upstream_dir("data"))
     label_dir = ctx.upstream_dir("seeds") / "labels" if labels == "seeds" else None
     net = train_segmenter(ctx, index, label_dir, sec)
     result = evaluate_and_save(ctx, net, index, sec)
-    result["counts"].update(train_images=len(index.ids(tr.get("split", "trainaug"))),
-                            iterations=int(tr["max_iters"]))
-    result["metrics"].update(loss=sec.get("loss", "dsrg"), labels=labels)
+    result["counts"].update(train_images=len(index.ids(tr.split)), iterations=tr.max_iters)
+    result["metrics"].update(loss=sec.loss, labels=labels)
     return result
 
 

@@ -10,34 +10,39 @@ I = 255
 A = np.array([[1.0, 0.8, 0.6, 0.0], [0.75, 0.2, 0.0, 0.0]])   # class 3
 B = np.array([[0.0, 0.9, 1.0, 0.71], [0.0, 0.0, 0.0, 0.1]])   # class 5
 SAL = np.array([[0.5, 0.5, 0.5, 0.03], [0.5, 0.01, 0.05, 0.5]])
+RULE = dict(fg_top=0.3, fg_mode="relative", bg_sal=0.06, overlap="max")   # EP paper §4.4
+
+
+def seeds(maps, classes, sal, **changes):
+    return make_seeds(maps, classes, sal, **{**RULE, **changes})
 
 
 def test_relative_overlap_max():
-    out = make_seeds(np.stack([A, B]), [3, 5], SAL, fg_top=0.3, fg_mode="relative", overlap="max")
+    out = seeds(np.stack([A, B]), [3, 5], SAL, fg_top=0.3, fg_mode="relative", overlap="max")
     # (0,1): A .8 vs B .9 -> 5; (0,3): B fg and bg -> 255; (1,3) unclaimed, salient -> 255
     assert out.dtype == np.uint8
     assert out.tolist() == [[3, 5, 5, I], [3, 0, 0, I]]
 
 
 def test_relative_overlap_ignore():
-    out = make_seeds(np.stack([A, B]), [3, 5], SAL, overlap="ignore")
+    out = seeds(np.stack([A, B]), [3, 5], SAL, overlap="ignore")
     assert out.tolist() == [[3, I, 5, I], [3, 0, 0, I]]
 
 
 def test_exact_tie_under_max_is_ignored():
     a = A.copy()
     a[0, 1] = 0.9
-    out = make_seeds(np.stack([a, B]), [3, 5], SAL, overlap="max")
+    out = seeds(np.stack([a, B]), [3, 5], SAL, overlap="max")
     assert out[0, 1] == I and out[0, 0] == 3
 
 
 def test_rank_mode_and_ties():
-    out = make_seeds(np.stack([A, B]), [3, 5], SAL, fg_top=0.25, fg_mode="rank")
+    out = seeds(np.stack([A, B]), [3, 5], SAL, fg_top=0.25, fg_mode="rank")
     # n = 2 pixels per class: A -> (0,0),(0,1); B -> (0,2),(0,1); overlap at (0,1) -> B;
     # (0,3) is no longer claimed by B, so its low saliency makes it background
     assert out.tolist() == [[3, 5, 5, 0], [I, 0, 0, I]]
     tied = np.array([[1.0, 1.0, 1.0, 0.0], [0.5, 0.0, 0.0, 0.0]])
-    out = make_seeds(tied[None], [2], np.ones((2, 4)), fg_top=0.25, fg_mode="rank")
+    out = seeds(tied[None], [2], np.ones((2, 4)), fg_top=0.25, fg_mode="rank")
     # all pixels tied with the cut value are claimed (3 > n = 2)
     assert out.tolist() == [[2, 2, 2, I], [I, I, I, I]]
 
@@ -45,19 +50,19 @@ def test_rank_mode_and_ties():
 def test_zero_map_claims_nothing_and_bg_only():
     z = np.zeros((2, 4))
     for mode in ("relative", "rank"):
-        out = make_seeds(z[None], [1], SAL, fg_mode=mode)
+        out = seeds(z[None], [1], SAL, fg_mode=mode)
         assert out.tolist() == [[I, I, I, 0], [I, 0, 0, I]]
-    out = make_seeds(np.zeros((0, 2, 4)), [], SAL)
+    out = seeds(np.zeros((0, 2, 4)), [], SAL)
     assert out.tolist() == [[I, I, I, 0], [I, 0, 0, I]]
 
 
 def test_bad_arguments():
     with pytest.raises(ValueError):
-        make_seeds(np.stack([A, B]), [3], SAL)
+        seeds(np.stack([A, B]), [3], SAL)
     with pytest.raises(ValueError):
-        make_seeds(A[None], [3], SAL, fg_mode="top")
+        seeds(A[None], [3], SAL, fg_mode="top")
     with pytest.raises(ValueError):
-        make_seeds(A[None], [3], SAL, overlap="min")
+        seeds(A[None], [3], SAL, overlap="min")
 
 
 def test_pseudo_mask_argmax():

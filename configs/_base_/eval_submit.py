@@ -3,8 +3,9 @@
 # scales 0.75 / 1 / 1.25 of it + horizontal flips, logits upsampled to the original image size
 # and averaged, softmax, dense CRF with the DSRG test parameters.
 eval = dict(
-    # (optional) model="retrain": score the `retrain` stage's mmseg segmentor instead of the
-    # DSRG segmenter (default "segmenter"); submit follows unless it sets its own `model`.
+    # the model scored: "segmenter" (DSRG) | "retrain" (the `retrain` stage's mmseg segmentor);
+    # submit follows unless it sets its own `model`.
+    model="segmenter",
     split="val",
     size=321,                  # base size (square) or (h, w); None / "original" = own size
     scales=(0.75, 1.0, 1.25),  # relative to the base size
@@ -19,6 +20,8 @@ eval = dict(
     n_overlays=8,              # overlays/<id>.png: image | prediction | prediction+CRF | GT
     save_predictions=True,     # pred/<id>.png colour palette PNGs (final = with CRF if enabled)
     save_no_crf=False,         # also pred_nocrf/<id>.png when the CRF is on
+    # (optional) chunk=N: images streamed through the network per CRF chunk (default
+    # max(batch_size, 8)); memory only, the results do not depend on it
 )
 
 submit = dict(

@@ -31,8 +31,9 @@ segmenter = dict(
     ),
     # training CRF at the output grid (§7: DSRG test parameters, spatial sigma / 12, P as unary);
     # any CRFParams field overrides the preset (bi_w, bi_xy, bi_rgb, pos_w, pos_xy, iterations,
-    # unary). workers: CRF process pool size per training process (0 = in-process).
-    crf=dict(preset="dsrg_train", workers=4),
+    # unary). workers: CRF process pool size per training process (0 = in-process), started
+    # with start_method; backend: "pydensecrf" (CPU) | "torch".
+    crf=dict(preset="dsrg_train", workers=4, start_method="spawn", backend="pydensecrf"),
     ce=dict(resolution="input"),        # loss="ce": "input" = upsampled logits | "output" = grid
     val=dict(split="val", size=321, batch_size=10),   # quick single-scale, no-CRF val mIoU
 )

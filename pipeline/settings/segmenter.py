@@ -1,0 +1,111 @@
+"""Typed ``segmenter``, ``upper_bound`` and ``retrain`` sections
+(configs/_base_/segmenter_dsrg_vgg16.py, configs/_base_/retrain_mmseg.py)."""
+from __future__ import annotations
+
+import dataclasses
+
+from pipeline.dsrg import DSRGConfig
+
+from .checks import Bool, Float, FreeDict, Int, Nullable, OneOf, Size, TupleOf
+from .crf import InferenceCRF, TrainingCRF
+from .classifier import PRETRAINED
+from .cues import SCALES
+from .evaluation import Inference, inference_settings
+from .section import Partial, Section, Sub, key
+from .train import SPLIT, SegmenterTrain, TrainSettings
+
+__all__ = ["SegmenterModel", "DSRGSettings", "CESettings", "QuickVal", "SegmenterSettings", "UpperBoundSettings",
+           "PseudoLabelSettings", "RetrainSettings"]
+
+@dataclasses.dataclass(frozen=True)
+class SegmenterModel(Section):
+    """DeepLab v2 (ASPP-L) VGG-16 (pipeline.models.deeplab.DeepLabV2VGG16)."""
+    type: str = key(OneOf("DeepLabV2VGG16"))
+    fc_channels: int = key(Int(1))
+    rates: tuple = key(TupleOf(Int(1), min_len=1))
+    dropout: float = key(Float(0, 1, hi_open=True))
+    width: float = key(Float(0, lo_open=True))
+    batch_norm: bool = key(Bool())
+    pretrained: str | None = key(PRETRAINED)
+
+
+@dataclasses.dataclass(frozen=True)
+class DSRGSettings(Section):
+    """DSRG growing thresholds, what it grows on, loss weights and the boundary-loss clip
+    (None = no clip, as SEC)."""
+    fg_threshold: float = key(Float(0, 1))
+    bg_threshold: float = key(Float(0, 1))
+    grow_on: str = key(OneOf("crf", "probs"))
+    seed_weight: float = key(Float(0))
+    boundary_weight: float = key(Float(0))
+    boundary_clip: tuple | None = key(Nullable(TupleOf(Float(0, lo_open=True), length=2)))
+
+    def check(self) -> None:
+        if self.boundary_clip is not None and self.boundary_clip[0] >= self.boundary_clip[1]:
+            raise self.fail("boundary_clip", f"={self.boundary_clip} must be (low, high) with low < high")
+
+
+@dataclasses.dataclass(frozen=True)
+class CESettings(Section):
+    resolution: str = key(OneOf("input", "output"))   # loss on upsampled logits | at the grid
+
+
+@dataclasses.dataclass(frozen=True)
+class QuickVal(Section):
+    """Single-scale, no-CRF val mIoU after training."""
+    split: str = key(SPLIT)
+    size: int | tuple = key(Size())
+    batch_size: int = key(Int(1))
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmenterSettings(Section):
+    model: SegmenterModel = key(Sub(SegmenterModel))
+    loss: str = key(OneOf("dsrg", "ce"))
+    train: SegmenterTrain = key(Sub(SegmenterTrain))
+    dsrg: DSRGSettings = key(Sub(DSRGSettings))
+    crf: TrainingCRF = key(Sub(TrainingCRF))
+    ce: CESettings = key(Sub(CESettings))
+    val: QuickVal = key(Sub(QuickVal))
+
+    def dsrg_config(self) -> DSRGConfig:
+        """The parameters of pipeline.dsrg.dsrg_losses: ``dsrg`` and the ``crf`` preset."""
+        return DSRGConfig(**self.dsrg.values(), crf=self.crf.params())
+
+
+@dataclasses.dataclass(frozen=True)
+class UpperBoundSettings(Section):
+    """The segmenter section's model and schedule trained on GT masks: ``loss`` and ``train``
+    overrides of ``segmenter.train``."""
+    loss: str = key(OneOf("dsrg", "ce"))
+    train: dict = key(Partial(SegmenterTrain))
+
+    def segmenter(self, seg: SegmenterSettings) -> SegmenterSettings:
+        """``seg`` with this section's loss and training overrides."""
+        return seg.replace(loss=self.loss, train=seg.train.replace(**self.train))
+
+
+@dataclasses.dataclass(frozen=True)
+class PseudoLabelSettings(Section):
+    """Inference of the trained segmenter on ``split`` for the pseudo-labels."""
+    split: str = key(SPLIT)
+    size: int | tuple | None = key(Nullable(Size()))
+    scales: tuple = key(SCALES)
+    flip: bool = key(Bool())
+    batch_size: int = key(Int(1))
+    amp: bool = key(Bool())
+    crf: InferenceCRF = key(Sub(InferenceCRF))
+
+    def inference(self) -> Inference:
+        return Inference(inference_settings(self.size, self.scales, self.flip, self.batch_size,
+                                            self.amp),
+                         self.crf.params_if_enabled(), self.crf.workers)
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrainSettings(Section):
+    """Second round: pseudo-labels → any mmseg segmentor (``model``: an mmseg model dict)."""
+    pseudo: PseudoLabelSettings = key(Sub(PseudoLabelSettings))
+    model: dict = key(FreeDict("type"))
+    train: TrainSettings = key(Sub(TrainSettings))
+    val: QuickVal = key(Sub(QuickVal))
