@@ -14,7 +14,7 @@ def save_untrained_classifier(ctx) -> dict:
 
     index = DatasetIndex.load(ctx.upstream_dir("data"))
     torch.manual_seed(0)
-    cfg = ctx.section["model"].to_dict()
+    cfg = ctx.section.model.to_dict()
     net = build_classifier(cfg, index.num_classes - 1)
     torch.nn.init.normal_(net.classifier.weight, std=1.0)
     save_model(ctx.out / "model.pth", net, "classifier", cfg, index.num_classes - 1, index.classes)

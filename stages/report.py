@@ -25,6 +25,7 @@ import importlib
 import json
 import math
 import os
+import pprint
 import shutil
 import sys
 import tempfile
@@ -260,7 +261,8 @@ def build_report(cfg, work_dir, device: str = "cpu", exp_path=None, log=print) -
             examples = examples_html(cfg, work_dir, man, tmp, device)
         except Exception as exc:  # noqa: BLE001 - a report never fails on one section
             examples = f"<p class=error>examples failed: {esc(type(exc).__name__)}: {esc(exc)}</p>"
-        config_text = json.dumps(cfg.raw, indent=2, default=str)
+        config_text = "\n".join(f"{k} = {pprint.pformat(v, width=100, sort_dicts=False)}"
+                                for k, v in cfg.raw.items())
         name = cfg.experiment.name or work_dir.name
         body = [
             f"<h1>WSSS experiment report: {esc(name)}</h1>",

@@ -43,9 +43,19 @@ def flatten_overrides(d, prefix: str = "") -> dict:
     return out
 
 
+def _merge(old, new):
+    """``new`` merged into ``old`` as mmengine's Config merges: dicts key by key, else replaced."""
+    if isinstance(old, dict) and isinstance(new, Mapping):
+        out = dict(old)
+        for k, v in new.items():
+            out[k] = _merge(old.get(k), v)
+        return out
+    return copy.deepcopy(new)
+
+
 def apply_overrides(raw: dict, overrides: dict) -> dict:
     """A copy of the plain config ``raw`` with ``{"section.key.sub": value}`` set (missing
-    intermediate dicts are created, as the command line's ``--opts`` do)."""
+    intermediate dicts are created and dict values merged, as the command line's ``--opts``)."""
     out = copy.deepcopy(raw)
     for dotted, value in overrides.items():
         *parents, leaf = str(dotted).split(".")
@@ -54,7 +64,7 @@ def apply_overrides(raw: dict, overrides: dict) -> dict:
             if not isinstance(node.get(part), dict):
                 node[part] = {}
             node = node[part]
-        node[leaf] = copy.deepcopy(value)
+        node[leaf] = _merge(node.get(leaf), value)
     return out
 
 
