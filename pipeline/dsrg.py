@@ -153,7 +153,7 @@ def dsrg_losses(logits: torch.Tensor, labels: torch.Tensor, classes: torch.Tenso
     return out
 
 
-def ce_loss(logits: torch.Tensor, labels: torch.Tensor, resolution: str = "input") -> torch.Tensor:
+def ce_loss(logits: torch.Tensor, labels: torch.Tensor, resolution: str) -> torch.Tensor:
     """Cross-entropy with 255 ignored, averaged over the labelled pixels (0 when none).
 
     ``resolution="input"``: logits bilinearly upsampled (align_corners=False) to the label

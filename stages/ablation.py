@@ -24,7 +24,6 @@ atomically) and is printed; a variant that fails is reported in its row and the 
 from __future__ import annotations
 
 import argparse
-import copy
 import importlib
 import os
 import sys

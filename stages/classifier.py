@@ -82,7 +82,7 @@ def run(ctx) -> dict:
             f"{model_cfg['pretrained']}")
     train_ds = ClassificationDataset(index, tr.split, tr.crop, train=True,
                                      scale_range=tr.scale_range, resize=tr.resize)
-    net = train_from_section(net, make_loss_fn(tr.loss), train_ds, tr.to_dict(),
+    net = train_from_section(net, make_loss_fn(tr.loss), train_ds, tr,
                              work_dir=ctx.out / "train", seed=seed, world_size=ctx.world_size)
     counts = {"train_images": len(train_ds), "iterations": tr.max_iters}
     metrics = {}

@@ -92,7 +92,7 @@ def run(ctx) -> dict:
     def loss_fn(net, batch):
         return mmseg_losses(net, batch["image"], batch["label"])
 
-    model = train_from_section(model, loss_fn, train_ds, tr.to_dict(), work_dir=ctx.out / "train",
+    model = train_from_section(model, loss_fn, train_ds, tr, work_dir=ctx.out / "train",
                                seed=seed, world_size=ctx.world_size)
     res = evaluate_segmenter(MMSegLogits(model).eval(), index, sec.val.split,
                              quick_val_settings(sec.val), ctx.device, rank=ctx.rank,

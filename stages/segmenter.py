@@ -83,7 +83,7 @@ def train_segmenter(ctx, index: DatasetIndex, label_dir, section) -> torch.nn.Mo
                 f"{f'{workers} worker processes' if pool else 'process'}")
     try:
         return train_from_section(net, make_loss_fn(loss, dsrg_cfg, pool, section.ce.resolution),
-                                  train_ds, tr.to_dict(), work_dir=ctx.out / "train", seed=seed,
+                                  train_ds, tr, work_dir=ctx.out / "train", seed=seed,
                                   world_size=ctx.world_size)
     finally:
         if pool is not None:

@@ -127,7 +127,7 @@ class DSRGSegmentor(BaseSegmentor):
         self.net = MODELS.build(net)
         self.loss_type, self.ce_resolution = loss, ce_resolution
         crf = TrainingCRF.from_dict(dict(crf or {}), "crf")
-        self.dsrg_cfg = DSRGConfig(**DSRGSettings.from_dict(dict(dsrg or {}), "dsrg").values(),
+        self.dsrg_cfg = DSRGConfig(**DSRGSettings.from_dict(dict(dsrg or {}), "dsrg").fields_dict(),
                                    crf=crf.params())
         self.crf_workers = crf.workers
         self._crf_pool = None

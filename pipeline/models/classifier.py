@@ -113,7 +113,10 @@ class WSSSClassifier(nn.Module):
 
 def build_classifier(model_cfg: dict, num_classes: int) -> WSSSClassifier:
     """Build a ``WSSSClassifier`` from a plain dict (see module docstring); loads ImageNet
-    conv weights when ``model_cfg['pretrained']`` is set."""
+    conv weights when ``model_cfg['pretrained']`` is set. The stage passes the checked
+    ``classifier.model`` section; the fall-backs for absent keys read ``model.pth`` files that
+    predate those keys (and the keys pipeline.settings.KEYS_ADDED_LATER leaves out at these
+    values)."""
     cfg = dict(model_cfg or {})
     known = {"backbone", "pooling", "classifier_bias", "pretrained", "bew_loss_weight"}
     unknown = sorted(set(cfg) - known - {"type"})

@@ -62,11 +62,26 @@ def _is_number(v) -> bool:
 
 
 class _Range:
-    """Bounds of a number: ``lo`` / ``hi`` (None = open-ended), exclusive with ``lo_open`` /
-    ``hi_open``."""
+    """A number of the kind ``accepts`` says, between ``lo`` / ``hi`` (None = open-ended),
+    exclusive with ``lo_open`` / ``hi_open``."""
+    noun = "a number"
 
     def __init__(self, lo=None, hi=None, lo_open=False, hi_open=False):
         self.lo, self.hi, self.lo_open, self.hi_open = lo, hi, lo_open, hi_open
+
+    @staticmethod
+    def accepts(v) -> bool:
+        return _is_number(v)
+
+    def __call__(self, v, key):
+        if not self.accepts(v):
+            raise _fail(key, v, self, "has the wrong type")
+        if not self.contains(v):
+            raise _fail(key, v, self, "is out of range")
+        return v
+
+    def describe(self) -> str:
+        return self.noun + self.phrase()
 
     def contains(self, v) -> bool:
         if self.lo is not None and (v < self.lo or (self.lo_open and v == self.lo)):
@@ -84,29 +99,15 @@ class _Range:
 
 
 class Int(_Range):
-    def __call__(self, v, key):
-        if not _is_int(v):
-            raise _fail(key, v, self, "has the wrong type")
-        if not self.contains(v):
-            raise _fail(key, v, self, "is out of range")
-        return v
+    noun = "an integer"
 
-    def describe(self) -> str:
-        return "an integer" + self.phrase()
+    @staticmethod
+    def accepts(v) -> bool:
+        return _is_int(v)
 
 
 class Float(_Range):
-    """A finite number (an integer is accepted as it is)."""
-
-    def __call__(self, v, key):
-        if not _is_number(v):
-            raise _fail(key, v, self, "has the wrong type")
-        if not self.contains(v):
-            raise _fail(key, v, self, "is out of range")
-        return v
-
-    def describe(self) -> str:
-        return "a number" + self.phrase()
+    """A finite number (an integer is accepted as it is, so its digest does not change)."""
 
 
 class Bool:
@@ -159,8 +160,9 @@ class TupleOf:
         for x in v:
             try:
                 out.append(self.item(x, key))
-            except ConfigError:
-                raise _fail(key, v, self) from None
+            except ConfigError as exc:
+                problem = "is out of range" if "out of range" in str(exc) else "is not allowed"
+                raise _fail(key, v, self, problem) from None
         return tuple(out)
 
     def describe(self) -> str:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from .checks import AnyOf, Bool, Float, Int, Nullable, OneOf, Size, Str, TupleOf
+from .checks import Bool, Float, Int, Nullable, OneOf, Size, Str, TupleOf
 from .classifier import POOLING
 from .section import Section, Sub, key
 from .train import SPLIT

@@ -56,9 +56,11 @@ def key(check, *, optional: bool = False):
 
 
 @dataclasses.dataclass(frozen=True)
-class Section:
+class Section(Mapping):
     """Base of the typed sections (see the module docstring). Subclasses are frozen dataclasses
-    whose fields are declared with :func:`key`."""
+    whose fields are declared with :func:`key`. A section also reads as a read-only mapping of
+    its set keys (``tr["max_iters"]``, ``dict(tr["optimizer"])``), for code that takes a config
+    mapping such as the trainer."""
 
     @classmethod
     def from_dict(cls, raw, path: str):
@@ -91,8 +93,10 @@ class Section:
         return getattr(self, "_path", type(self).__name__)
 
     def fail(self, name: str, message: str) -> ConfigError:
-        """A ConfigError about key ``name`` of this section: "<section>.<name> <message>"."""
-        return ConfigError(f"{self.path}.{name} {message}", f"{self.path}.{name}")
+        """A ConfigError about key ``name`` of this section: "<section>.<name> <message>" (no
+        space before a message that starts with "=")."""
+        sep = "" if message.startswith("=") else " "
+        return ConfigError(f"{self.path}.{name}{sep}{message}", f"{self.path}.{name}")
 
     def is_set(self, name: str) -> bool:
         """Whether the config set key ``name`` (optional keys may be left out)."""
@@ -111,9 +115,20 @@ class Section:
             out[f.name] = value.to_dict() if isinstance(value, Section) else value
         return out
 
-    def values(self) -> dict:
+    def fields_dict(self) -> dict:
         """Every key's typed value (nested sections stay typed), e.g. as keyword arguments."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def __getitem__(self, name: str):
+        if not self.is_set(name):
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def __iter__(self):
+        return (f.name for f in dataclasses.fields(self) if self.is_set(f.name))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
     def replace(self, **changes):
         """A copy with ``changes`` (already checked values), keeping the path and set keys."""

@@ -70,7 +70,7 @@ class SegmenterSettings(Section):
 
     def dsrg_config(self) -> DSRGConfig:
         """The parameters of pipeline.dsrg.dsrg_losses: ``dsrg`` and the ``crf`` preset."""
-        return DSRGConfig(**self.dsrg.values(), crf=self.crf.params())
+        return DSRGConfig(**self.dsrg.fields_dict(), crf=self.crf.params())
 
 
 @dataclasses.dataclass(frozen=True)

@@ -141,7 +141,8 @@ class Settings:
             section = str(dotted).split(".")[0]
             if section not in self.raw:
                 err = (unknown_key("", section, SECTIONS) if section not in SECTIONS else
-                       ConfigError(f"section {section} is not in this experiment", section))
+                       ConfigError(f"section {section} is not in this experiment: add the "
+                                   f"configs/_base_/ file that has it to its _base_ list", section))
                 raise ConfigError(f"{where}: {err}", err.key)
         try:
             return Settings.from_dict(apply_overrides(self.raw, overrides), check_variants=False)

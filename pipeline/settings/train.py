@@ -1,8 +1,8 @@
 """Typed ``train`` sections of the training stages (``classifier.train``, ``segmenter.train``,
 ``retrain.train``) and their optimizer / lr schedule / parameter-wise rules.
 
-The trainer takes a stage's ``train`` section as a mapping with these key names:
-``TrainSettings.to_dict()`` is that mapping.
+The trainer takes a stage's ``train`` section as a mapping with these key names (a section reads
+as a mapping of its set keys: ``tr["max_iters"]``, ``dict(tr["optimizer"])``).
 """
 from __future__ import annotations
 
