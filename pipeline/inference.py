@@ -38,7 +38,7 @@ import torch
 from pipeline.crf import CRFParams, crf_output, label_map
 from pipeline.crf_pool import CRFJobs, make_crf_pool
 from pipeline.data.transforms import resize_image, to_tensor
-from pipeline.geometry import grid_to_frame
+from pipeline.geometry import STRIDE, grid_to_frame
 from pipeline.inference_settings import (DSRG_PROB_FLOOR, FUSIONS, INFERENCE_KEYS, PROTOCOLS,
                                          InferenceSettings, crf_from_cfg, merge_inference_cfg)
 
@@ -78,13 +78,16 @@ def predict_logits(net, images: list, scales=(1.0,), flip: bool = True, size=321
     base ``size``; each also mirrored with ``flip``.
 
     ``images``: list of (H, W, 3) uint8 RGB. Returns a list of (C, H, W) float32 tensors on
-    ``device``. The network is put in eval mode for the call (its mode is restored after).
+    ``device``. The network's grid cell i sits on input pixel ``net.output_stride``·i (8 when
+    the attribute is absent: the VGG-16 networks). The network is put in eval mode for the call
+    (its mode is restored after).
     """
     if fusion not in FUSIONS:
         raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
     device = torch.device(device)
     scales = tuple(float(s) for s in scales)
     use_amp = bool(amp) and device.type == "cuda"
+    stride = int(getattr(net, "output_stride", STRIDE))     # cell i on input pixel stride·i
     groups: dict[tuple[int, int], list[int]] = {}
     for i, img in enumerate(images):
         key = (0, 0) if sizes is not None else _base_size(np.shape(img), size)
@@ -107,10 +110,10 @@ def predict_logits(net, images: list, scales=(1.0,), flip: bool = True, size=321
                         z = _net_logits(net(x))
                     z = z.float()
                     for j, i in enumerate(chunk):
-                        up = grid_to_frame(z[j], (sh, sw), np.shape(images[i])[:2])
+                        hw = np.shape(images[i])[:2]
+                        up = grid_to_frame(z[j], (sh, sw), hw, stride)
                         if flip:          # the mirrored grid sits on the mirrored frame
-                            up = up + grid_to_frame(z[len(chunk) + j], (sh, sw),
-                                                    np.shape(images[i])[:2]).flip(-1)
+                            up = up + grid_to_frame(z[len(chunk) + j], (sh, sw), hw, stride).flip(-1)
                         acc[j] = up if acc[j] is None else acc[j] + up
                 for j, i in enumerate(chunk):
                     out[i] = acc[j] / n_pass if fusion == "mean" else acc[j]
