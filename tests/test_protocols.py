@@ -86,3 +86,20 @@ def test_protocol_overrides_merge_and_errors(image):
     segs = list(iter_segmentation(SizeAndSideNet(), [("a", image)],
                                   InferenceSettings.from_cfg(dict(protocol="test-ms-f"))))
     assert segs[0].label.shape == (40, 60) and (segs[0].label == 2).all()
+
+
+def test_full_resolution_logits_with_output_stride_1(image):
+    """A network whose logits are already on the input's pixels (output_stride = 1, as the
+    mmseg wrapper) is not stretched by the stride-8 geometry."""
+    from pipeline.inference import predict_logits
+
+    class PerPixel(nn.Module):
+        output_stride = 1
+
+        def forward(self, x):
+            return torch.cat([x[:, :1], -x[:, :1]], 1)
+
+    img = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    z = predict_logits(PerPixel(), [img], (1.0,), False, size=None)[0]
+    ref = (img[..., 0].astype(np.float32) - 0.485 * 255) / (0.229 * 255)
+    np.testing.assert_allclose(z[0].numpy(), ref, rtol=1e-5, atol=1e-5)
