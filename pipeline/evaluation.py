@@ -142,7 +142,8 @@ def evaluate_segmenter(net, index, split: str, eval_cfg, device="cpu", out_dir=N
     with_crf = summary_json(cm_crf.summary(index.classes)) if crf is not None else None
     final = with_crf if with_crf is not None else plain
     return {"split": split, "images": n_pred, "scored": n_scored, "missing_gt": n_missing,
-            "crf_enabled": crf is not None, "protocol": settings.describe(), "mIoU": final["mIoU"], "no_crf": plain, "crf": with_crf,
+            "crf_enabled": crf is not None, "protocol": settings.describe(), "mIoU": final["mIoU"],
+            "no_crf": plain, "crf": with_crf,
             "confusion": {"no_crf": cm.mat.tolist(),
                           "crf": cm_crf.mat.tolist() if crf is not None else None}}
 

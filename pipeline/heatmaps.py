@@ -42,10 +42,10 @@ def aggregate_heatmaps(forward_fn, image: torch.Tensor, scales=(1.0,), flip: boo
     ``forward_fn(x)`` returns ``{'cam': (B, K, h, w), 'lam': (B, h, w)}`` ('lam' optional).
     For each scale s the input (B, 3, H, W) is resized to ``(round(sH), round(sW))``
     (bilinear, align_corners=False); with ``flip`` the mirrored input is also run. Every output
-    grid is upsampled to (H, W) with the networks' alignment, cell i on input pixel
-    ``stride``·i (:func:`pipeline.geometry.grid_to_frame`; a mirrored one to the mirrored frame, then mirrored
-    back) and the ``len(scales) · (1 + flip)`` results are averaged (raw values; normalise
-    afterwards).
+    grid is upsampled to (H, W) with the networks' alignment, cell i on input pixel ``stride``·i
+    (:func:`pipeline.geometry.grid_to_frame`; a mirrored one to the mirrored frame, then
+    mirrored back), and the ``len(scales) · (1 + flip)`` results are averaged (raw values;
+    normalise afterwards).
     Returns ``{'cam': (B, K, H, W), 'lam': (B, H, W) or None}``.
     """
     if image.ndim != 4:

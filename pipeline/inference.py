@@ -44,7 +44,8 @@ from pipeline.inference_settings import (DSRG_PROB_FLOOR, FUSIONS, INFERENCE_KEY
 
 __all__ = ["InferenceSettings", "predict_logits", "predict_probs", "crf_postprocess",
            "iter_segmentation", "Segmentation", "crf_from_cfg", "merge_inference_cfg",
-           "INFERENCE_KEYS", "open_crf_pool", "settings_probs", "PROTOCOLS", "FUSIONS", "DSRG_PROB_FLOOR"]
+           "INFERENCE_KEYS", "open_crf_pool", "settings_probs", "PROTOCOLS", "FUSIONS",
+           "DSRG_PROB_FLOOR"]
 
 
 def _net_logits(out):
