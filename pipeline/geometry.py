@@ -1,4 +1,5 @@
-"""Where the cells of the networks' output grid sit on the image (grid ↔ image mapping).
+"""Where the cells of the networks' output grid sit on the image (grid ↔ image mapping;
+docs/ALGORITHMS.md §14).
 
 Both VGG-16 networks (the cue classifier, DeepLab-ASPP) use "same"-padded convolutions and
 3×3 / stride-2 / pad-1 max pools in ceil mode (DeepLab's prototxt: "(16k−15); (8k−7); (4k−3);

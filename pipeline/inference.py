@@ -1,7 +1,7 @@
 """Test-time segmentation: multi-scale (+ flip) inference and dense-CRF post-processing.
 
-Three protocols (``protocol`` of an inference section, :data:`PROTOCOLS`; ALGORITHMS.md §5
-"Test", §7), each a set of network passes and a fusion of their logits:
+Three protocols (``protocol`` of an inference section, :data:`PROTOCOLS`; docs/ALGORITHMS.md
+§5.6, §7), each a set of network passes and a fusion of their logits:
 
 * ``test-ms-f`` (DSRG's ``test-ms-f.py``, its published val / test numbers): scales 0.75 / 1 /
   1.25 of the ORIGINAL image, no flip, ``fusion='sum'``;
@@ -37,7 +37,7 @@ import torch
 
 from pipeline.crf import CRFParams, crf_output, label_map
 from pipeline.crf_pool import CRFJobs, make_crf_pool
-from pipeline.data.transforms import resize_image, to_tensor
+from pipeline.data.transforms import parse_size, resize_image, to_tensor
 from pipeline.geometry import STRIDE, grid_to_frame
 from pipeline.inference_settings import (DSRG_PROB_FLOOR, FUSIONS, INFERENCE_KEYS, PROTOCOLS,
                                          InferenceSettings, crf_from_cfg, merge_inference_cfg)
@@ -55,11 +55,7 @@ def _net_logits(out):
 
 
 def _base_size(shape, size) -> tuple[int, int]:
-    if size is None:
-        return int(shape[0]), int(shape[1])
-    if isinstance(size, (tuple, list)):
-        return int(size[0]), int(size[1])
-    return int(size), int(size)
+    return parse_size(size) or (int(shape[0]), int(shape[1]))
 
 
 def _pass_sizes(base, scales, sizes) -> list[tuple[int, int]]:

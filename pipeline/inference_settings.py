@@ -12,6 +12,7 @@ import dataclasses
 import numpy as np
 
 from pipeline.crf import CRFParams
+from pipeline.data.transforms import parse_size
 
 __all__ = ["InferenceSettings", "merge_inference_cfg", "crf_from_cfg", "INFERENCE_KEYS",
            "PROTOCOLS", "FUSIONS", "DSRG_PROB_FLOOR"]
@@ -28,25 +29,18 @@ PROTOCOLS = {
 _PASS_KEYS = ("size", "scales", "sizes", "flip", "fusion")
 
 
-def _size_value(size):
-    if isinstance(size, str) and size.lower() in ("original", "none"):
-        return None
-    if isinstance(size, (list, tuple)):
-        return tuple(int(v) for v in size)
-    return None if size is None else int(size)
-
-
 def _float_tuple(v) -> tuple:
     return (float(v),) if np.isscalar(v) else tuple(float(s) for s in v)
 
 
 @dataclasses.dataclass(frozen=True)
 class InferenceSettings:
-    """``size``: int (square base), (h, w), or None (each image's own size); ``scales``
+    """``size``: (h, w) base size (:func:`pipeline.data.transforms.parse_size` of the config
+    value), or None (each image's own size); ``scales``
     relative to the base; ``sizes``: fixed square sides, one pass each (replaces size ×
     scales); ``flip`` adds mirrored passes; ``fusion`` 'mean' | 'sum' (module doc); ``amp``:
     float16 autocast on CUDA only; ``protocol``: the preset's name ("custom" without one)."""
-    size: int | tuple | None = 321
+    size: tuple | None = (321, 321)
     scales: tuple = (1.0,)
     flip: bool = True
     batch_size: int = 1
@@ -79,7 +73,7 @@ class InferenceSettings:
         vals.update({k: cfg.get(k) for k in _PASS_KEYS if cfg.get(k) is not None})
         sizes = vals["sizes"]
         label = (name + ("+" + ",".join(changed) if changed else "")) if name else "custom"
-        return cls(size=_size_value(vals["size"]), scales=_float_tuple(vals["scales"]),
+        return cls(size=parse_size(vals["size"]), scales=_float_tuple(vals["scales"]),
                    flip=bool(vals["flip"]), batch_size=max(1, int(cfg.get("batch_size") or 1)),
                    amp=bool(cfg.get("amp") or False),
                    sizes=None if sizes is None else tuple(int(v) for v in sizes),
@@ -87,14 +81,15 @@ class InferenceSettings:
 
     def describe(self) -> dict:
         """JSON-ready record of what ran (stored in the stages' metrics)."""
-        return {"protocol": self.protocol, "size": self.size, "scales": list(self.scales),
+        return {"protocol": self.protocol, "size": None if self.size is None else list(self.size),
+                "scales": list(self.scales),
                 "sizes": None if self.sizes is None else list(self.sizes), "flip": self.flip,
                 "fusion": self.fusion}
 
 
 def _normal(key, value):
     if key == "size":
-        return _size_value(value)
+        return parse_size(value)
     if key in ("scales", "sizes"):
         return None if value is None else _float_tuple(value)
     return value

@@ -1,5 +1,5 @@
 # Evaluation on the val split and the VOC test-server submission (stages `eval`, `submit`).
-# DSRG test protocol (ALGORITHMS.md §5 "Test", §7; DSRG's test-ms-f.py, which gave its published
+# DSRG test protocol (docs/ALGORITHMS.md §5.6, §7; DSRG's test-ms-f.py, which gave its published
 # val / test numbers): scales 0.75 / 1 / 1.25 of the original image, no flip, logits upsampled to
 # the original size and summed, softmax floored at 1e-5, dense CRF with the DSRG test parameters.
 eval = dict(
