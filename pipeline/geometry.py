@@ -75,7 +75,8 @@ def _axis(frame_len: int, input_len: int, grid_len: int, stride: int, device):
     return torch.as_tensor(i0, device=device), torch.as_tensor(i1, device=device), t
 
 
-def grid_to_frame(maps: torch.Tensor, input_size, out_size=None, stride: int = STRIDE) -> torch.Tensor:
+def grid_to_frame(maps: torch.Tensor, input_size, out_size=None,
+                  stride: int = STRIDE) -> torch.Tensor:
     """Bilinear upsampling of grid maps (…, h, w) to the frame (…, H, W), sampled at Eq. (1).
 
     ``input_size = (n_h, n_w)``: the network input that gave the grid; ``out_size = (H, W)``:

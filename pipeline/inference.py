@@ -137,7 +137,8 @@ def predict_probs(net, images: list, scales=(1.0,), flip: bool = True, size=321,
     return probs
 
 
-def settings_probs(net, images: list, settings: InferenceSettings, device="cpu") -> list[np.ndarray]:
+def settings_probs(net, images: list, settings: InferenceSettings,
+                   device="cpu") -> list[np.ndarray]:
     """:func:`predict_probs` with the passes and fusion of ``settings``."""
     return predict_probs(net, images, settings.scales, settings.flip, settings.size, device,
                          settings.batch_size, settings.amp, sizes=settings.sizes,

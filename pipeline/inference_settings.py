@@ -1,7 +1,8 @@
 """Settings of an inference section (eval / submit / retrain.pseudo): the test protocols.
 
 :data:`PROTOCOLS` names the pass sets and fusions of :mod:`pipeline.inference` (its module
-docstring describes them and their sources, DSRG's ``test-ms-f.py`` and ``test-ms.py``);
+docstring and docs/ALGORITHMS.md §5.6 describe them and their sources, DSRG's ``test-ms-f.py``
+and ``test-ms.py``);
 :class:`InferenceSettings` is what one section asks for; :func:`merge_inference_cfg` lets the
 submit section inherit eval's keys; :func:`crf_from_cfg` reads the ``crf`` sub-section.
 """

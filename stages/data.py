@@ -49,7 +49,8 @@ def run(ctx) -> dict:
     summary = prepare_dataset(root, index_tmp, sbd_root=sbd_root,
                               label_source=sec.get("label_source", "xml"), name=name,
                               heldout_seg_dir=heldout,
-                              aug_dir=aug_dir if aug_dir in (None, "auto") else resolve_path(aug_dir),
+                              aug_dir=(aug_dir if aug_dir in (None, "auto")
+                                       else resolve_path(aug_dir)),
                               aug_list=resolve_path(sec.get("aug_list")))
     for warning in summary.get("warnings", []):
         ctx.log(f"warning: {warning}")

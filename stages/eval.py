@@ -4,8 +4,9 @@ Inference (``pipeline.inference``): the test protocol ``eval.protocol`` (``test-
 scales 0.75 / 1 / 1.25 of the original image, logits summed, softmax floored at 1e-5;
 ``resized-square``: scales of a 321×321 resize + flips, logits averaged; or explicit keys),
 logits upsampled to the original image size, optional dense CRF (``eval.crf``, DSRG test
-parameters, ``crf.workers`` processes). The protocol that ran is in the metrics. Scoring (``pipeline.evaluation``): one confusion matrix
-over the split, GT 255 ignored; per-class IoU, mIoU, pixel accuracy, mean accuracy, fwIoU.
+parameters, ``crf.workers`` processes). The protocol that ran is in the metrics. Scoring
+(``pipeline.evaluation``): one confusion matrix over the split, GT 255 ignored; per-class IoU,
+mIoU, pixel accuracy, mean accuracy, fwIoU.
 
 Writes ``metrics.json`` (both tables + confusion matrices), ``pred/<id>.png`` (colour palette
 PNG of the final prediction: with CRF when enabled), ``overlays/<id>.png`` for the first

@@ -12,7 +12,8 @@ files. :func:`find_aug_layout` finds them:
 ``trainaug`` is the list minus the VOC val ids (:func:`trainaug_ids`); without a list,
 ``(ids with a mask in the folder ∪ VOC train) − VOC val`` (the same 10,582 ids on the full data).
 Masks are searched in ``SegmentationClass`` first (the finer VOC annotation wins for ids in
-both, as with SBD), then in the folder; :func:`collect_aug_masks` validates the folder's masks.
+both, as with SBD), then in the folder; :func:`collect_aug_masks` validates the folder's masks
+(docs/ALGORITHMS.md §9.1).
 """
 from __future__ import annotations
 
@@ -75,11 +76,13 @@ def find_aug_layout(root: Path, aug_dir="auto", aug_list=None) -> AugLayout | No
         if not path.is_file():
             raise FileNotFoundError(f"{path}: missing trainaug list (data.aug_list)")
         return AugLayout(folder, path)
-    candidates = [d / n for d in (root / "ImageSets" / "Segmentation", folder.parent) for n in LIST_NAMES]
+    folders = (root / "ImageSets" / "Segmentation", folder.parent)
+    candidates = [d / n for d in folders for n in LIST_NAMES]
     return AugLayout(folder, next((c for c in candidates if c.is_file()), None))
 
 
-def trainaug_ids(layout: AugLayout, train: list[str], val: list[str], warnings: list[str]) -> list[str]:
+def trainaug_ids(layout: AugLayout, train: list[str], val: list[str],
+                 warnings: list[str]) -> list[str]:
     """The trainaug ids of the layout: its list, else the masks' ids ∪ ``train``; val removed."""
     if layout.list is not None:
         ids = read_id_list(layout.list)

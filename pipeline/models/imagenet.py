@@ -13,8 +13,9 @@ from 7×7 to 3×3 spatial size" and 4096 → 1024 channels), which DSRG starts f
     fc6[f, c, i, j] = W6[s·f, c, 3·i, 3·j]   (W6 viewed as 4096×512×7×7; taps 0, 3, 6)
     fc7[f, g]       = W7[s·f, s·g]           biases b6[s·f], b7[s·f]
 
-with ``s = 4096 / F`` (4 for DeepLab's F = 1024), starting at index 0. The released caffemodel
-does not document its sampling offsets; these are the plain decimation the papers describe.
+with ``s = 4096 / F`` (4 for DeepLab's F = 1024), starting at index 0 (docs/ALGORITHMS.md §4).
+The released caffemodel does not document its sampling offsets; these are the plain decimation
+the papers describe.
 """
 from __future__ import annotations
 
@@ -166,7 +167,8 @@ def copy_decimated_fc(report: InitReport, layers: list[tuple[str, nn.Conv2d, nn.
                     report.keys.append(f"{key}.{part}")
 
 
-def load_vgg16_into(spec, convs: list[nn.Conv2d], fc_layers, new_layers: dict[str, str]) -> InitReport | None:
+def load_vgg16_into(spec, convs: list[nn.Conv2d], fc_layers,
+                    new_layers: dict[str, str]) -> InitReport | None:
     """Load ImageNet VGG-16 (``spec`` as :func:`resolve_vgg16_weights`) into 13 ``convs`` and the
     decimated fc6/fc7 of ``fc_layers`` (``(name prefix, fc6, fc7)`` tuples); ``new_layers``
     (name → reason) are recorded as new. Returns the :class:`InitReport`, None for no ``spec``."""
