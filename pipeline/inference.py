@@ -1,7 +1,7 @@
 """Test-time segmentation: multi-scale (+ flip) inference and dense-CRF post-processing.
 
-Three protocols (``protocol`` of an inference section, :data:`PROTOCOLS`; docs/ALGORITHMS.md
-§5.6, §7), each a set of network passes and a fusion of their logits:
+Three protocols (docs/ALGORITHMS.md §5.6, §7; ``protocol`` of an inference section,
+:data:`PROTOCOLS`), each a set of network passes and a fusion of their logits:
 
 * ``test-ms-f`` (DSRG's ``test-ms-f.py``, its published val / test numbers): scales 0.75 / 1 /
   1.25 of the ORIGINAL image, no flip, ``fusion='sum'``;
