@@ -1,4 +1,4 @@
-"""Scoring of segmentations on a split: one confusion matrix per split (ALGORITHMS.md §9).
+"""Scoring of segmentations on a split: one confusion matrix per split (docs/ALGORITHMS.md §9.2).
 
 * :func:`evaluate_segmenter` — run a segmentation network over a split
   (:mod:`pipeline.inference`: multi-scale + flip, optional dense CRF) and score it with and
@@ -16,15 +16,15 @@ class accuracy (mAcc), frequency-weighted IoU (fwIoU). Summaries are JSON-ready:
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.crf import CRFParams
 from pipeline.inference import InferenceSettings, iter_segmentation, open_crf_pool
-from pipeline.metrics import IGNORE_INDEX, ConfusionMatrix
-from pipeline.voc import read_label_png, write_label_png
+from pipeline.io_utils import json_safe
+from pipeline.metrics import ConfusionMatrix
+from pipeline.voc import IGNORE_INDEX, read_label_png, write_label_png
 
 __all__ = ["read_gt", "summary_json", "evaluate_segmenter", "score_label_dir", "write_overlay",
            "UNLABELLED_MODES"]
@@ -40,17 +40,9 @@ def read_gt(index, img_id: str) -> np.ndarray | None:
     return gt
 
 
-def _clean(v):
-    if isinstance(v, float) and math.isnan(v):
-        return None
-    if isinstance(v, list):
-        return [_clean(x) for x in v]
-    return v
-
-
 def summary_json(summary: dict) -> dict:
     """A ``ConfusionMatrix.summary`` with NaN replaced by None (valid JSON)."""
-    return {k: _clean(v) for k, v in summary.items()}
+    return json_safe(summary)
 
 
 def _all_reduce_ints(values: list[int], world_size: int) -> list[int]:
@@ -95,7 +87,8 @@ def evaluate_segmenter(net, index, split: str, settings: InferenceSettings, devi
     Under DDP (``world_size > 1``) rank r handles ids ``r::world_size`` and the confusion matrices
     are summed over ranks (every rank returns the same numbers).
 
-    Returns ``{"split", "images", "scored", "missing_gt", "crf_enabled", "mIoU" (final),
+    Returns ``{"split", "images", "scored", "missing_gt", "crf_enabled", "protocol" (the test
+    protocol that ran, :meth:`~pipeline.inference.InferenceSettings.describe`), "mIoU" (final),
     "no_crf": summary, "crf": summary | None, "confusion": {"no_crf", "crf"}}``.
     """
     ids = index.ids(split)
@@ -143,7 +136,8 @@ def evaluate_segmenter(net, index, split: str, settings: InferenceSettings, devi
     with_crf = summary_json(cm_crf.summary(index.classes)) if crf is not None else None
     final = with_crf if with_crf is not None else plain
     return {"split": split, "images": n_pred, "scored": n_scored, "missing_gt": n_missing,
-            "crf_enabled": crf is not None, "mIoU": final["mIoU"], "no_crf": plain, "crf": with_crf,
+            "crf_enabled": crf is not None, "protocol": settings.describe(), "mIoU": final["mIoU"],
+            "no_crf": plain, "crf": with_crf,
             "confusion": {"no_crf": cm.mat.tolist(),
                           "crf": cm_crf.mat.tolist() if crf is not None else None}}
 

@@ -1,10 +1,12 @@
 """Stage `eval`: mIoU of the trained segmenter on the validation split, with and without CRF.
 
-Inference (``pipeline.inference``): base size ``eval.size`` (321×321 as DSRG, aspect ratio
-ignored; None = original size) × ``eval.scales`` (+ horizontal flips), logits upsampled to the
-original image size and averaged, softmax, optional dense CRF (``eval.crf``, DSRG test
-parameters, ``crf.workers`` processes). Scoring (``pipeline.evaluation``): one confusion matrix
-over the split, GT 255 ignored; per-class IoU, mIoU, pixel accuracy, mean accuracy, fwIoU.
+Inference (``pipeline.inference``): the test protocol ``eval.protocol`` (``test-ms-f``: DSRG's
+scales 0.75 / 1 / 1.25 of the original image, logits summed, softmax floored at 1e-5;
+``resized-square``: scales of a 321×321 resize + flips, logits averaged; or explicit keys),
+logits upsampled to the original image size, optional dense CRF (``eval.crf``, DSRG test
+parameters, ``crf.workers`` processes). The protocol that ran is in the metrics. Scoring
+(``pipeline.evaluation``): one confusion matrix over the split, GT 255 ignored; per-class IoU,
+mIoU, pixel accuracy, mean accuracy, fwIoU.
 
 Writes ``metrics.json`` (both tables + confusion matrices), ``pred/<id>.png`` (colour palette
 PNG of the final prediction: with CRF when enabled), ``overlays/<id>.png`` for the first
@@ -17,8 +19,9 @@ import torch
 
 from pipeline.data.index import DatasetIndex
 from pipeline.evaluation import evaluate_segmenter
+from pipeline.io_utils import write_json_atomic
 from pipeline.metrics import format_table
-from pipeline.stage import StageError, write_json_atomic
+from pipeline.stage import StageError
 from stages.common import load_upstream_model, main_for
 
 STAGE = "eval"
@@ -62,8 +65,8 @@ def run(ctx) -> dict:
     net, _ = load_segmenter(ctx, index, sec.model)
     split = sec.split
     torch.manual_seed(ctx.cfg.experiment.seed)
-    ctx.log(f"scoring {split} ({len(index.ids(split))} images): size={sec.size}, "
-            f"scales={sec.scales}, flip={sec.flip}, crf={sec.crf.to_dict()}")
+    ctx.log(f"scoring {split} ({len(index.ids(split))} images): test protocol "
+            f"{sec.inference().settings.describe()}, crf={sec.crf.to_dict()}")
     res = evaluate_section(net, index, sec, ctx, out_dir=ctx.out)
     if res["scored"] == 0:
         raise StageError(f"no ground-truth mask for any id of split {split!r}: nothing to score")

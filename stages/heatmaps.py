@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from pipeline.data.index import DatasetIndex
-from pipeline.data.transforms import resize_image, to_tensor
+from pipeline.data.transforms import parse_size, resize_image, to_tensor
 from pipeline.heatmaps import aggregate_heatmaps, class_specific_lambda, normalise_per_class, save_heatmap
 from pipeline.rib import pick_negatives, rib_heatmaps
 from pipeline.writer import BackgroundWriter
@@ -43,20 +43,11 @@ STAGE = "heatmaps"
 UPSTREAM = ("data", "classifier")
 
 
-def _size_hw(size):
-    if size in (None, 0, "none", "None"):
-        return None
-    if isinstance(size, (int, float)):
-        return int(size), int(size)
-    h, w = size
-    return int(h), int(w)
-
-
 class _Images(Dataset):
     """Items ``(3xhxw tensor, id, (H, W) original size)``; resized to ``size`` when given."""
 
     def __init__(self, index: DatasetIndex, ids: list[str], size):
-        self.index, self.ids, self.size = index, ids, _size_hw(size)
+        self.index, self.ids, self.size = index, ids, parse_size(size)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -112,7 +103,9 @@ def infer_batch(net, images: torch.Tensor, scales, flip: bool, with_lambda_c: bo
 
 
 def _to_image(x: torch.Tensor, hw) -> torch.Tensor:
-    """(k, h, w) → (k, H, W) bilinear (align_corners=False)."""
+    """(k, S, S) maps of the resized input → (k, H, W) of the image: the inverse of the
+    input's bilinear resize (align_corners=False = OpenCV's half-pixel convention); the grid →
+    input step already used the stride-8 geometry (:func:`pipeline.heatmaps.aggregate_heatmaps`)."""
     if tuple(x.shape[-2:]) == tuple(hw):
         return x
     if x.shape[0] == 0:
@@ -187,7 +180,7 @@ class RIBSource:
         self.cfg = {**sec.rib.algorithm_options(), "scales": sec.scales, "flip": sec.flip}
         self.n_neg = sec.rib.negatives
         self.labels = {i: index.labels(i) for i in ids}
-        self.size = _size_hw(sec.size)
+        self.size = parse_size(sec.size)
         self.stops: dict[str, int] = defaultdict(int)
 
     def _image(self, img_id):

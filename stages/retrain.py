@@ -1,8 +1,9 @@
-"""Stage `retrain` (optional second round of DSRG, ALGORITHMS.md §5): pseudo-labels → any mmseg model.
+"""Stage `retrain` (optional second DSRG round, docs/ALGORITHMS.md §5.7): pseudo-labels → mmseg.
 
 1. The trained segmenter (``WORK_DIR/segmenter/model.pth``) predicts every image of
-   ``retrain.pseudo.split`` (trainaug) with the inference settings of ``retrain.pseudo`` (DSRG:
-   multi-scale + flip, dense CRF; :func:`pipeline.inference.iter_segmentation`) → ``pseudo/<id>.png``
+   ``retrain.pseudo.split`` (trainaug) with the inference settings of ``retrain.pseudo`` (DSRG's
+   ``test-ms`` protocol: squares 241 / 321 / 401, scores summed, dense CRF;
+   :func:`pipeline.inference.iter_segmentation`) → ``pseudo/<id>.png``
    (their quality against the GT masks is scored when those exist). Existing files are kept on
    resume; under DDP every rank predicts its share.
 2. ``retrain.model`` — any mmsegmentation segmentor config dict (default: DeepLabV3+ ResNet-50-D8;
@@ -16,14 +17,13 @@
 """
 from __future__ import annotations
 
-import os
-
 import torch
 
 from pipeline.data.datasets import SegmentationDataset
 from pipeline.data.index import DatasetIndex
 from pipeline.evaluation import evaluate_segmenter, score_label_dir
 from pipeline.inference import iter_segmentation, open_crf_pool
+from pipeline.io_utils import atomic_file
 from pipeline.mm.segmentation import (MMSegLogits, build_mmseg_model, mmseg_losses,
                                       save_mmseg_model)
 from pipeline.mm.train import train_from_section
@@ -49,14 +49,13 @@ def make_pseudo_labels(ctx, index: DatasetIndex, pcfg) -> int:
         inf = pcfg.inference()
         settings, crf = inf.settings, inf.crf
         pool = open_crf_pool(crf, inf.workers)
-        ctx.log(f"pseudo-labels of {len(todo)} images (scales {settings.scales}, flip "
-                f"{settings.flip}, CRF {crf})")
+        ctx.log(f"pseudo-labels of {len(todo)} images (test protocol {settings.describe()}, "
+                f"CRF {crf})")
         try:
             for seg in iter_segmentation(net, ((i, index.read_image(i)) for i in todo), settings,
                                          ctx.device, crf=crf, pool=pool):
-                tmp = out / f".{seg.key}.tmp.png"
-                write_label_png(tmp, seg.final)
-                os.replace(tmp, out / f"{seg.key}.png")
+                with atomic_file(out / f"{seg.key}.png") as tmp:
+                    write_label_png(tmp, seg.final)
         finally:
             if pool is not None:
                 pool.shutdown()
@@ -72,7 +71,8 @@ def run(ctx) -> dict:
     pcfg = sec.pseudo
     made = make_pseudo_labels(ctx, index, pcfg)
     split = pcfg.split
-    counts, metrics = {"pseudo_labels": len(index.ids(split)), "pseudo_predicted_here": made}, {}
+    counts = {"pseudo_labels": len(index.ids(split)), "pseudo_predicted_here": made}
+    metrics = {"pseudo_protocol": pcfg.inference().settings.describe()}
     if ctx.rank == 0:
         q = score_label_dir(index, split, ctx.out / "pseudo")
         if q["images"]:

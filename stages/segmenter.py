@@ -71,6 +71,8 @@ def train_segmenter(ctx, index: DatasetIndex, label_dir, section) -> torch.nn.Mo
             f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f}M parameters, pretrained="
             f"{model_cfg['pretrained']}; loss={loss}; {len(train_ds)} training images, labels "
             f"from {label_dir or 'the ground-truth masks'}; crop {tr.crop} -> output {grid}x{grid}")
+    if net.init_report is not None:
+        ctx.log(net.init_report.describe())
     pool = None
     dsrg_cfg = None
     if loss == "dsrg":
@@ -111,8 +113,8 @@ def evaluate_and_save(ctx, net, index: DatasetIndex, section, kind: str = "segme
 
 def quick_val_settings(val) -> InferenceSettings:
     """The quick validation's inference: ``val.size``, one scale, no flip, no CRF, float32."""
-    return InferenceSettings(size=val.size, scales=(1.0,), flip=False, batch_size=val.batch_size,
-                             amp=False)
+    return InferenceSettings.from_cfg(dict(size=val.size, scales=(1.0,), flip=False,
+                                           batch_size=val.batch_size))
 
 
 def run(ctx) -> dict:

@@ -8,9 +8,9 @@ compares ``eval``'s mIoU with this one.
 from __future__ import annotations
 
 from pipeline.data.index import DatasetIndex
+from pipeline.io_utils import write_json_atomic
 from pipeline.metrics import format_table
 from pipeline.models.checkpoint import save_model
-from pipeline.stage import write_json_atomic
 from stages.common import main_for
 from stages.eval import evaluate_section
 from stages.segmenter import model_config, train_segmenter
@@ -36,7 +36,7 @@ def run(ctx) -> dict:
             ctx.log("upper bound, CRF\n" + format_table(res["crf"]))
         metrics = {"mIoU": res["mIoU"], "mIoU_no_crf": res["no_crf"]["mIoU"],
                    "mIoU_crf": None if res["crf"] is None else res["crf"]["mIoU"],
-                   "no_crf": res["no_crf"], "crf": res["crf"]}
+                   "no_crf": res["no_crf"], "crf": res["crf"], "protocol": res["protocol"]}
         counts.update(val_images=res["images"], val_scored=res["scored"])
         write_json_atomic(ctx.out / "metrics.json", metrics)
     return {"counts": counts, "metrics": metrics}

@@ -1,17 +1,13 @@
 """pipeline.inference: multi-scale + flip inference, CRF post-processing, settings."""
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-from mmengine.config import Config
 from torch import nn
 
 from pipeline.crf import CRFParams
-from pipeline.inference import (InferenceSettings, crf_postprocess, iter_segmentation,
-                                open_crf_pool, predict_logits, predict_probs)
+from pipeline.inference import (InferenceSettings, crf_from_cfg, crf_postprocess, iter_segmentation,
+                                merge_inference_cfg, open_crf_pool, predict_logits, predict_probs)
 from pipeline.models.deeplab import DeepLabV2VGG16
-from pipeline.settings.evaluation import EvalSettings, SubmitSettings
 
 C = 3
 SCALES = (0.75, 1.0, 1.25)
@@ -88,7 +84,7 @@ def test_crf_keeps_a_valid_label_map_and_pool_matches_sequential(net, images):
         np.testing.assert_allclose(q.sum(0), 1.0, atol=1e-4)
         lab = q.argmax(0)
         assert lab.min() >= 0 and lab.max() < C
-    settings = InferenceSettings(size=None, scales=(1.0,), flip=True, batch_size=2, amp=False)
+    settings = InferenceSettings(size=None, scales=(1.0,), flip=True, batch_size=2)
     items = [(f"id{i}", im) for i, im in enumerate(images)] * 2     # 4 items, chunk 3
     plain = list(iter_segmentation(net, items, settings, crf=params, chunk=3))
     pool = open_crf_pool(params, 2)
@@ -107,19 +103,16 @@ def test_crf_keeps_a_valid_label_map_and_pool_matches_sequential(net, images):
 
 
 def test_settings_and_merge():
-    base = Config.fromfile(str(Path(__file__).resolve().parent.parent
-                               / "configs/_base_/eval_submit.py")).to_dict()
-    ev = EvalSettings.from_dict({**base["eval"], "crf": dict(enabled=True, preset="dsrg_test",
-                                                              workers=2, bi_w=5)}, "eval")
-    m = SubmitSettings.from_dict({**base["submit"], "crf": dict(workers=4)}, "submit").inference(ev)
-    assert m.settings == InferenceSettings(size=321, scales=(0.75, 1.0, 1.25), flip=True,
-                                           batch_size=8, amp=True)
-    assert m.workers == 4 and m.crf == CRFParams.preset("dsrg_test", bi_w=5)
-    own = {**base["submit"], "size": "original", "flip": False, "crf": dict(enabled=False)}
-    s = SubmitSettings.from_dict(own, "submit").inference(ev)
-    assert s.settings.size is None and s.settings.flip is False and s.settings.batch_size == 8
-    assert s.crf is None and s.workers == 2
-    params = ev.inference().crf
+    ev = dict(size=321, scales=(0.75, 1.0, 1.25), flip=True, batch_size=8, amp=True,
+              crf=dict(enabled=True, preset="dsrg_test", workers=2), n_overlays=8)
+    sub = dict(split="test", size=None, scales=None, flip=None, batch_size=None, amp=None,
+               crf=dict(workers=4))
+    m = merge_inference_cfg(ev, sub)
+    assert m["size"] == 321 and m["scales"] == (0.75, 1.0, 1.25) and m["crf"]["workers"] == 4
+    assert m["crf"]["enabled"] is True
+    s = InferenceSettings.from_cfg(merge_inference_cfg(ev, dict(size="original", flip=False)))
+    assert s.size is None and s.flip is False and s.batch_size == 8
+    params, workers = crf_from_cfg(dict(enabled=True, preset="dsrg_test", workers=2, bi_w=5))
+    assert workers == 2 and params == CRFParams.preset("dsrg_test", bi_w=5)
+    assert crf_from_cfg(dict(enabled=False, workers=2))[0] is None
     assert open_crf_pool(None, 4) is None and open_crf_pool(params, 1) is None
-    with pytest.raises(ValueError):
-        InferenceSettings(size=None, scales=(0.0,), flip=False, batch_size=1, amp=False)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from mmengine.config import Config
 
+from pipeline.crf import CRFParams
 from pipeline.settings import SECTIONS, ConfigError, KEYS_ADDED_LATER, Section, Settings
 from pipeline.stage import config_digests
 from stages.common import load_experiment, main_for
@@ -67,9 +68,11 @@ def _fails(*opts, exp=DEMO) -> str:
     ("seeds.bg_sal=-1", "seeds.bg_sal=-1 is out of range: it must be a number in [0, 1]"),
     ("classifier.train.batch_size=0",
      "classifier.train.batch_size=0 is out of range: it must be an integer >= 1"),
-    ("eval.scales=(0,)", "eval.scales=(0,) is out of range: it must be a tuple of one or more "
-                         "values, each a number > 0"),
+    ("eval.scales=(0,)", "eval.scales=(0,) is out of range: it must be None or a tuple of one or "
+                         "more values, each a number > 0"),
     ("eval.scales=()", "eval.scales=() has the wrong length"),
+    ("heatmaps.scales=(1.0, -0.5)", "heatmaps.scales=(1.0, -0.5) is out of range: it must be a "
+                                    "tuple of one or more values, each a number > 0"),
     ("seeds.fg_top=high", "seeds.fg_top='high' has the wrong type: it must be a number in [0, 1]"),
     ("seeds.fg_mode=top", "seeds.fg_mode='top' is not allowed: it must be one of 'relative', 'rank'"),
     ("classifier.train.optimizer.momentum=0.9",
@@ -130,8 +133,8 @@ def test_one_line_message_and_status_from_the_command_line(tmp_path):
 DEMO_DIGESTS = {"data": "9253634834f1d672", "classifier": "7979784e0bc654ac",
                 "heatmaps": "d0ebaaef59664a1a", "saliency": "b45f1381ffc7f831",
                 "seeds": "c7fc893acb09f3bd", "segmenter": "5fa505046dcbc1cd",
-                "upper_bound": "8aa03f4dadf91d66", "eval": "8476809aba3de063",
-                "submit": "c16c21cd2cc31d19", "localize": "2c9dcb51365d7f4a"}
+                "upper_bound": "5f96e864d6c8a9a2", "eval": "a2a60b288d4a6ee7",
+                "submit": "0624784cd3db6222", "localize": "2c9dcb51365d7f4a"}
 
 
 def test_digests_of_unchanged_configs_stay_and_later_keys_count_once_changed():
@@ -155,3 +158,21 @@ def test_digests_of_unchanged_configs_stay_and_later_keys_count_once_changed():
             assert name in {f.name for f in dataclasses.fields(node)}, dotted
             node = next((f.metadata["check"].cls for f in dataclasses.fields(node)
                          if f.name == name and hasattr(f.metadata["check"], "cls")), None)
+
+
+def test_submit_takes_evals_inference_unless_it_sets_its_own():
+    demo = load_experiment(DEMO)
+    ev = demo.with_overrides({"eval.crf.bi_w": 5}).eval
+    same = demo.submit.inference(ev)
+    assert same.settings == ev.inference().settings and same.settings.protocol == "resized-square+size"
+    assert same.crf == CRFParams.preset("dsrg_test", bi_w=5) and same.workers == 2
+    own = demo.with_overrides({"submit.size": "original", "submit.flip": False,
+                               "submit.crf": {"enabled": False, "workers": 4}}).submit.inference(ev)
+    assert own.settings.size is None and own.settings.flip is False
+    assert own.settings.batch_size == ev.batch_size and own.crf is None and own.workers == 4
+    voc = load_experiment(REPO / "configs" / "voc_ep_dsrg.py")
+    assert voc.eval.inference().settings.describe() == {
+        "protocol": "test-ms-f", "size": None, "scales": [0.75, 1.0, 1.25], "sizes": None,
+        "flip": False, "fusion": "sum"}                       # DSRG's test-ms-f.py
+    assert voc.retrain.pseudo.inference().settings.sizes == (241, 321, 401)   # test-ms.py
+

@@ -22,9 +22,9 @@ class ConfigError(StageError):
     """A config key or value is wrong. ``key`` is the dotted key (``seeds.fg_top``); the message
     names it, says what is allowed and fits on one line."""
 
-    def __init__(self, message: str, key: str | None = None):
+    def __init__(self, message: str, key: str | None = None, problem: str = ""):
         super().__init__(message)
-        self.key = key
+        self.key, self.problem = key, problem
 
 
 def closest(name: str, known) -> str | None:
@@ -49,8 +49,13 @@ def _show(value) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
-def _fail(key: str, value, check, problem: str = "is not allowed") -> ConfigError:
-    return ConfigError(f"{key}={_show(value)} {problem}: it must be {check.describe()}", key)
+# what went wrong, least to most specific (a union reports the most specific of its members)
+PROBLEMS = ("is not allowed", "has the wrong type", "has the wrong length", "is out of range")
+
+
+def _fail(key: str, value, check, problem: str = PROBLEMS[0]) -> ConfigError:
+    return ConfigError(f"{key}={_show(value)} {problem}: it must be {check.describe()}", key,
+                       problem)
 
 
 def _is_int(v) -> bool:
@@ -161,7 +166,7 @@ class TupleOf:
             try:
                 out.append(self.item(x, key))
             except ConfigError as exc:
-                problem = "is out of range" if "out of range" in str(exc) else "is not allowed"
+                problem = exc.problem if exc.problem == "is out of range" else PROBLEMS[0]
                 raise _fail(key, v, self, problem) from None
         return tuple(out)
 
@@ -208,12 +213,14 @@ class AnyOf:
         self.checks = checks
 
     def __call__(self, v, key):
+        problems = []
         for check in self.checks:
             try:
                 return check(v, key)
-            except ConfigError:
-                continue
-        raise _fail(key, v, self)
+            except ConfigError as exc:
+                problems.append(exc.problem)
+        worst = max(problems, key=lambda p: PROBLEMS.index(p) if p in PROBLEMS else 0)
+        raise _fail(key, v, self, worst)
 
     def describe(self) -> str:
         return " or ".join(c.describe() for c in self.checks)

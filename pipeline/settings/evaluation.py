@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from pipeline.inference import InferenceSettings
+from pipeline.inference_settings import (FUSIONS, PROTOCOLS, InferenceSettings,
+                                         merge_inference_cfg)
 
-from .checks import AnyOf, Bool, Float, Int, Nullable, OneOf, Size
+from .checks import AnyOf, Bool, Float, Int, Nullable, OneOf, Size, TupleOf
 from .classifier import POOLING
 from .crf import InferenceCRF
 from .cues import IMAGE_SIZE, SCALES
@@ -14,15 +15,16 @@ from .section import Partial, Section, Sub, key
 from .train import SPLIT
 
 __all__ = ["EvalSettings", "SubmitSettings", "LocalizeSettings", "Inference", "MODEL_STAGES",
-           "inference_settings"]
+           "PASS_KEYS"]
 
 MODEL_STAGES = ("segmenter", "retrain")
+# the keys of a test protocol's passes (pipeline.inference_settings: None = the protocol's value)
+PROTOCOL = Nullable(OneOf(*PROTOCOLS))
 # base size of test-time inference: n (square), (h, w), or None / "original" = each image's own
 INFERENCE_SIZE = AnyOf(OneOf(None, "original"), Size())
-
-
-def _own_size(size):
-    return None if size == "original" else size
+SIZES = Nullable(TupleOf(Int(1), min_len=1))      # fixed square sides, one pass each
+FUSION = Nullable(OneOf(*FUSIONS))
+PASS_KEYS = ("protocol", "size", "scales", "sizes", "flip", "fusion")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,18 +37,19 @@ class Inference:
     chunk: int | None = None
 
 
-def inference_settings(size, scales, flip, batch_size, amp) -> InferenceSettings:
-    """pipeline.inference settings from checked values (size None / 'original' = own size)."""
-    return InferenceSettings(size=_own_size(size), scales=tuple(scales), flip=flip,
-                             batch_size=batch_size, amp=amp)
-
-
 @dataclasses.dataclass(frozen=True)
 class EvalSettings(Section):
+    """Scoring on ``split``: a test ``protocol`` (pipeline.inference_settings.PROTOCOLS, or None)
+    whose pass keys (``size``, ``scales``, ``sizes``, ``flip``, ``fusion``) the keys set here
+    override (None = the protocol's value; without a protocol: own size, scale 1, flip,
+    mean)."""
     split: str = key(SPLIT)
+    protocol: str | None = key(PROTOCOL)
     size: int | tuple | str | None = key(INFERENCE_SIZE)
-    scales: tuple = key(SCALES)
-    flip: bool = key(Bool())
+    scales: tuple | None = key(Nullable(SCALES))
+    sizes: tuple | None = key(SIZES)
+    flip: bool | None = key(Nullable(Bool()))
+    fusion: str | None = key(FUSION)
     batch_size: int = key(Int(1))
     amp: bool = key(Bool())
     crf: InferenceCRF = key(Sub(InferenceCRF))
@@ -57,9 +60,8 @@ class EvalSettings(Section):
     chunk: int | None = key(Int(1), optional=True)  # images per streamed chunk; None = default
 
     def inference(self) -> Inference:
-        return Inference(inference_settings(self.size, self.scales, self.flip, self.batch_size,
-                                            self.amp),
-                         self.crf.params_if_enabled(), self.crf.workers, self.chunk)
+        return Inference(InferenceSettings.from_cfg(self), self.crf.params_if_enabled(),
+                         self.crf.workers, self.chunk)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,9 +70,12 @@ class SubmitSettings(Section):
     holds only the CRF keys that differ from ``eval.crf``."""
     split: str = key(SPLIT)
     comp: str = key(OneOf("comp5", "comp6"))
-    size: int | tuple | str | None = key(Nullable(INFERENCE_SIZE))
+    protocol: str | None = key(PROTOCOL)
+    size: int | tuple | str | None = key(INFERENCE_SIZE)
     scales: tuple | None = key(Nullable(SCALES))
+    sizes: tuple | None = key(SIZES)
     flip: bool | None = key(Nullable(Bool()))
+    fusion: str | None = key(FUSION)
     batch_size: int | None = key(Nullable(Int(1)))
     amp: bool | None = key(Nullable(Bool()))
     crf: dict = key(Partial(InferenceCRF))
@@ -83,11 +88,9 @@ class SubmitSettings(Section):
     def inference(self, ev: EvalSettings) -> Inference:
         """Eval's inference with this section's non-None keys on top (size 'original' = each
         image's own size even when eval uses a fixed one)."""
-        pick = {k: ev.__dict__[k] if getattr(self, k) is None else getattr(self, k)
-                for k in ("size", "scales", "flip", "batch_size", "amp")}
         crf = ev.crf.replace(**self.crf)
-        return Inference(inference_settings(**pick), crf.params_if_enabled(), crf.workers,
-                         self.chunk or ev.chunk)
+        return Inference(InferenceSettings.from_cfg(merge_inference_cfg(ev, self)),
+                         crf.params_if_enabled(), crf.workers, self.chunk or ev.chunk)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -51,10 +51,15 @@ class SyntheticSettings(Section):
 @dataclasses.dataclass(frozen=True)
 class DataSettings(Section):
     """``dataset`` 'synthetic' (generated, ``synthetic`` section) or 'voc' (a VOC-format tree
-    at ``root``, SBD at ``sbd_root`` or None); ``name`` None = 'synthetic' / 'voc2012'."""
+    at ``root``, SBD at ``sbd_root`` or None; DeepLab's SegmentationClassAug folder ``aug_dir``
+    ('auto' = VOC2012/SegmentationClassAug when it exists, a path, or None / unset = not used)
+    and its list ``aug_list`` (None / unset = looked for)); ``name`` None = 'synthetic' /
+    'voc2012'."""
     dataset: str = key(OneOf("synthetic", "voc"))
     root: str | None = key(Nullable(Str()))
     sbd_root: str | None = key(Nullable(Str()))
+    aug_dir: str | None = key(Nullable(Str()), optional=True)
+    aug_list: str | None = key(Nullable(Str()), optional=True)
     label_source: str = key(OneOf("xml", "mask"))
     name: str | None = key(Nullable(Str()), optional=True)
     synthetic: SyntheticSettings | None = key(Sub(SyntheticSettings), optional=True)

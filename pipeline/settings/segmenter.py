@@ -5,17 +5,18 @@ from __future__ import annotations
 import dataclasses
 
 from pipeline.dsrg import DSRGConfig
+from pipeline.inference_settings import InferenceSettings
 
 from .checks import Bool, Float, FreeDict, Int, Nullable, OneOf, Size, TupleOf
-from .crf import InferenceCRF, TrainingCRF
 from .classifier import PRETRAINED
+from .crf import InferenceCRF, TrainingCRF
 from .cues import SCALES
-from .evaluation import Inference, inference_settings
+from .evaluation import FUSION, INFERENCE_SIZE, PROTOCOL, SIZES, Inference
 from .section import Partial, Section, Sub, key
 from .train import SPLIT, SegmenterTrain, TrainSettings
 
-__all__ = ["SegmenterModel", "DSRGSettings", "CESettings", "QuickVal", "SegmenterSettings", "UpperBoundSettings",
-           "PseudoLabelSettings", "RetrainSettings"]
+__all__ = ["SegmenterModel", "DSRGSettings", "CESettings", "QuickVal", "SegmenterSettings",
+           "UpperBoundSettings", "PseudoLabelSettings", "RetrainSettings"]
 
 @dataclasses.dataclass(frozen=True)
 class SegmenterModel(Section):
@@ -87,19 +88,23 @@ class UpperBoundSettings(Section):
 
 @dataclasses.dataclass(frozen=True)
 class PseudoLabelSettings(Section):
-    """Inference of the trained segmenter on ``split`` for the pseudo-labels."""
+    """Inference of the trained segmenter on ``split`` for the pseudo-labels: a test
+    ``protocol`` and, optionally, pass keys overriding it (as ``eval``'s; unset = the
+    protocol's)."""
     split: str = key(SPLIT)
-    size: int | tuple | None = key(Nullable(Size()))
-    scales: tuple = key(SCALES)
-    flip: bool = key(Bool())
+    protocol: str | None = key(PROTOCOL)
+    size: int | tuple | str | None = key(INFERENCE_SIZE, optional=True)
+    scales: tuple | None = key(Nullable(SCALES), optional=True)
+    sizes: tuple | None = key(SIZES, optional=True)
+    flip: bool | None = key(Nullable(Bool()), optional=True)
+    fusion: str | None = key(FUSION, optional=True)
     batch_size: int = key(Int(1))
     amp: bool = key(Bool())
     crf: InferenceCRF = key(Sub(InferenceCRF))
 
     def inference(self) -> Inference:
-        return Inference(inference_settings(self.size, self.scales, self.flip, self.batch_size,
-                                            self.amp),
-                         self.crf.params_if_enabled(), self.crf.workers)
+        return Inference(InferenceSettings.from_cfg(self), self.crf.params_if_enabled(),
+                         self.crf.workers)
 
 
 @dataclasses.dataclass(frozen=True)
