@@ -38,18 +38,22 @@ class Inference:
 
 
 @dataclasses.dataclass(frozen=True)
-class EvalSettings(Section):
-    """Scoring on ``split``: a test ``protocol`` (pipeline.inference_settings.PROTOCOLS, or None)
-    whose pass keys (``size``, ``scales``, ``sizes``, ``flip``, ``fusion``) the keys set here
-    override (None = the protocol's value; without a protocol: own size, scale 1, flip,
-    mean)."""
-    split: str = key(SPLIT)
+class PassSettings(Section):
+    """A test ``protocol`` (pipeline.inference_settings.PROTOCOLS, or None) and the pass keys
+    (``size``, ``scales``, ``sizes``, ``flip``, ``fusion``) that override it when not None."""
     protocol: str | None = key(PROTOCOL)
     size: int | tuple | str | None = key(INFERENCE_SIZE)
     scales: tuple | None = key(Nullable(SCALES))
     sizes: tuple | None = key(SIZES)
     flip: bool | None = key(Nullable(Bool()))
     fusion: str | None = key(FUSION)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSettings(PassSettings):
+    """Scoring on ``split`` with the test passes (a key None = the protocol's value; without a
+    protocol: own size, scale 1, flip, mean), the CRF and the outputs."""
+    split: str = key(SPLIT)
     batch_size: int = key(Int(1))
     amp: bool = key(Bool())
     crf: InferenceCRF = key(Sub(InferenceCRF))
@@ -65,17 +69,11 @@ class EvalSettings(Section):
 
 
 @dataclasses.dataclass(frozen=True)
-class SubmitSettings(Section):
+class SubmitSettings(PassSettings):
     """Test-split predictions; the inference keys left None take ``eval``'s values, ``crf``
     holds only the CRF keys that differ from ``eval.crf``."""
     split: str = key(SPLIT)
     comp: str = key(OneOf("comp5", "comp6"))
-    protocol: str | None = key(PROTOCOL)
-    size: int | tuple | str | None = key(INFERENCE_SIZE)
-    scales: tuple | None = key(Nullable(SCALES))
-    sizes: tuple | None = key(SIZES)
-    flip: bool | None = key(Nullable(Bool()))
-    fusion: str | None = key(FUSION)
     batch_size: int | None = key(Nullable(Int(1)))
     amp: bool | None = key(Nullable(Bool()))
     crf: dict = key(Partial(InferenceCRF))
