@@ -1,23 +1,33 @@
 """Loading torchvision-layout VGG-16 weights into the classifier backbone."""
 import pytest
 import torch
-import torchvision
 
 from pipeline.models.classifier import build_classifier
 from pipeline.models.imagenet import VGG16_CONV_INDICES
 from pipeline.models.vgg import VGG16Backbone
 
+# output channels of VGG-16's 13 convolutions (torchvision's ``vgg16().features``)
+VGG16_CHANNELS = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
+
+
+def random_vgg16_state() -> dict:
+    """A random state dict with the keys and shapes of torchvision's ``vgg16()``: the 13
+    ``features.<i>`` convolutions plus one classifier key (the fc layers, 120M parameters,
+    are left out to keep the file small)."""
+    state, c_in = {}, 3
+    for index, c_out in zip(VGG16_CONV_INDICES, VGG16_CHANNELS):
+        state[f"features.{index}.weight"] = torch.randn(c_out, c_in, 3, 3) * 0.05
+        state[f"features.{index}.bias"] = torch.randn(c_out) * 0.05
+        c_in = c_out
+    state["classifier.6.bias"] = torch.zeros(1000)
+    return state
+
 
 @pytest.fixture(scope="module")
 def vgg16_file(tmp_path_factory):
-    """A randomly initialised torchvision VGG-16 state dict on disk.
-
-    Only the ``features.*`` tensors (the ones the backbone reads) plus one classifier key are
-    saved, to keep the file small (the fc layers hold 120M parameters).
-    """
+    """A random torchvision-layout VGG-16 state dict on disk."""
     torch.manual_seed(0)
-    state = torchvision.models.vgg16(weights=None).state_dict()
-    kept = {k: v for k, v in state.items() if k.startswith("features.") or k == "classifier.6.bias"}
+    kept = random_vgg16_state()
     path = tmp_path_factory.mktemp("weights") / "vgg16_random.pth"
     torch.save(kept, path)
     return path, kept
@@ -45,7 +55,9 @@ def test_build_classifier_loads_pretrained(vgg16_file):
 
 def test_not_a_vgg16_file_raises_value_error_naming_it(tmp_path):
     resnet_path = tmp_path / "resnet18.pth"
-    torch.save(torchvision.models.resnet18(weights=None).state_dict(), resnet_path)
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7), "bn1.weight": torch.ones(64),
+                "layer1.0.conv1.weight": torch.zeros(64, 64, 3, 3), "fc.weight": torch.zeros(1000, 512)},
+               resnet_path)
     garbage_path = tmp_path / "garbage.pth"
     garbage_path.write_bytes(b"\x00\x01 this is not a checkpoint \xff" * 10)
     net = VGG16Backbone(width=1.0)
