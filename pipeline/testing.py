@@ -4,6 +4,24 @@ from __future__ import annotations
 
 import torch
 
+# output channels of VGG-16's 13 convolutions (torchvision's ``vgg16().features``)
+VGG16_CHANNELS = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
+
+
+def random_vgg16_state() -> dict:
+    """A random state dict with the keys and shapes of torchvision's ``vgg16()`` (no torchvision
+    needed): the 13 ``features.<i>`` convolutions plus one classifier key (the fc layers, 120M
+    parameters, are left out to keep files small)."""
+    from pipeline.models.imagenet import VGG16_CONV_INDICES
+
+    state, c_in = {}, 3
+    for index, c_out in zip(VGG16_CONV_INDICES, VGG16_CHANNELS):
+        state[f"features.{index}.weight"] = torch.randn(c_out, c_in, 3, 3) * 0.05
+        state[f"features.{index}.bias"] = torch.randn(c_out) * 0.05
+        c_in = c_out
+    state["classifier.6.bias"] = torch.zeros(1000)
+    return state
+
 
 def save_untrained_classifier(ctx) -> dict:
     """A fake `classifier` stage ``run``: an untrained classifier of ``ctx.section['model']``

@@ -23,7 +23,7 @@ import contextlib
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -50,7 +50,6 @@ class IntervalState:
     net: nn.Module
     optimizer: torch.optim.Optimizer
     log: Callable = print
-    extra: dict = field(default_factory=dict)
 
 
 # hooks run every log interval of every training (``hook(state: IntervalState)``); raising

@@ -4,6 +4,7 @@ import torch
 
 from pipeline.models.deeplab import DeepLabV2VGG16
 from pipeline.models.imagenet import VGG16_CONV_INDICES
+from pipeline.testing import random_vgg16_state
 
 
 def test_output_41_for_321_small_width():
@@ -26,11 +27,9 @@ def test_batch_norm_forward_and_rates():
 
 @pytest.fixture(scope="module")
 def vgg_file(tmp_path_factory):
-    tv = pytest.importorskip("torchvision")
     torch.manual_seed(1)
-    state = tv.models.vgg16(weights=None).state_dict()
-    # only the 13 convolutions are read; dropping the classifier keeps the file small
-    state = {k: v for k, v in state.items() if k.startswith("features.")}
+    # only the 13 convolutions are read
+    state = {k: v for k, v in random_vgg16_state().items() if k.startswith("features.")}
     path = tmp_path_factory.mktemp("vgg") / "vgg16_random.pth"
     torch.save(state, path)
     return path, state
