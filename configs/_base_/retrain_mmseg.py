@@ -2,7 +2,8 @@
 # the trained segmenter labels trainaug (multi-scale + flip + dense CRF) and any mmsegmentation
 # segmentor is trained on those pseudo-labels with its own cross-entropy (255 ignored).
 # Reference schedule: poly lr 1e-3, 20k iterations, batch 10, random 321 crops + flips.
-# SyncBN (mmseg default) is reverted to BatchNorm by mmengine when not training under DDP.
+# SyncBN (mmseg default) is reverted to BatchNorm unless training under DDP on CUDA
+# (pipeline.mm.segmentation.for_training).
 retrain = dict(
     pseudo=dict(split="trainaug", size=321, scales=(0.75, 1.0, 1.25), flip=True, batch_size=8,
                 amp=True, crf=dict(enabled=True, preset="dsrg_test", workers=4)),
