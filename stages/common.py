@@ -125,14 +125,25 @@ def stage_upstream(mod, section) -> tuple[str, ...]:
 
 
 def main_for(module_name: str, argv=None) -> dict:
-    """Entry point used by each ``stages/<name>.py`` under ``if __name__ == '__main__'``."""
-    from pipeline.stage import StageError, run_stage
+    """Entry point used by each ``stages/<name>.py`` under ``if __name__ == '__main__'``.
+    Expected failures (bad input or config, missing upstream, permissions, full disk, Ctrl-C)
+    end in a one-line message and a non-zero exit, unless ``DEBUG=1``
+    (:func:`pipeline.errors.reported_errors`)."""
+    from pipeline.errors import reported_errors
 
     mod = sys.modules[module_name] if module_name in sys.modules else importlib.import_module(module_name)
+    with reported_errors(mod.STAGE) as where:
+        return _run_main(mod, argv, where)
+
+
+def _run_main(mod, argv, where) -> dict:
+    from pipeline.stage import run_stage
+
     stage = mod.STAGE
     args = parse_args(stage, argv)
     cfg = load_experiment(args.exp, args.opts)
     work_dir = Path(args.work_dir).expanduser().resolve() if args.work_dir else default_work_dir(cfg)
+    where.work_dir = work_dir
     rank, world, device = setup_distributed()
     want = str(cfg.experiment.get("device", "auto"))
     if want == "cpu":
@@ -142,9 +153,6 @@ def main_for(module_name: str, argv=None) -> dict:
     if missing:
         raise SystemExit(f"{args.exp}: no config section {missing[0]!r} for stage {stage!r}")
     section = {s: cfg[s] for s in sections} if len(sections) > 1 else cfg[stage]
-    try:
-        return run_stage(stage, stage_upstream(mod, section), mod.run, cfg, section, work_dir,
-                         force=args.force, device=device, rank=rank, world_size=world,
-                         extra_manifest={"experiment": str(Path(args.exp).resolve())})
-    except StageError as exc:
-        raise SystemExit(f"[{stage}] error: {exc}") from None
+    return run_stage(stage, stage_upstream(mod, section), mod.run, cfg, section, work_dir,
+                     force=args.force, device=device, rank=rank, world_size=world,
+                     extra_manifest={"experiment": str(Path(args.exp).resolve())})
