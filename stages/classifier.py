@@ -96,7 +96,8 @@ def run(ctx) -> dict:
                    "other_poolings": {k: v["mAP"] for k, v in res.items() if k != trained}}
         ctx.log(f"val mAP ({trained}) = {100 * res[trained]['mAP']:.2f}" + "".join(
             f"; {k} inference mAP = {100 * v['mAP']:.2f}" for k, v in res.items() if k != trained))
-        save_model(ctx.out / "model.pth", net, "classifier", model_cfg, index.num_classes - 1, index.classes)
+        save_model(ctx.out / "model.pth", net, "classifier", model_cfg, index.num_classes - 1, index.classes,
+                   section=STAGE)
         counts["val_images"] = len(index.ids(val.get("split", "val")))
     return {"counts": counts, "metrics": metrics}
 

@@ -38,7 +38,7 @@ from pipeline.report_html import (CSS, classifier_html, esc, final_scores, local
                                   seeds_html, segmentation_html, stages_html, submit_html, table)
 from pipeline.report_plots import plot_iou_bars, plot_training_curves, read_scalars
 from pipeline.stage import _plain, config_digests, read_manifest, write_json_atomic
-from stages.common import stage_upstream
+from stages.common import add_opts_argument, expand_opts_line, stage_upstream
 
 STAGES = ("data", "classifier", "heatmaps", "saliency", "seeds", "segmenter", "upper_bound",
           "eval", "submit", "localize")
@@ -311,16 +311,14 @@ def _swap(src: Path, dst: Path) -> None:
 
 
 def main(argv=None) -> int:
-    from mmengine.config import DictAction
-
     from stages.common import DEFAULT_EXP, default_work_dir, load_experiment
 
     p = argparse.ArgumentParser(prog="python -m stages.report", description=__doc__.split("\n")[0])
     p.add_argument("--exp", default=None, help="experiment config file")
     p.add_argument("--work-dir", default=None, help="work dir (default work_dirs/<experiment>)")
-    p.add_argument("--opts", nargs="+", action=DictAction, default={}, help="config overrides")
+    add_opts_argument(p)
     p.add_argument("--force", action="store_true", help="ignored (the report always regenerates)")
-    a = p.parse_args(argv)
+    a = p.parse_args(expand_opts_line(argv))
     exp = a.exp or str(DEFAULT_EXP)
     cfg = load_experiment(exp, a.opts)
     work_dir = Path(a.work_dir).expanduser().resolve() if a.work_dir else default_work_dir(cfg)

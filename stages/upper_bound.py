@@ -33,7 +33,7 @@ def run(ctx) -> dict:
     counts, metrics = {"iterations": int(seg.train["max_iters"])}, {}
     if ctx.rank == 0:
         save_model(ctx.out / "model.pth", net, "segmenter", model_config(seg), index.num_classes,
-                   index.classes)
+                   index.classes, section=STAGE)
     ev = ctx.cfg.eval
     res = evaluate_segmenter(net.eval().to(ctx.device), index, ev.get("split", "val"), ev, ctx.device,
                              out_dir=None, rank=ctx.rank, world_size=ctx.world_size)

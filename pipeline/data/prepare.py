@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pipeline.data.validate import decode_failures, empty_needed_splits
 from pipeline.data.vocxml import read_voc_xml
 from pipeline.voc import IGNORE_INDEX, VOC_CLASSES, read_class_list, read_label_png, write_label_png
 
@@ -117,7 +118,8 @@ def _finalize(tmp: Path, out_dir: Path, overwrite: bool) -> None:
 
 
 def prepare_dataset(root, out_dir, sbd_root=None, label_source: str = "xml", name: str | None = None,
-                    heldout_seg_dir=None, overwrite: bool = False) -> dict:
+                    heldout_seg_dir=None, overwrite: bool = False, workers: int = 1,
+                    required_splits: dict[str, list[str]] | None = None) -> dict:
     """Validate a VOC-style tree (+ optional SBD) and write the dataset directory ``out_dir``.
 
     Args:
@@ -130,6 +132,9 @@ def prepare_dataset(root, out_dir, sbd_root=None, label_source: str = "xml", nam
             mask) for ``labels.json``; the other source, where present, is only compared.
         name: dataset name for ``dataset.json`` (default: the root folder name, "+SBD").
         heldout_seg_dir: folder of test-split masks kept aside for scoring only.
+        workers: processes decoding every listed JPEG (:func:`~pipeline.data.validate.decode_failures`).
+        required_splits: ``{split: [config keys]}`` that must be non-empty (``submit`` keys
+            only warn), checked before any image is read.
     Returns the summary: the ``dataset.json`` content plus ``out_dir``, ``counts``,
     ``disagreement_examples`` and ``warnings``.
     """
@@ -171,9 +176,21 @@ def prepare_dataset(root, out_dir, sbd_root=None, label_source: str = "xml", nam
         trainaug = list(splits["train"])
     splits["trainaug"] = trainaug
 
+    empty, optional = empty_needed_splits({k: len(v) for k, v in splits.items()}, required_splits or {})
+    warnings.extend(optional)
+    if empty:
+        files = ", ".join(str(lists_dir / f"{'train' if s == 'trainaug' else s}.txt") for s in empty)
+        raise DatasetError("; ".join(empty.values()) + f": list image ids in {files}, or point "
+                           "those keys at another split")
     for split in SPLITS:
         for i in splits[split]:
             _require(root / "JPEGImages" / f"{i}.jpg", f"JPEG for id {i!r} listed in {split}")
+    listed = sorted({i for split in SPLITS for i in splits[split]})
+    broken = decode_failures([root / "JPEGImages" / f"{i}.jpg" for i in listed], workers)
+    if broken:
+        raise DatasetError(f"{len(broken)} of {len(listed)} listed images do not decode: "
+                           + "; ".join(broken[:_MAX_EXAMPLES // 4]) + ": replace them, or remove their "
+                           f"ids from the lists in {lists_dir}")
     for split in ("train", "val"):
         for i in splits[split]:
             _require(root / "SegmentationClass" / f"{i}.png", f"mask for id {i!r} listed in {split}")
@@ -264,8 +281,8 @@ def _build(tmp: Path, root: Path, out_dir: Path, classes, index, splits, sbd_roo
             labels[i] = m_labels
         if xml_labels is not None and m_labels is not None and xml_labels != m_labels:
             n_disagree += 1
-            if len(disagree) < _MAX_EXAMPLES:
-                disagree.append({"id": i, "xml": xml_labels, "mask": m_labels})
+            disagree.append({"id": i, "xml": [classes[c] for c in xml_labels],
+                             "mask": [classes[c] for c in m_labels]})
         empty += not labels[i]
     if empty:
         warnings.append(f"{empty} images have no image-level label")
@@ -276,10 +293,11 @@ def _build(tmp: Path, root: Path, out_dir: Path, classes, index, splits, sbd_roo
     for split in SPLITS:
         (lists / f"{split}.txt").write_text("".join(f"{i}\n" for i in splits[split]))
     (tmp / "labels.json").write_text(json.dumps(labels, sort_keys=True) + "\n")
+    (tmp / "label_disagreements.json").write_text(json.dumps(disagree, indent=0) + "\n")
     return {
         "root": str(root), "classes": list(classes), "seg_dirs": seg_dirs,
         "heldout_seg_dir": None if heldout_seg_dir is None else str(heldout_seg_dir),
         "splits": {s: len(splits[s]) for s in SPLITS}, "label_source": label_source,
         "label_disagreements": n_disagree, "sbd_root": None if sbd_root is None else str(sbd_root),
-        "counts": counts, "disagreement_examples": disagree, "warnings": warnings,
+        "counts": counts, "disagreement_examples": disagree[:_MAX_EXAMPLES], "warnings": warnings,
     }

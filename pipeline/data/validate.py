@@ -1,0 +1,84 @@
+"""Checks the data stage runs before it publishes a dataset (pure Python + PIL).
+
+* :func:`decode_failures` — every listed image decodes to the last pixel (a truncated or
+  corrupt JPEG fails here, not in a later stage), in a pool of worker processes.
+* :func:`splits_needed` / :func:`empty_needed_splits` — the splits the experiment's stages
+  read (every ``split`` key of their config sections) are non-empty.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+from typing import Any, Iterable, Mapping
+
+from PIL import Image
+
+# stages whose split may be empty when the data is prepared (a warning instead of an error):
+# a VOC-style tree without test.txt can run everything but the submission.
+OPTIONAL_SPLIT_STAGES = frozenset({"submit"})
+
+
+def decode_error(path: str) -> str | None:
+    """None when ``path`` decodes completely, else ``"<path>: <reason>"``."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        return f"{path}: {exc}"
+    return None
+
+
+def _pool(workers: int):
+    methods = mp.get_all_start_methods()
+    return mp.get_context("fork" if "fork" in methods else "spawn").Pool(workers)
+
+
+def decode_failures(paths: Iterable[str], workers: int = 1) -> list[str]:
+    """``decode_error`` of every path (in ``workers`` processes when > 1), failures only,
+    in the order of ``paths``."""
+    paths = [str(p) for p in paths]
+    if workers > 1 and len(paths) > 1:
+        with _pool(workers) as pool:
+            results = pool.map(decode_error, paths, chunksize=max(1, min(64, len(paths) // (8 * workers))))
+    else:
+        results = [decode_error(p) for p in paths]
+    return [r for r in results if r is not None]
+
+
+def _split_keys(obj: Any, prefix: str) -> Iterable[tuple[str, str]]:
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            key = f"{prefix}.{k}"
+            if k == "split" and isinstance(v, str):
+                yield key, v
+            else:
+                yield from _split_keys(v, key)
+
+
+def splits_needed(cfg: Mapping, skip: Iterable[str] = ("data", "experiment", "ablation")) -> dict[str, list[str]]:
+    """``{split: [config keys naming it]}`` over every section of the experiment config."""
+    needed: dict[str, list[str]] = {}
+    for section, value in cfg.items():
+        if section in skip:
+            continue
+        for key, split in _split_keys(value, section):
+            needed.setdefault(split, []).append(key)
+    return needed
+
+
+def empty_needed_splits(counts: Mapping[str, int],
+                        needed: Mapping[str, list[str]]) -> tuple[dict[str, str], list[str]]:
+    """``({split: error}, warnings)`` for the needed splits that are empty or unknown: an error
+    when a stage outside :data:`OPTIONAL_SPLIT_STAGES` reads it, else a warning."""
+    errors: dict[str, str] = {}
+    warnings: list[str] = []
+    for split, keys in sorted(needed.items()):
+        if counts.get(split, 0) > 0:
+            continue
+        state = "is empty" if split in counts else "does not exist"
+        line = f"split {split!r} {state} but {', '.join(keys)} need{'s' if len(keys) == 1 else ''} it"
+        optional = all(k.split(".")[0] in OPTIONAL_SPLIT_STAGES for k in keys)
+        if optional:
+            warnings.append(line)
+        else:
+            errors[split] = line
+    return errors, warnings
