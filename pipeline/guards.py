@@ -29,11 +29,16 @@ class NonFiniteError(StageError):
     """A loss, gradient, parameter, buffer or input holds NaN or ±inf."""
 
 
-def _tensors(net: nn.Module, grads: bool) -> Iterable[tuple[str, str, torch.Tensor]]:
+def _tensors(net: nn.Module, grads: bool,
+             optimizer: torch.optim.Optimizer | None = None) -> Iterable[tuple[str, str, torch.Tensor]]:
     for name, p in net.named_parameters():
         yield "parameter", name, p.detach()
         if grads and p.grad is not None:
             yield "gradient", name, p.grad.detach()
+        state = optimizer.state.get(p, {}) if optimizer is not None else {}
+        for key, t in state.items():      # momentum / Adam moments: where a NaN gradient lands
+            if torch.is_tensor(t) and t.is_floating_point() and t.dim() > 0:
+                yield "optimizer state", f"{name}.{key}", t.detach()
     for name, b in net.named_buffers():
         if b.is_floating_point():
             yield "buffer", name, b.detach()
@@ -75,8 +80,8 @@ def nonfinite_report(items: Iterable[tuple[str, str, torch.Tensor]]) -> dict[str
 def _summary(found: dict[str, list[str]]) -> str:
     parts = []
     for kind, entries in found.items():
-        plural = "" if len(entries) == 1 else ("es" if kind.endswith("x") else "s")
-        parts.append(f"{len(entries)} {kind}{plural} (e.g. {'; '.join(entries[:_EXAMPLES])})")
+        label = kind if len(entries) == 1 else (f"{kind} tensors" if kind.endswith("state") else f"{kind}s")
+        parts.append(f"{len(entries)} {label} (e.g. {'; '.join(entries[:_EXAMPLES])})")
     return ", ".join(parts)
 
 
@@ -90,17 +95,17 @@ def _advice(section: str | None, settings: Mapping[str, object] | None) -> str:
 
 
 def check_finite(net: nn.Module, losses: Mapping[str, float], it: int, *, tensors: bool = True,
-                 grads: bool = True, section: str | None = None,
-                 settings: Mapping[str, object] | None = None) -> None:
+                 grads: bool = True, optimizer: torch.optim.Optimizer | None = None,
+                 section: str | None = None, settings: Mapping[str, object] | None = None) -> None:
     """Raise :class:`NonFiniteError` when a loss value (every call) or, with ``tensors``, a
-    parameter, gradient (``grads``; off under AMP, whose scaler skips inf-gradient steps) or
-    floating-point buffer of ``net`` is NaN/inf after iteration ``it``.
+    parameter, gradient (``grads``; off under AMP, whose scaler skips inf-gradient steps),
+    ``optimizer`` state tensor or floating-point buffer of ``net`` is NaN/inf after iteration ``it``.
 
     ``section`` (e.g. ``"classifier"``) and ``settings`` (``{"optimizer.lr": 1e8, "amp": False}``)
     name the config keys in the message."""
     bad_losses = {k: float(v) for k, v in losses.items()
                   if isinstance(v, (int, float)) and not math.isfinite(float(v))}
-    found = nonfinite_report(_tensors(net, grads)) if tensors else {}
+    found = nonfinite_report(_tensors(net, grads, optimizer)) if tensors else {}
     if not bad_losses and not found:
         return
     what = ", ".join([f"{k} = {v}" for k, v in bad_losses.items()] + ([_summary(found)] if found else []))
@@ -167,3 +172,46 @@ class LossStallMonitor:
         self.warned = True
         return (f"the loss has not moved from its start value ({start:.4g} → {latest:.4g} after "
                 f"{self._seen} iterations); likely causes: {', '.join(self.causes)}")
+
+
+class TrainingGuard:
+    """Interval hook of the training loop (:mod:`pipeline.training`, ``hook(state)`` every
+    ``log_interval`` iterations, before that interval's checkpoint): every iteration's losses of
+    the window, then the network's parameters and buffers and the optimizer's state (a NaN
+    gradient lands there and in the parameters at its step; gradients themselves are freed by
+    then) — :func:`check_finite`; then :class:`LossStallMonitor` on the window's losses.
+
+    ``state`` needs ``iteration``, ``window`` (one dict of floats per iteration), ``net``,
+    ``optimizer`` and ``log``."""
+
+    def __init__(self, section: str | None = None, settings: Mapping[str, object] | None = None,
+                 stall_iters: int = 500, causes: tuple[str, ...] = ()):
+        self.section, self.settings = section, dict(settings or {})
+        self.stall = LossStallMonitor(stall_iters, window=max(1, int(stall_iters) // 5),
+                                      section=section, causes=causes)
+
+    def __call__(self, state) -> None:
+        first = int(state.iteration) - len(state.window) + 1
+        for k, rec in enumerate(state.window):
+            check_finite(state.net, {n: v for n, v in rec.items() if n != "lr"}, first + k,
+                         tensors=False, section=self.section, settings=self.settings)
+        check_finite(state.net, {}, int(state.iteration), grads=False, optimizer=state.optimizer,
+                     section=self.section, settings=self.settings)
+        for rec in state.window:
+            warning = self.stall.update(rec["loss"]) if "loss" in rec else None
+            if warning:
+                state.log(f"warning: {warning}")
+
+
+DEFAULT_STALL_ITERS = 500
+
+
+def training_guard(train_section: Mapping, section: str | None = None,
+                   causes: tuple[str, ...] = ()) -> TrainingGuard:
+    """The :class:`TrainingGuard` of a stage's ``train`` config section: the message names
+    ``<section>.train.optimizer.lr`` / ``.amp`` with their values; ``train.stall_iters``
+    (default :data:`DEFAULT_STALL_ITERS`, 0 = off) sets the stall warning."""
+    opt = train_section.get("optimizer", {}) or {}
+    settings = {"optimizer.lr": opt.get("lr"), "amp": train_section.get("amp", False)}
+    return TrainingGuard(section, settings, int(train_section.get("stall_iters", DEFAULT_STALL_ITERS)),
+                         causes)

@@ -5,7 +5,8 @@ A stage ``S`` with upstream stages ``U1..Un`` writes ``WORK_DIR/S/`` containing 
 
 * ``config_digest`` — digest of the config sections the stage reads, without the execution-only
   keys (:data:`EXECUTION_KEYS`: process pools and writer threads, whose outputs are the same
-  for any count), so widening a pool on a bigger machine keeps the stage fresh,
+  for any count, and the stalled-loss warning's patience), so widening a pool on a bigger
+  machine keeps the stage fresh,
 * ``upstream`` — ``{name: run_digest}`` of the upstream manifests it consumed,
 * ``run_digest`` — a fresh digest for every completed run (downstream stages record it),
 * counts, metrics, timings.
@@ -55,7 +56,7 @@ def digest(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-EXECUTION_KEYS = frozenset({"workers", "writers", "start_method"})
+EXECUTION_KEYS = frozenset({"workers", "writers", "start_method", "stall_iters"})
 
 
 def _without_execution_keys(obj: Any) -> Any:

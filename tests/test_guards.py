@@ -99,3 +99,36 @@ def test_stalled_loss_warns_once_with_causes():
     assert not any(moving.update(0.7 * 0.98 ** i) for i in range(100))
     off = LossStallMonitor(patience=0)
     assert not any(off.update(0.7) for _ in range(100))
+
+
+def _state(net, window, it, opt=None, logs=None):
+    from types import SimpleNamespace
+    return SimpleNamespace(iteration=it, window=window, net=net, optimizer=opt,
+                           log=(logs.append if logs is not None else print))
+
+
+def test_training_guard_names_the_first_bad_iteration_of_the_window(one_thread):
+    from pipeline.guards import training_guard
+
+    net = _net()
+    guard = training_guard({"optimizer": {"type": "SGD", "lr": 1e8}, "amp": False}, "segmenter")
+    window = [{"loss": 2.0, "lr": 1e8}, {"loss": math.inf, "lr": 1e8}, {"loss": math.nan, "lr": 1e8}]
+    with pytest.raises(NonFiniteError, match=r"iteration 9: loss = inf.*segmenter.train.optimizer.lr=100000000.0"):
+        guard(_state(net, window, it=10))
+
+
+def test_training_guard_finds_nan_in_optimizer_state_and_warns_on_a_stall(one_thread):
+    from pipeline.guards import TrainingGuard
+
+    net = _net()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    _step(net)
+    opt.step()
+    logs = []
+    guard = TrainingGuard("classifier", stall_iters=20)
+    for it in range(10, 60, 10):
+        guard(_state(net, [{"loss": 0.7, "lr": 1e-3}] * 10, it, opt, logs))
+    assert len(logs) == 1 and logs[0].startswith("warning: the loss has not moved")
+    opt.state[net[3].bias]["exp_avg"][0] = math.nan
+    with pytest.raises(NonFiniteError, match=r"1 optimizer state \(e.g. 3.bias.exp_avg = nan"):
+        guard(_state(net, [{"loss": 0.7, "lr": 1e-3}], 61, opt, logs))

@@ -242,3 +242,38 @@ def test_make_passes_opts_with_parentheses_spaces_and_quotes(tmp_path):
     assert args.opts == {"eval.scales": (0.75, 1.0), "seeds.bg_sal": 0.05,
                          "experiment.name": "my run", "data.root": "/a b/it's"}
     assert args.work_dir == "/tmp/w"
+
+
+# ------------------------------------------------------------------ diverging training ---------
+
+TINY_CLASSIFIER = """
+    experiment = dict(name="tiny", seed=0, device="cpu")
+    data = dict(dataset="synthetic", root=None, sbd_root=None, label_source="xml",
+                synthetic=dict(seed=1, image_size=32, n_train=8, n_val=4, n_test=2, n_classes=3))
+    classifier = dict(
+        model=dict(backbone=dict(width=0.0625, batch_norm=True),
+                   pooling=dict(type="ep", normalize="lambda"), pretrained=None),
+        train=dict(split="trainaug", crop=32, batch_size=4, max_iters=6, num_workers=0,
+                   optimizer=dict(type="SGD", lr=1e-3), schedule=dict(type="poly", power=0.9),
+                   amp=False, log_interval=2, checkpoint_interval=100),
+        val=dict(split="val", size=32, batch_size=4))
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("diverge")
+    exp = _exp(root, TINY_CLASSIFIER)
+    _run_cli("stages.data", exp, root / "work")
+    return exp, root / "work"
+
+
+@pytest.mark.parametrize("optimizer", ["SGD", "Adam"])
+def test_lr_1e8_stops_the_classifier_without_a_model_file(tiny_data, optimizer, capsys, one_thread):
+    exp, work = tiny_data
+    err = _expect_one_line_error(
+        capsys, lambda: _run_cli("stages.classifier", exp, work, f"classifier.train.optimizer.type={optimizer}",
+                                 "classifier.train.optimizer.lr=1e8", force=True),
+        "[classifier] error:", "non-finite", "classifier.train.optimizer.lr", "classifier.train.amp")
+    assert not (work / "classifier").exists()
+    assert not list(work.rglob("model.pth")), err
