@@ -277,3 +277,56 @@ def test_lr_1e8_stops_the_classifier_without_a_model_file(tiny_data, optimizer, 
         "[classifier] error:", "non-finite", "classifier.train.optimizer.lr", "classifier.train.amp")
     assert not (work / "classifier").exists()
     assert not list(work.rglob("model.pth")), err
+
+
+# ------------------------------------------------------------------ inference inputs -----------
+
+CUES_EXP = """
+experiment = dict(name="nan_inputs", seed=0, device="cpu")
+data = dict(dataset="synthetic", root=None, sbd_root=None, label_source="xml",
+            synthetic=dict(seed=0, image_size=32, n_train=4, n_val=2, n_test=2, n_classes=2))
+classifier = dict(model=dict(backbone=dict(width=0.0625, batch_norm=True), pooling="ep", pretrained=None))
+heatmaps = dict(split="trainaug", size=32, scales=(1.0,), flip=False, pooling=None,
+                class_specific_lambda=False, batch_size=4, num_workers=0, amp=False, writers=0)
+saliency = dict(split="trainaug", dir=None, rbd=dict(n_segments=20), workers=1)
+seeds = dict(heatmap_source="cam", fg_top=0.3, fg_mode="relative", bg_sal=0.15,
+             normalise_saliency=True, overlap="max", pseudo_bg_threshold=0.15, n_overlays=0)
+"""
+
+
+def _nan_classifier(ctx) -> dict:
+    """A classifier file written by a run without the guards: inf BatchNorm statistics."""
+    import torch
+
+    from pipeline.testing import save_untrained_classifier
+
+    save_untrained_classifier(ctx)
+    payload = torch.load(ctx.out / "model.pth", weights_only=False)
+    key = next(k for k in payload["state_dict"] if k.endswith("running_var"))
+    payload["state_dict"][key].fill_(float("inf"))
+    torch.save(payload, ctx.out / "model.pth")
+    return {}
+
+
+def test_inference_stages_reject_nonfinite_inputs_naming_the_stage_to_rerun(tmp_path, capsys):
+    from pipeline.testing import tiny_work_dir
+
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "good").mkdir()
+    exp, work, _ = tiny_work_dir(tmp_path / "bad", CUES_EXP, classifier_run=_nan_classifier)
+    _expect_one_line_error(capsys, lambda: _run_cli("stages.heatmaps", exp, work),
+                           str(work / "classifier" / "model.pth"), "non-finite weights",
+                           "running_var = inf", "re-run `make classifier`")
+    assert not (work / "heatmaps").exists()
+    exp, work, _ = tiny_work_dir(tmp_path / "good", CUES_EXP)
+    _run_cli("stages.heatmaps", exp, work)
+    _run_cli("stages.saliency", exp, work)
+    path = sorted((work / "heatmaps" / "maps").glob("*.npz"))[1]
+    with np.load(path) as z:                  # a file written without the finiteness check
+        arrays = dict(z)
+    arrays["cam"][0, 0, 0] = np.nan
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    _expect_one_line_error(capsys, lambda: _run_cli("stages.seeds", exp, work),
+                           f"{path} (cam) holds 1 non-finite value", "re-run `make heatmaps`")
+    assert not (work / "seeds").exists()
