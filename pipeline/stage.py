@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pipeline import locks
+from pipeline.io_utils import replace_dir, write_json_atomic
 
 MANIFEST = "manifest.json"
 
@@ -84,14 +85,6 @@ def read_manifest(stage_dir: str | os.PathLike) -> dict | None:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise StageError(f"{path}: corrupt manifest ({exc}); delete the folder or re-run with FORCE=1") from exc
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON to ``path`` through a temporary file and ``os.replace``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -202,7 +195,7 @@ def _publish_pending(work_dir: Path, name: str) -> None:
     if (partial_dir / MANIFEST).is_file():
         print(f"[{name}] publishing the complete output of an earlier run left in {partial_dir}", flush=True)
         with locks.publishing(work_dir, name):
-            _swap_into_place(partial_dir, work_dir / name)
+            _swap_into_place(work_dir, name)
         (work_dir / ".partial" / f"{name}.json").unlink(missing_ok=True)
     for trash in (work_dir / ".partial").glob(f"{name}.old*"):
         shutil.rmtree(trash, ignore_errors=True)
@@ -277,20 +270,17 @@ def _run_stage(name, upstream, run_fn, cfg, section, work_dir: Path, *, force, d
     write_json_atomic(partial_dir / MANIFEST, manifest)
     (partial_dir / ".run_state.json").unlink(missing_ok=True)
     with locks.publishing(work_dir, name, log=lambda msg: print(f"[{name}] {msg}", flush=True)):
-        _swap_into_place(partial_dir, final_dir)
+        _swap_into_place(work_dir, name)
     marker.unlink(missing_ok=True)
     print(f"[{name}] done in {wall:.1f}s -> {final_dir}", flush=True)
     _barrier(world_size)
     return manifest
 
 
-def _swap_into_place(src: Path, dst: Path) -> None:
-    """Replace ``dst`` by ``src``: the old folder is moved aside first, then deleted."""
-    trash = dst.parent / ".partial" / f"{dst.name}.old{os.getpid()}"
-    if dst.exists():
-        os.replace(dst, trash)
-    os.replace(src, dst)
-    shutil.rmtree(trash, ignore_errors=True)
+def _swap_into_place(work_dir: Path, name: str) -> None:
+    """``.partial/<name>`` → ``<name>``, the old folder moved aside to ``.partial`` first."""
+    replace_dir(work_dir / ".partial" / name, work_dir / name,
+                trash=work_dir / ".partial" / f"{name}.old{os.getpid()}")
 
 
 def _plain(obj: Any) -> Any:
