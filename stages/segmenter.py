@@ -114,7 +114,7 @@ def evaluate_and_save(ctx, net, index: DatasetIndex, section, kind: str = "segme
         ctx.log(f"quick {split} mIoU (single scale, no CRF) = "
                 f"{'n/a' if miou is None else f'{100 * miou:.2f}'} on {res['scored']} images")
         save_model(ctx.out / "model.pth", net, kind, model_config(section), index.num_classes,
-                   index.classes, section=ctx.name)
+                   index.classes, section=STAGE)
     return {"counts": counts, "metrics": metrics}
 
 
