@@ -87,11 +87,17 @@ def _summary(found: dict[str, list[str]]) -> str:
 
 def _advice(section: str | None, settings: Mapping[str, object] | None) -> str:
     if not section:
-        return "lower the learning rate or switch mixed precision (amp) off"
-    keys = [f"{section}.train.optimizer.lr", f"{section}.train.amp"]
-    shown = [f"{k}={settings[k.split('.train.')[1]]}" if settings and k.split(".train.")[1] in settings
-             else k for k in keys]
-    return f"look at {' and '.join(shown)}: lower the learning rate, or switch amp off"
+        return "lower the learning rate, or switch mixed precision (amp) off"
+    settings = settings or {}
+
+    def shown(key: str) -> str:
+        value = settings.get(key)
+        text = f"{value:g}" if isinstance(value, float) else str(value)
+        return f"{section}.train.{key}" + (f"={text}" if key in settings else "")
+
+    if settings.get("amp") is False:
+        return f"look at {shown('optimizer.lr')}: lower the learning rate ({shown('amp')} already)"
+    return f"look at {shown('optimizer.lr')} and {shown('amp')}: lower the learning rate, or set amp=False"
 
 
 def check_finite(net: nn.Module, losses: Mapping[str, float], it: int, *, tensors: bool = True,

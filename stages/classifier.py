@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from pipeline.data.datasets import ClassificationDataset
 from pipeline.data.index import DatasetIndex
+from pipeline.guards import training_guard
 from pipeline.metrics import average_precision
 from pipeline.mm.train import train_from_section
 from pipeline.models.checkpoint import save_model
@@ -21,6 +22,8 @@ from stages.common import main_for, resolve_path
 
 STAGE = "classifier"
 UPSTREAM = ("data",)
+EP_STALL_CAUSE = ("EP normalisation (classifier.model.pooling.normalize='hw' pools features far smaller "
+                  "than GAP's when trained from scratch; 'lambda' is the λ-weighted mean)")
 
 
 def model_config(section) -> dict:
@@ -83,8 +86,10 @@ def run(ctx) -> dict:
     train_ds = ClassificationDataset(index, tr.get("split", "trainaug"), tr["crop"], train=True,
                                      scale_range=tuple(tr.get("scale_range", (1.0, 1.0))),
                                      resize=tr.get("resize"))
+    guard = training_guard(tr, STAGE, causes=(EP_STALL_CAUSE,) if net.pooling_name == "ep" else ())
     net = train_from_section(net, make_loss_fn(tr.get("loss", "multilabel_soft_margin")), train_ds, tr,
-                             work_dir=ctx.out / "train", seed=seed, world_size=ctx.world_size)
+                             work_dir=ctx.out / "train", seed=seed, world_size=ctx.world_size,
+                             hooks=[guard])
     counts = {"train_images": len(train_ds), "iterations": int(tr["max_iters"])}
     metrics = {}
     if ctx.rank == 0:

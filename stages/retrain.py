@@ -21,6 +21,7 @@ import torch
 from pipeline.data.datasets import SegmentationDataset
 from pipeline.data.index import DatasetIndex
 from pipeline.evaluation import evaluate_segmenter, score_label_dir
+from pipeline.guards import training_guard
 from pipeline.inference import InferenceSettings, crf_from_cfg, iter_segmentation, open_crf_pool
 from pipeline.io_utils import atomic_file
 from pipeline.mm.segmentation import (MMSegLogits, build_mmseg_model, mmseg_losses,
@@ -91,7 +92,7 @@ def run(ctx) -> dict:
         return mmseg_losses(net, batch["image"], batch["label"])
 
     model = train_from_section(model, loss_fn, train_ds, tr, work_dir=ctx.out / "train", seed=seed,
-                               world_size=ctx.world_size)
+                               world_size=ctx.world_size, hooks=[training_guard(tr, STAGE)])
     val = sec.get("val", {})
     res = evaluate_segmenter(MMSegLogits(model).eval(), index, val.get("split", "val"),
                              dict(size=val.get("size", 321), scales=(1.0,), flip=False,

@@ -44,7 +44,7 @@ def test_nonfinite_loss_names_iteration_value_and_keys(one_thread):
     msg = str(err.value)
     assert isinstance(err.value, StageError)
     assert "iteration 6" in msg and "loss = nan" in msg
-    assert "classifier.train.optimizer.lr=100000000.0" in msg and "classifier.train.amp=False" in msg
+    assert "classifier.train.optimizer.lr=1e+08" in msg and "classifier.train.amp=False already" in msg
 
 
 @pytest.mark.parametrize("where", ["parameter", "gradient", "buffer"])
@@ -113,7 +113,7 @@ def test_training_guard_names_the_first_bad_iteration_of_the_window(one_thread):
     net = _net()
     guard = training_guard({"optimizer": {"type": "SGD", "lr": 1e8}, "amp": False}, "segmenter")
     window = [{"loss": 2.0, "lr": 1e8}, {"loss": math.inf, "lr": 1e8}, {"loss": math.nan, "lr": 1e8}]
-    with pytest.raises(NonFiniteError, match=r"iteration 9: loss = inf.*segmenter.train.optimizer.lr=100000000.0"):
+    with pytest.raises(NonFiniteError, match=r"iteration 9: loss = inf.*segmenter.train.optimizer.lr=1e\+08"):
         guard(_state(net, window, it=10))
 
 

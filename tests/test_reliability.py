@@ -274,9 +274,21 @@ def test_lr_1e8_stops_the_classifier_without_a_model_file(tiny_data, optimizer, 
     err = _expect_one_line_error(
         capsys, lambda: _run_cli("stages.classifier", exp, work, f"classifier.train.optimizer.type={optimizer}",
                                  "classifier.train.optimizer.lr=1e8", force=True),
-        "[classifier] error:", "non-finite", "classifier.train.optimizer.lr", "classifier.train.amp")
+        "[classifier] error: classifier training diverged at iteration", "classifier.train.amp=False",
+        "classifier.train.optimizer.lr=1e+08")
+    it = int(err.split("diverged at iteration ")[1].split(":")[0])
+    assert it <= 4                         # caught within the logging interval (2) it happened in
     assert not (work / "classifier").exists()
     assert not list(work.rglob("model.pth")), err
+
+
+def test_a_loss_that_does_not_move_gets_a_warning(tiny_data, capsys, one_thread):
+    exp, work = tiny_data
+    _run_cli("stages.classifier", exp, work, "classifier.train.optimizer.lr=0.0",
+             "classifier.train.stall_iters=4", force=True)
+    out = capsys.readouterr().out
+    assert "warning: the loss has not moved from its start value" in out
+    assert "classifier.train.optimizer.lr" in out and "EP normalisation" in out and "frozen layers" in out
 
 
 # ------------------------------------------------------------------ inference inputs -----------

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 from torch import nn
 
@@ -70,10 +71,38 @@ def optim_wrapper_cfg(optimizer: dict, lr_mult: dict | None = None, paramwise: d
                 **({"paramwise_cfg": pw} if pw else {}))
 
 
+class IntervalHooks(Hook):
+    """mmengine hook running ``hooks`` every ``log_interval`` iterations (before that
+    iteration's checkpoint) with ``state.iteration``, ``state.window`` (each iteration's
+    scalars), ``state.net``, ``state.optimizer``, ``state.log``: the interval-hook interface
+    of the training loop (e.g. :class:`pipeline.guards.TrainingGuard`)."""
+
+    priority = "HIGHEST"
+
+    def __init__(self, hooks, log_interval: int):
+        self.hooks, self.log_interval, self.window = list(hooks), max(1, int(log_interval)), []
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        from types import SimpleNamespace
+
+        self.window.append({k: float(v.detach()) if hasattr(v, "detach") else float(v)
+                            for k, v in (outputs or {}).items()})
+        it = runner.iter + 1
+        if it % self.log_interval and it != runner.max_iters:
+            return
+        model = runner.model.module if hasattr(runner.model, "module") else runner.model
+        state = SimpleNamespace(iteration=it, window=self.window, net=model.net,
+                                optimizer=runner.optim_wrapper.optimizer, log=print)
+        self.window = []
+        for hook in self.hooks:
+            hook(state)
+
+
 def train(net: nn.Module, loss_fn, dataset, *, work_dir: str | Path, max_iters: int,
           batch_size: int, optimizer: dict, schedule: dict, lr_mult: dict | None = None,
           paramwise: dict | None = None, num_workers: int = 0, log_interval: int = 10,
-          checkpoint_interval: int = 500, seed: int = 0, amp: bool = False, world_size: int = 1, log=print) -> nn.Module:
+          checkpoint_interval: int = 500, seed: int = 0, amp: bool = False, world_size: int = 1,
+          log=print, hooks=()) -> nn.Module:
     """Train ``net`` for ``max_iters`` iterations; resume automatically from ``work_dir``.
 
     ``optimizer`` is an mmengine optimizer dict (e.g. ``dict(type="SGD", lr=1e-3, momentum=0.9,
@@ -102,6 +131,7 @@ def train(net: nn.Module, loss_fn, dataset, *, work_dir: str | Path, max_iters: 
         train_cfg=dict(type="IterBasedTrainLoop", max_iters=int(max_iters)),
         optim_wrapper=optim_wrapper_cfg(optimizer, lr_mult, paramwise, use_amp),
         param_scheduler=lr_schedule(dict(schedule), int(max_iters)),
+        custom_hooks=[IntervalHooks(hooks, log_interval)] if hooks else None,
         default_hooks=dict(
             checkpoint=dict(type="CheckpointHook", interval=int(checkpoint_interval), by_epoch=False,
                             max_keep_ckpts=2, save_last=True),
@@ -130,7 +160,7 @@ def train(net: nn.Module, loss_fn, dataset, *, work_dir: str | Path, max_iters: 
 
 
 def train_from_section(net: nn.Module, loss_fn, dataset, tr, *, work_dir, seed: int = 0,
-                       world_size: int = 1) -> nn.Module:
+                       world_size: int = 1, hooks=()) -> nn.Module:
     """:func:`train` with its arguments read from a stage's ``train`` config section."""
     return train(net, loss_fn, dataset, work_dir=work_dir, max_iters=int(tr["max_iters"]),
                  batch_size=int(tr["batch_size"]), optimizer=dict(tr["optimizer"]),
@@ -138,4 +168,4 @@ def train_from_section(net: nn.Module, loss_fn, dataset, tr, *, work_dir, seed: 
                  paramwise=dict(tr.get("paramwise", {})),
                  num_workers=int(tr.get("num_workers", 0)), log_interval=int(tr.get("log_interval", 10)),
                  checkpoint_interval=int(tr.get("checkpoint_interval", 500)), seed=seed,
-                 amp=bool(tr.get("amp", False)), world_size=world_size)
+                 amp=bool(tr.get("amp", False)), world_size=world_size, hooks=hooks)
