@@ -4,6 +4,7 @@
   corrupt JPEG fails here, not in a later stage), in a pool of worker processes.
 * :func:`splits_needed` / :func:`empty_needed_splits` — the splits the experiment's stages
   read (every ``split`` key of their config sections) are non-empty.
+* :func:`split_problem` / :func:`decode_problem` — the data stage's messages for both.
 """
 from __future__ import annotations
 
@@ -82,6 +83,30 @@ def empty_needed_splits(counts: Mapping[str, int],
         else:
             errors[split] = line
     return errors, warnings
+
+
+def split_problem(splits: Mapping[str, list], required: Mapping[str, list[str]], lists_dir,
+                  warnings: list[str]) -> str | None:
+    """The error for the required splits that are empty (None when there is none); the empty
+    splits only ``submit`` reads are appended to ``warnings``."""
+    empty, optional = empty_needed_splits({k: len(v) for k, v in splits.items()}, required)
+    warnings.extend(optional)
+    if not empty:
+        return None
+    files = ", ".join(f"{lists_dir}/{'train' if s == 'trainaug' else s}.txt" for s in empty)
+    return "; ".join(empty.values()) + f": list image ids in {files}, or point those keys at another split"
+
+
+def decode_problem(root, splits: Mapping[str, list], lists_dir, workers: int,
+                   examples: int = 5) -> str | None:
+    """The error for the listed ``<root>/JPEGImages/<id>.jpg`` that do not decode (None when
+    every one does), naming up to ``examples`` of them."""
+    listed = sorted({i for ids in splits.values() for i in ids})
+    broken = decode_failures([f"{root}/JPEGImages/{i}.jpg" for i in listed], workers)
+    if not broken:
+        return None
+    return (f"{len(broken)} of {len(listed)} listed images do not decode: " + "; ".join(broken[:examples])
+            + f": replace them, or remove their ids from the lists in {lists_dir}")
 
 
 def main(argv=None) -> int:
