@@ -32,9 +32,13 @@ DATA_OPTS := $(if $(DATASET),data.dataset=$(DATASET)) \
              $(if $(DATA_ROOT),data.root=$(abspath $(DATA_ROOT)) $(if $(DATASET),,data.dataset=voc)) \
              $(if $(SBD_ROOT),data.sbd_root=$(abspath $(SBD_ROOT))) \
              $(if $(AUG_DIR),data.aug_dir=$(abspath $(AUG_DIR)))
-ALL_OPTS := $(strip $(DATA_OPTS) $(OPTS))
+# OPTS reaches Python as ONE single-quoted shell word (--opts-line), split there like a shell
+# would: values may hold parentheses, spaces and quotes, e.g.
+#   make eval OPTS="eval.scales=(0.75,1.0) experiment.name='my run'"
+shell_quote = '$(subst ','\'',$(1))'
+ALL_OPTS = $(strip $(DATA_OPTS)) $(OPTS)
 STAGE_ARGS = --exp $(abspath $(EXP)) $(if $(WORK_DIR),--work-dir $(abspath $(WORK_DIR))) \
-             $(if $(ALL_OPTS),--opts $(ALL_OPTS)) $(if $(filter 1,$(FORCE)),--force)
+             $(if $(strip $(ALL_OPTS)),--opts-line $(call shell_quote,$(ALL_OPTS))) $(if $(filter 1,$(FORCE)),--force)
 # training stages go through torchrun when GPUS > 1
 LAUNCH = $(if $(filter-out 0 1,$(GPUS)),$(VENV)/bin/torchrun --standalone --nproc_per_node=$(GPUS) -m,$(PY) -m)
 

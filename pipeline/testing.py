@@ -132,3 +132,34 @@ def ddp_worker(rank: int, world_size: int, port: int, root: str, work: str) -> N
             torch.save(net.state_dict(), Path(root) / f"{kind}_rank{rank}.pt")
     finally:
         dist.destroy_process_group()
+def write_exp(tmp_path, text: str):
+    """Write an experiment file ``tmp_path/exp.py`` (``text`` dedented); return its path."""
+    import textwrap
+    from pathlib import Path
+
+    path = Path(tmp_path) / "exp.py"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def run_stage_cli(module: str, exp, work, *opts: str, force: bool = False):
+    """A stage through its command-line entry (``main_for``), as ``make`` runs it."""
+    from stages.common import main_for
+
+    argv = ["--exp", str(exp), "--work-dir", str(work)] + (["--opts", *opts] if opts else [])
+    return main_for(module, argv + (["--force"] if force else []))
+
+
+def expect_one_line_error(capsys, fn, *needles, code: int = 1) -> str:
+    """Run ``fn``: it must exit with ``code`` and at most two stderr lines, no traceback,
+    containing every needle; returns stderr."""
+    import pytest
+
+    with pytest.raises(SystemExit) as exc:
+        fn()
+    err = capsys.readouterr().err
+    assert exc.value.code == code, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 2, err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    return err

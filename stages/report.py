@@ -36,7 +36,7 @@ from pipeline.report_html import (CSS, classifier_html, esc, final_scores, local
 from pipeline.report_plots import plot_iou_bars, plot_training_curves, read_scalars
 from pipeline.io_utils import atomic_dir, write_json_atomic
 from pipeline.stage import _plain, config_digests, read_manifest
-from stages.common import stage_upstream
+from stages.common import add_opts_argument, expand_opts_line, stage_upstream
 
 STAGES = ("data", "classifier", "heatmaps", "saliency", "seeds", "segmenter", "upper_bound",
           "eval", "submit", "localize")
@@ -294,16 +294,14 @@ def build_report(cfg, work_dir, device: str = "cpu", exp_path=None, log=print) -
 
 
 def main(argv=None) -> int:
-    from mmengine.config import DictAction
-
     from stages.common import DEFAULT_EXP, choose_device, default_work_dir, load_experiment
 
     p = argparse.ArgumentParser(prog="python -m stages.report", description=__doc__.split("\n")[0])
     p.add_argument("--exp", default=None, help="experiment config file")
     p.add_argument("--work-dir", default=None, help="work dir (default work_dirs/<experiment>)")
-    p.add_argument("--opts", nargs="+", action=DictAction, default={}, help="config overrides")
+    add_opts_argument(p)
     p.add_argument("--force", action="store_true", help="ignored (the report always regenerates)")
-    a = p.parse_args(argv)
+    a = p.parse_args(expand_opts_line(argv))
     exp = a.exp or str(DEFAULT_EXP)
     cfg = load_experiment(exp, a.opts)
     work_dir = Path(a.work_dir).expanduser().resolve() if a.work_dir else default_work_dir(cfg)

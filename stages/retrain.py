@@ -25,6 +25,7 @@ import torch
 from pipeline.data.datasets import SegmentationDataset
 from pipeline.data.index import DatasetIndex
 from pipeline.evaluation import evaluate_segmenter, score_label_dir
+from pipeline.guards import training_guard
 from pipeline.inference import InferenceSettings, crf_from_cfg, iter_segmentation, open_crf_pool
 from pipeline.io_utils import atomic_file
 from pipeline.mm import MMSegUnavailable, segmentation_edge
@@ -105,7 +106,8 @@ def run(ctx) -> dict:
         return mm.mmseg_losses(net, batch["image"], batch["label"])
 
     model = train_from_section(model, loss_fn, train_ds, tr, work_dir=ctx.out / "train", seed=seed,
-                               world_size=ctx.world_size, device=ctx.device, log=ctx.log)
+                               world_size=ctx.world_size, device=ctx.device, log=ctx.log,
+                               hooks=[training_guard(tr, STAGE)])
     val = sec.get("val", {})
     res = evaluate_segmenter(mm.MMSegLogits(model).eval(), index, val.get("split", "val"),
                              dict(size=val.get("size", 321), scales=(1.0,), flip=False,

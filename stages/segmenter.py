@@ -23,6 +23,7 @@ from pipeline.data.datasets import SegmentationDataset
 from pipeline.data.index import DatasetIndex
 from pipeline.dsrg import DSRGConfig, ce_loss, dsrg_losses
 from pipeline.evaluation import evaluate_segmenter
+from pipeline.guards import training_guard
 from pipeline.models.checkpoint import save_model
 from pipeline.models.deeplab import build_segmenter
 from pipeline.stage import StageError
@@ -59,10 +60,11 @@ def make_loss_fn(loss: str, dsrg_cfg: DSRGConfig | None = None, crf_pool=None,
     return loss_fn
 
 
-def train_segmenter(ctx, index: DatasetIndex, label_dir, section) -> torch.nn.Module:
+def train_segmenter(ctx, index: DatasetIndex, label_dir, section, stage: str = STAGE) -> torch.nn.Module:
     """Train the segmenter of ``section`` on ``label_dir`` (None = GT masks) into ``ctx.out/train``.
 
     Resumes from the checkpoints there; returns the trained network (every rank under DDP).
+    ``stage``: the config section whose keys the training guard's messages name.
     """
     tr = section["train"]
     loss = section.get("loss", "dsrg")
@@ -94,7 +96,8 @@ def train_segmenter(ctx, index: DatasetIndex, label_dir, section) -> torch.nn.Mo
     try:
         return train_from_section(net, make_loss_fn(loss, dsrg_cfg, pool, ce_res), train_ds, tr,
                                   work_dir=ctx.out / "train", seed=seed, world_size=ctx.world_size,
-                                  device=ctx.device, log=ctx.log)
+                                  device=ctx.device, log=ctx.log,
+                                  hooks=[training_guard(tr, stage)])
     finally:
         if pool is not None:
             pool.shutdown()
@@ -117,7 +120,7 @@ def evaluate_and_save(ctx, net, index: DatasetIndex, section, kind: str = "segme
         ctx.log(f"quick {split} mIoU (single scale, no CRF) = "
                 f"{'n/a' if miou is None else f'{100 * miou:.2f}'} on {res['scored']} images")
         save_model(ctx.out / "model.pth", net, kind, model_config(section), index.num_classes,
-                   index.classes)
+                   index.classes, section=STAGE)
     return {"counts": counts, "metrics": metrics}
 
 

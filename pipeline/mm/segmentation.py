@@ -239,12 +239,15 @@ class MMSegLogits(nn.Module):
 
 def save_mmseg_model(path, model, model_cfg: dict, num_classes: int, classes) -> None:
     """``{"format": "wsss-mmseg-model/1", "model_cfg", "num_classes", "classes", "state_dict"}``."""
+    from pipeline.guards import check_model_finite
+    from pipeline.models.checkpoint import diverged_fix
     from pipeline.stage import _plain
 
     path = Path(path)
     payload = {"format": MMSEG_FORMAT, "kind": "mmseg", "model_cfg": _plain(model_cfg),
                "num_classes": int(num_classes), "classes": list(classes),
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    check_model_finite(payload["state_dict"], f"the trained model ({path})", diverged_fix("retrain"))
     with atomic_file(path) as tmp:
         torch.save(payload, tmp)
 
