@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-
 def save_untrained_classifier(ctx) -> dict:
     """A fake `classifier` stage ``run``: an untrained classifier of ``ctx.section['model']``
     whose class maps vary in sign (std-1 classifier weights), saved as ``model.pth``."""
@@ -21,9 +20,10 @@ def save_untrained_classifier(ctx) -> dict:
     return {"counts": {}, "metrics": {}}
 
 
-def tiny_work_dir(root, exp_text: str, classifier_run=save_untrained_classifier):
-    """Write ``exp_text`` to ``root/exp.py``, run the data stage and a fake classifier stage
-    (``classifier_run``) into ``root/work``; return ``(exp_path, work_dir, cfg)``."""
+def tiny_work_dir(root, exp_text: str, classifier_run=save_untrained_classifier, bases=()):
+    """Write ``exp_text`` to ``root/exp.py`` (inheriting the ``configs/_base_/`` files ``bases``),
+    run the data stage and a fake classifier stage (``classifier_run``) into ``root/work``;
+    return ``(exp_path, work_dir, cfg)``."""
     from pathlib import Path
 
     import stages.data
@@ -31,8 +31,7 @@ def tiny_work_dir(root, exp_text: str, classifier_run=save_untrained_classifier)
     from stages.common import load_experiment
 
     root = Path(root)
-    exp = root / "exp.py"
-    exp.write_text(exp_text)
+    exp = write_exp(root, exp_text, bases)
     wd = root / "work"
     cfg = load_experiment(exp)
     run_stage("data", (), stages.data.run, cfg, cfg.data, wd)
@@ -60,3 +59,111 @@ def vgg16_layout_state(seed: int = 0, fc: bool = True) -> dict:
             state[f"{key}.weight"] = base.as_strided((4096, cols), (7, 1))
             state[f"{key}.bias"] = 0.01 * torch.randn(4096, generator=gen)
     return state
+
+
+# ------------------------------------------------------------------ DDP on two CPU processes ---
+TINY_DATA = dict(dataset="synthetic", root=None, sbd_root=None, label_source="xml",
+                 synthetic=dict(seed=2, image_size=48, n_train=8, n_val=2, n_test=2, n_classes=3))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tiny_ddp_setup(root) -> str:
+    """The data stage of a tiny synthetic dataset under ``root/work``; returns that folder."""
+    from pathlib import Path
+
+    import stages.data
+    from pipeline.settings import Settings
+    from pipeline.stage import run_stage
+
+    work = Path(root) / "work"
+    cfg = Settings.from_dict(dict(experiment=dict(name="ddp", seed=0, device="cpu"), data=TINY_DATA))
+    run_stage("data", (), stages.data.run, cfg, cfg.data, work)
+    return str(work)
+
+
+def _tiny_trainings(index) -> dict:
+    """(network, loss function, dataset) of the classifier and the segmenter (DSRG loss, the GT
+    masks as seeds), small enough for a few CPU iterations."""
+    from pipeline.data.datasets import ClassificationDataset, SegmentationDataset
+    from pipeline.models.classifier import build_classifier
+    from pipeline.models.deeplab import build_segmenter
+    from stages import classifier, segmenter
+    from stages.common import REPO_ROOT, load_experiment
+
+    dsrg = load_experiment(REPO_ROOT / "configs" / "voc_ep_dsrg.py").segmenter.dsrg_config()
+
+    torch.manual_seed(0)
+    cls = build_classifier(dict(backbone=dict(width=0.125, batch_norm=True), pretrained=None,
+                                pooling=dict(type="ep", normalize="lambda")), index.num_classes - 1)
+    seg = build_segmenter(dict(width=0.0625, batch_norm=True, fc_channels=32, rates=(1, 2)), index.num_classes)
+    return {"classifier": (cls, classifier.make_loss_fn("multilabel_soft_margin"),
+                           ClassificationDataset(index, "trainaug", 48, train=True)),
+            "segmenter": (seg, segmenter.make_loss_fn("dsrg", dsrg),
+                          SegmentationDataset(index, "trainaug", None, 48, train=True))}
+
+
+def ddp_worker(rank: int, world_size: int, port: int, root: str, work: str) -> None:
+    """One rank (gloo) training the classifier and the segmenter for 3 iterations with
+    :func:`pipeline.training.train`; writes ``root/<kind>_rank<r>.pt`` (and ``<kind>_init.pt``)."""
+    import os
+    from pathlib import Path
+
+    import torch.distributed as dist
+
+    from pipeline.data.index import DatasetIndex
+    from pipeline.training import train
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        for kind, (net, loss_fn, ds) in _tiny_trainings(DatasetIndex.load(Path(work) / "data")).items():
+            if rank == 0:
+                torch.save(net.state_dict(), Path(root) / f"{kind}_init.pt")
+            net = train(net, loss_fn, ds, work_dir=Path(root) / f"{kind}_train", max_iters=3, batch_size=2,
+                        optimizer=dict(type="Adam", lr=1e-2), schedule=dict(type="constant"),
+                        log_interval=1, seed=0, world_size=world_size, device="cpu", log=lambda s: None)
+            torch.save(net.state_dict(), Path(root) / f"{kind}_rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+def write_exp(tmp_path, text: str, bases=()):
+    """Write an experiment file ``tmp_path/exp.py`` (``text`` dedented) inheriting the
+    ``configs/_base_/`` files ``bases`` (where every key has its default); return its path."""
+    import textwrap
+    from pathlib import Path
+
+    base_dir = Path(__file__).resolve().parent.parent / "configs" / "_base_"
+    head = f"_base_ = {[str(base_dir / b) for b in bases]!r}\n" if bases else ""
+    path = Path(tmp_path) / "exp.py"
+    path.write_text(head + textwrap.dedent(text))
+    return path
+
+
+def run_stage_cli(module: str, exp, work, *opts: str, force: bool = False):
+    """A stage through its command-line entry (``main_for``), as ``make`` runs it."""
+    from stages.common import main_for
+
+    argv = ["--exp", str(exp), "--work-dir", str(work)] + (["--opts", *opts] if opts else [])
+    return main_for(module, argv + (["--force"] if force else []))
+
+
+def expect_one_line_error(capsys, fn, *needles, code: int = 1) -> str:
+    """Run ``fn``: it must exit with ``code`` and at most two stderr lines, no traceback,
+    containing every needle; returns stderr."""
+    import pytest
+
+    with pytest.raises(SystemExit) as exc:
+        fn()
+    err = capsys.readouterr().err
+    assert exc.value.code == code, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 2, err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    return err

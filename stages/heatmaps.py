@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from pipeline.data.index import DatasetIndex
 from pipeline.data.transforms import parse_size, resize_image, to_tensor
+from pipeline.guards import check_array_finite
 from pipeline.heatmaps import aggregate_heatmaps, class_specific_lambda, normalise_per_class, save_heatmap
 from pipeline.rib import pick_negatives, rib_heatmaps
 from pipeline.writer import BackgroundWriter
@@ -41,6 +42,8 @@ from stages.common import load_inference_classifier, main_for, split_ids
 
 STAGE = "heatmaps"
 UPSTREAM = ("data", "classifier")
+NONFINITE_FIX = ("the classifier (WORK_DIR/classifier/model.pth) gives non-finite outputs: re-run "
+                 "`make classifier` with a lower classifier.train.optimizer.lr")
 
 
 class _Images(Dataset):
@@ -139,6 +142,9 @@ def run(ctx) -> dict:
             for group in _groups(batch):
                 x = torch.stack([it[0] for it in group]).to(ctx.device)
                 out = infer_batch(net, x, scales, flip, with_lc, amp)
+                for key in ("cam", "lam"):
+                    check_array_finite(out[key], f"the classifier's {key} maps of images "
+                                       f"{group[0][1]}..{group[-1][1]}", NONFINITE_FIX)
                 for b, (_, img_id, hw) in enumerate(group):
                     classes = [int(c) for c in index.labels(img_id)]
                     ch = torch.as_tensor([c - 1 for c in classes], dtype=torch.long, device=x.device)

@@ -9,11 +9,14 @@
 2. ``retrain.model`` — any mmsegmentation segmentor config dict (default: DeepLabV3+ ResNet-50-D8;
    ``decode_head.num_classes`` / ``auxiliary_head.num_classes`` are set to the dataset's) — is
    trained on the pseudo-labels with its own decode/auxiliary losses (plain cross-entropy, 255
-   ignored) through :func:`pipeline.mm.train.train_from_section` (mmengine Runner: checkpoints,
-   resume, TensorBoard, AMP, DDP).
+   ignored) through :func:`pipeline.training.train_from_section` (checkpoints, resume, scalars
+   log, AMP, DDP).
 3. Quick single-scale, no-CRF val mIoU; ``model.pth`` in the ``wsss-mmseg-model/1`` format
    (:func:`pipeline.mm.segmentation.load_mmseg_model` → a logits network for
    :mod:`pipeline.inference` / :func:`pipeline.evaluation.evaluate_segmenter`).
+
+Steps 2-3 need mmsegmentation and a compiled mmcv (``make env-mm``); without them the stage stops
+with one line saying so, before any work.
 """
 from __future__ import annotations
 
@@ -22,12 +25,13 @@ import torch
 from pipeline.data.datasets import SegmentationDataset
 from pipeline.data.index import DatasetIndex
 from pipeline.evaluation import evaluate_segmenter, score_label_dir
+from pipeline.guards import training_guard
 from pipeline.inference import iter_segmentation, open_crf_pool
 from pipeline.io_utils import atomic_file
-from pipeline.mm.segmentation import (MMSegLogits, build_mmseg_model, mmseg_losses,
-                                      save_mmseg_model)
-from pipeline.mm.train import train_from_section
+from pipeline.mm import MMSegUnavailable, segmentation_edge
 from pipeline.models.deeplab import load_segmenter
+from pipeline.stage import StageError
+from pipeline.training import train_from_section
 from pipeline.voc import write_label_png
 from stages.common import main_for
 from stages.segmenter import quick_val_settings
@@ -65,7 +69,16 @@ def make_pseudo_labels(ctx, index: DatasetIndex, pcfg) -> int:
     return len(todo)
 
 
+def mm_edge():
+    """:mod:`pipeline.mm.segmentation`, or a one-line :class:`StageError` naming ``make env-mm``."""
+    try:
+        return segmentation_edge("the retrain stage (an mmsegmentation model)")
+    except MMSegUnavailable as exc:
+        raise StageError(str(exc)) from None
+
+
 def run(ctx) -> dict:
+    mm = mm_edge()
     sec, tr = ctx.section, ctx.section.train
     index = DatasetIndex.load(ctx.upstream_dir("data"))
     pcfg = sec.pseudo
@@ -83,18 +96,19 @@ def run(ctx) -> dict:
     seed = ctx.cfg.experiment.seed
     torch.manual_seed(seed)
     model_cfg = sec.model
-    model = build_mmseg_model(model_cfg, index.num_classes)
+    model = mm.for_training(mm.build_mmseg_model(model_cfg, index.num_classes), ctx.world_size > 1)
     ctx.log(f"mmseg {model_cfg['type']} ({model_cfg.get('decode_head', {}).get('type')}), "
             f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
     train_ds = SegmentationDataset(index, tr.split, ctx.out / "pseudo", tr.crop, train=True,
                                    scale_range=tr.scale_range, resize=tr.resize)
 
     def loss_fn(net, batch):
-        return mmseg_losses(net, batch["image"], batch["label"])
+        return mm.mmseg_losses(net, batch["image"], batch["label"])
 
-    model = train_from_section(model, loss_fn, train_ds, tr, work_dir=ctx.out / "train",
-                               seed=seed, world_size=ctx.world_size)
-    res = evaluate_segmenter(MMSegLogits(model).eval(), index, sec.val.split,
+    model = train_from_section(model, loss_fn, train_ds, tr, work_dir=ctx.out / "train", seed=seed,
+                               world_size=ctx.world_size, device=ctx.device, log=ctx.log,
+                               hooks=[training_guard(tr, STAGE)])
+    res = evaluate_segmenter(mm.MMSegLogits(model).eval(), index, sec.val.split,
                              quick_val_settings(sec.val), ctx.device, rank=ctx.rank,
                              world_size=ctx.world_size)
     counts.update(iterations=tr.max_iters, train_images=len(train_ds), val_scored=res["scored"])
@@ -103,7 +117,7 @@ def run(ctx) -> dict:
         miou = res["mIoU"]
         ctx.log(f"quick val mIoU (single scale, no CRF) = "
                 f"{'n/a' if miou is None else f'{100 * miou:.2f}'}")
-        save_mmseg_model(ctx.out / "model.pth", model, model_cfg, index.num_classes, index.classes)
+        mm.save_mmseg_model(ctx.out / "model.pth", model, model_cfg, index.num_classes, index.classes)
     return {"counts": counts, "metrics": metrics}
 
 

@@ -1,8 +1,8 @@
 """Stage `segmenter`: train DeepLab v2 (ASPP-L, VGG-16) from the seeds with DSRG.
 
 Reads the dataset index and the seed label maps (``WORK_DIR/seeds/labels/<id>.png``), trains
-with mmengine through :func:`pipeline.mm.train.train_from_section` (checkpoints + auto-resume in
-``train/``, TensorBoard scalars, AMP on CUDA, DDP under ``make segmenter GPUS=N``), scores a
+with :func:`pipeline.training.train_from_section` (checkpoints + auto-resume in
+``train/``, scalars log, AMP on CUDA, DDP under ``make segmenter GPUS=N``), scores a
 quick single-scale, no-CRF val mIoU (the full protocol is the ``eval`` stage) and writes
 ``model.pth`` (docs/DESIGN.md; :func:`pipeline.models.deeplab.load_segmenter`).
 
@@ -23,10 +23,11 @@ from pipeline.data.datasets import SegmentationDataset
 from pipeline.data.index import DatasetIndex
 from pipeline.dsrg import DSRGConfig, ce_loss, dsrg_losses
 from pipeline.evaluation import evaluate_segmenter
+from pipeline.guards import training_guard
 from pipeline.inference import InferenceSettings
-from pipeline.mm.train import train_from_section
 from pipeline.models.checkpoint import save_model
 from pipeline.models.deeplab import build_segmenter
+from pipeline.training import train_from_section
 from stages.common import main_for, resolve_path
 
 STAGE = "segmenter"
@@ -44,7 +45,7 @@ def model_config(section) -> dict:
 
 def make_loss_fn(loss: str, dsrg_cfg: DSRGConfig | None = None, crf_pool=None,
                  ce_resolution: str | None = None):
-    """``loss_fn(net, batch)`` for :mod:`pipeline.mm.train` (batch: SegmentationDataset items):
+    """``loss_fn(net, batch)`` for :mod:`pipeline.training` (batch: SegmentationDataset items):
     ``"dsrg"`` with ``dsrg_cfg`` or ``"ce"`` at ``ce_resolution``."""
     def loss_fn(net, batch):
         logits = net(batch["image"])
@@ -54,10 +55,11 @@ def make_loss_fn(loss: str, dsrg_cfg: DSRGConfig | None = None, crf_pool=None,
     return loss_fn
 
 
-def train_segmenter(ctx, index: DatasetIndex, label_dir, section) -> torch.nn.Module:
+def train_segmenter(ctx, index: DatasetIndex, label_dir, section, stage: str = STAGE) -> torch.nn.Module:
     """Train the segmenter of ``section`` on ``label_dir`` (None = GT masks) into ``ctx.out/train``.
 
     Resumes from the checkpoints there; returns the trained network (every rank under DDP).
+    ``stage``: the config section whose keys the training guard's messages name.
     """
     tr, loss = section.train, section.loss
     seed = ctx.cfg.experiment.seed
@@ -86,7 +88,8 @@ def train_segmenter(ctx, index: DatasetIndex, label_dir, section) -> torch.nn.Mo
     try:
         return train_from_section(net, make_loss_fn(loss, dsrg_cfg, pool, section.ce.resolution),
                                   train_ds, tr, work_dir=ctx.out / "train", seed=seed,
-                                  world_size=ctx.world_size)
+                                  world_size=ctx.world_size, device=ctx.device, log=ctx.log,
+                                  hooks=[training_guard(tr, stage)])
     finally:
         if pool is not None:
             pool.shutdown()
@@ -107,7 +110,7 @@ def evaluate_and_save(ctx, net, index: DatasetIndex, section, kind: str = "segme
         ctx.log(f"quick {split} mIoU (single scale, no CRF) = "
                 f"{'n/a' if miou is None else f'{100 * miou:.2f}'} on {res['scored']} images")
         save_model(ctx.out / "model.pth", net, kind, model_config(section), index.num_classes,
-                   index.classes)
+                   index.classes, section=STAGE)
     return {"counts": counts, "metrics": metrics}
 
 

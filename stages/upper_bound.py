@@ -24,11 +24,11 @@ def run(ctx) -> dict:
     seg = ctx.section["upper_bound"].segmenter(ctx.section["segmenter"])
     index = DatasetIndex.load(ctx.upstream_dir("data"))
     ctx.log(f"training the segmenter on ground-truth masks ({seg.train.split}, loss={seg.loss})")
-    net = train_segmenter(ctx, index, None, seg)
+    net = train_segmenter(ctx, index, None, seg, stage=STAGE)
     counts, metrics = {"iterations": seg.train.max_iters}, {}
     if ctx.rank == 0:
         save_model(ctx.out / "model.pth", net, "segmenter", model_config(seg), index.num_classes,
-                   index.classes)
+                   index.classes, section=STAGE)
     res = evaluate_section(net.eval().to(ctx.device), index, ctx.section["eval"], ctx)
     if ctx.rank == 0:
         ctx.log("upper bound, no CRF\n" + format_table(res["no_crf"]))

@@ -51,13 +51,15 @@ def test_every_config_checks_against_the_typed_settings(path):
             assert isinstance(settings.variant(name), Settings)
 
 
-def _fails(*opts, exp=DEMO) -> str:
-    """The one-line error of ``python -m stages.seeds --opts ...`` (nothing may run)."""
+def _fails(capsys, *opts, exp=DEMO) -> str:
+    """The error line of ``python -m stages.seeds --opts ...`` (exit status 1, nothing ran)."""
+    capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
         main_for("stages.seeds", ["--exp", str(exp), "--work-dir", "/nonexistent/wd", "--opts", *opts])
-    message = str(exc.value.code)
-    assert message.startswith("[seeds] config error: ") and "\n" not in message
-    return message
+    assert exc.value.code == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0].startswith("[seeds] error: ") and lines[1:] == ["(DEBUG=1 shows the traceback)"]
+    return lines[0]
 
 
 @pytest.mark.parametrize("opt,message", [
@@ -76,29 +78,31 @@ def _fails(*opts, exp=DEMO) -> str:
     ("seeds.fg_top=high", "seeds.fg_top='high' has the wrong type: it must be a number in [0, 1]"),
     ("seeds.fg_mode=top", "seeds.fg_mode='top' is not allowed: it must be one of 'relative', 'rank'"),
     ("classifier.train.optimizer.momentum=0.9",
-     "classifier.train.optimizer.momentum is not an argument of Adam"),
+     "classifier.train.optimizer.momentum is not an argument of Adam: remove it"),
+    ("classifier.train.optimizer.betaz=(0.9,0.99)",
+     "unknown key classifier.train.optimizer.betaz — did you mean classifier.train.optimizer.betas?"),
     ("upper_bound.train.max_iter=3", "did you mean upper_bound.train.max_iters?"),
     ("retrain.train.max_iters=3", "section retrain is not in this experiment"),
     ("segmenter.crf.backend=cuda", "it must be one of 'pydensecrf', 'torch'"),
 ])
-def test_bad_opts_fail_before_any_stage_runs(opt, message):
-    assert message in _fails(opt)
+def test_bad_opts_fail_before_any_stage_runs(opt, message, capsys):
+    assert message in _fails(capsys, opt)
     assert not Path("/nonexistent/wd").exists()
 
 
-def test_bad_config_file_fails_naming_the_file_and_key(tmp_path):
+def test_bad_config_file_fails_naming_the_file_and_key(tmp_path, capsys):
     exp = tmp_path / "exp.py"
     exp.write_text(f"_base_ = [{str(DEMO)!r}]\nseeds = dict(fg_tpo=0.2)\n")
-    msg = _fails("seeds.fg_top=0.2", exp=exp)
+    msg = _fails(capsys, "seeds.fg_top=0.2", exp=exp)
     assert f"{exp}: unknown key seeds.fg_tpo — did you mean seeds.fg_top?" in msg
     exp.write_text(f"_base_ = [{str(DEMO)!r}]\nseedz = dict(fg_top=0.2)\n")
-    assert "unknown section seedz — did you mean seeds?" in _fails("seeds.fg_top=0.2", exp=exp)
+    assert "unknown section seedz — did you mean seeds?" in _fails(capsys, "seeds.fg_top=0.2", exp=exp)
     exp.write_text(f"_base_ = [{str(DEMO)!r}]\nseeds = dict(bg_sal=1.5)\n")
     assert "seeds.bg_sal=1.5 is out of range: it must be a number in [0, 1]" in _fails(
-        "seeds.fg_top=0.2", exp=exp)
+        capsys, "seeds.fg_top=0.2", exp=exp)
     # a required key whose default is missing from the config names the key
     exp.write_text("experiment = dict(seed=0, device='cpu')\nseeds = dict(fg_top=0.2)\n")
-    assert "seeds.heatmap_source is not set" in _fails("seeds.bg_sal=0.1", exp=exp)
+    assert "seeds.heatmap_source is not set" in _fails(capsys, "seeds.bg_sal=0.1", exp=exp)
 
 
 def test_rules_between_keys_and_sections(tmp_path):
@@ -122,9 +126,10 @@ def test_one_line_message_and_status_from_the_command_line(tmp_path):
     res = subprocess.run([sys.executable, "-m", "stages.seeds", "--exp", str(DEMO), "--work-dir",
                           str(tmp_path / "wd"), "--opts", "seeds.bg_sal=-1"],
                          cwd=REPO, capture_output=True, text=True)
-    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert res.returncode == 1 and "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines() == [
-        "[seeds] config error: OPTS: seeds.bg_sal=-1 is out of range: it must be a number in [0, 1]"]
+        "[seeds] error: OPTS: seeds.bg_sal=-1 is out of range: it must be a number in [0, 1]",
+        "(DEBUG=1 shows the traceback)"]
     assert not (tmp_path / "wd").exists()
 
 

@@ -74,6 +74,8 @@ class RBDSettings(Section):
 class SaliencySettings(Section):
     split: str = key(SPLIT)
     dir: str | None = key(Nullable(Str()))         # None = compute RBD saliency
+    # imported colour maps: True converts them to luma; unset / False = a colour map is an error
+    allow_colour: bool | None = key(Bool(), optional=True)
     rbd: RBDSettings = key(Sub(RBDSettings))
     workers: int = key(Int(0))
 

@@ -62,6 +62,8 @@ class DataSettings(Section):
     aug_list: str | None = key(Nullable(Str()), optional=True)
     label_source: str = key(OneOf("xml", "mask"))
     name: str | None = key(Nullable(Str()), optional=True)
+    # processes decoding every listed image (execution only); None / unset = min(4, CPUs)
+    workers: int | None = key(Nullable(Int(1)), optional=True)
     synthetic: SyntheticSettings | None = key(Sub(SyntheticSettings), optional=True)
 
     def check(self) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 from .checks import ConfigError, unknown_key
 
-__all__ = ["Section", "Sub", "Partial", "key", "KEYS_ADDED_LATER"]
+__all__ = ["Section", "Sub", "Partial", "key", "make_section", "KEYS_ADDED_LATER"]
 
 # dotted key -> the value with which it is left out of to_dict() (and so of the stage digest):
 # keys that joined configs/_base_/ after work dirs existed; this value is what the code did
@@ -139,6 +139,13 @@ class Section(Mapping):
 
 
 _NOTHING = object()
+
+
+def make_section(name: str, **checks) -> type:
+    """A typed section class with one required key per ``checks`` item (``key=check``), e.g.
+    for a stage module outside the project's sections (its ``SETTINGS``)."""
+    fields = [(k, object, key(check)) for k, check in checks.items()]
+    return dataclasses.make_dataclass(f"{name.title()}Settings", fields, bases=(Section,), frozen=True)
 
 
 class Sub:

@@ -85,20 +85,27 @@ class Settings:
     submit: SubmitSettings | None = None
     localize: LocalizeSettings | None = None
     ablation: AblationSettings | None = None
+    extra: dict = dataclasses.field(default_factory=dict)      # sections of extra_sections
     raw: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
+    extra_sections: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_dict(cls, raw: Mapping, *, check_variants: bool = True) -> "Settings":
-        """Check the plain config dict ``raw`` (module docstring); raise ConfigError."""
-        raw = dict(raw)
+    def from_dict(cls, raw: Mapping, *, check_variants: bool = True,
+                  extra_sections: dict | None = None) -> "Settings":
+        """Check the plain config dict ``raw`` (module docstring); raise ConfigError.
+        ``extra_sections`` (``{name: Section class}``): sections of stage modules outside the
+        project's own (a stage module's ``SETTINGS``)."""
+        raw, extra_sections = dict(raw), dict(extra_sections or {})
+        known = {**SECTIONS, **extra_sections}
         for name in raw:
-            if name not in SECTIONS:
-                raise unknown_key("", name, SECTIONS)
+            if name not in known:
+                raise unknown_key("", name, known)
         typed = {name: SECTIONS[name].from_dict(raw[name], name) for name in SECTIONS if name in raw}
+        extra = {name: c.from_dict(raw[name], name) for name, c in extra_sections.items() if name in raw}
         if "experiment" not in typed:
             raise ConfigError("experiment is not set: add experiment = dict(seed=..., device=...)",
                               "experiment")
-        settings = cls(**typed, raw=raw)
+        settings = cls(**typed, extra=extra, raw=raw, extra_sections=extra_sections)
         settings.check()
         if check_variants and settings.ablation is not None:
             for name in settings.ablation.variants:
@@ -117,9 +124,12 @@ class Settings:
 
     def section(self, name: str, stage: str | None = None):
         """The typed section ``name``; ConfigError when the experiment has none."""
-        if name not in SECTIONS:
+        if name in self.extra_sections:
+            value = self.extra.get(name)
+        elif name not in SECTIONS:
             raise unknown_key("", name, SECTIONS)
-        value = getattr(self, name)
+        else:
+            value = getattr(self, name)
         if value is None:
             who = f" for stage {stage!r}" if stage else ""
             raise ConfigError(f"no config section {name!r}{who}: add it (or a configs/_base_/ "
@@ -137,15 +147,17 @@ class Settings:
     def with_overrides(self, overrides: dict, where: str = "overrides") -> "Settings":
         """New settings with ``{"section.key": value}`` applied and checked; a ConfigError names
         ``where`` the overrides came from."""
+        known = {**SECTIONS, **self.extra_sections}
         for dotted in overrides:
             section = str(dotted).split(".")[0]
             if section not in self.raw:
-                err = (unknown_key("", section, SECTIONS) if section not in SECTIONS else
+                err = (unknown_key("", section, known) if section not in known else
                        ConfigError(f"section {section} is not in this experiment: add the "
                                    f"configs/_base_/ file that has it to its _base_ list", section))
                 raise ConfigError(f"{where}: {err}", err.key)
         try:
-            return Settings.from_dict(apply_overrides(self.raw, overrides), check_variants=False)
+            return Settings.from_dict(apply_overrides(self.raw, overrides), check_variants=False,
+                                      extra_sections=self.extra_sections)
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}", exc.key) from None
 

@@ -8,48 +8,65 @@ from __future__ import annotations
 
 import dataclasses
 
-from pipeline.models.classifier import LOSS_TYPES
+import inspect
+from collections.abc import Mapping
 
-from .checks import AnyOf, Bool, Float, FreeDict, Int, MappingOf, Nullable, OneOf, TupleOf
+from pipeline.models.classifier import LOSS_TYPES
+from pipeline.optim import SCHEDULES, optimizer_class
+
+from .checks import (AnyOf, Bool, ConfigError, Float, FreeDict, Int, MappingOf, Nullable, OneOf,
+                     TupleOf, closest, unknown_key)
 from .section import Section, Sub, key
 
-__all__ = ["OptimizerSettings", "ScheduleSettings", "ParamwiseSettings", "TrainSettings",
+__all__ = ["Optimizer", "ScheduleSettings", "ParamwiseSettings", "TrainSettings",
            "ClassifierTrain", "SegmenterTrain", "SPLIT"]
 
 SPLIT = OneOf("train", "val", "test", "trainaug")
-_ADAM_ONLY = ("betas", "eps", "amsgrad")
-_SGD_ONLY = ("momentum", "nesterov", "dampening")
 # one parameter-name substring -> lr multiplier, or {"lr_mult": ..., "decay_mult": ...}
 _LR_MULT = AnyOf(Float(0, lo_open=True), FreeDict())
 
 
-@dataclasses.dataclass(frozen=True)
-class OptimizerSettings(Section):
-    """A torch optimizer: ``type`` and its arguments; SGD-only / Adam-only arguments are
-    rejected for the other kind."""
-    type: str = key(OneOf("SGD", "Adam", "AdamW"))
-    lr: float = key(Float(0, lo_open=True))
-    weight_decay: float = key(Float(0))
-    momentum: float | None = key(Float(0, 1, hi_open=True), optional=True)      # SGD
-    nesterov: bool | None = key(Bool(), optional=True)                         # SGD
-    dampening: float | None = key(Float(0, 1), optional=True)                  # SGD
-    betas: tuple | None = key(TupleOf(Float(0, 1, hi_open=True), length=2), optional=True)  # Adam(W)
-    eps: float | None = key(Float(0, lo_open=True), optional=True)             # Adam(W)
-    amsgrad: bool | None = key(Bool(), optional=True)                          # Adam(W)
+class Optimizer:
+    """Check of an ``optimizer`` dict: ``type`` a torch.optim class (pipeline.optim), ``lr`` > 0,
+    ``weight_decay`` >= 0, and every other key an argument of that class (closest name
+    suggested), a number, bool or tuple of numbers. The value stays a plain dict."""
 
-    def check(self) -> None:
-        wrong = _SGD_ONLY if self.type != "SGD" else _ADAM_ONLY
-        for name in wrong:
-            if getattr(self, name) is not None:
-                raise self.fail(name, f"is not an argument of {self.type}: remove it (optimizer "
-                                      f"dicts of another type need _delete_=True in the config)")
+    def __call__(self, v, key):
+        if not isinstance(v, Mapping):
+            raise ConfigError(f"{key}={v!r} has the wrong type: it must be {self.describe()}", key)
+        opts = dict(v)
+        for name in ("type", "lr", "weight_decay"):
+            if name not in opts:
+                raise ConfigError(f"{key}.{name} is not set: {key} must be {self.describe()}",
+                                  f"{key}.{name}")
+        try:
+            cls = optimizer_class(opts["type"])
+        except ValueError:
+            raise ConfigError(f"{key}.type={opts['type']!r} is not allowed: it must name a "
+                              f"torch.optim optimizer (SGD, Adam, AdamW, ...)", f"{key}.type") from None
+        Float(0)(opts["lr"], f"{key}.lr")
+        Float(0)(opts["weight_decay"], f"{key}.weight_decay")
+        known = [n for n in inspect.signature(cls.__init__).parameters if n not in ("self", "params")]
+        for name, value in opts.items():
+            if name == "type":
+                continue
+            if name not in known and closest(name, known) is not None:
+                raise unknown_key(key, name, known)
+            if name not in known:
+                raise ConfigError(f"{key}.{name} is not an argument of {opts['type']}: remove it "
+                                  f"({opts['type']} takes {', '.join(known)})", f"{key}.{name}")
+            AnyOf(Bool(), Float(), TupleOf(Float()))(value, f"{key}.{name}")
+        return {k: tuple(x) if isinstance(x, list) else x for k, x in opts.items()}
+
+    def describe(self) -> str:
+        return "a dict with type (a torch.optim optimizer), lr >= 0, weight_decay >= 0"
 
 
 @dataclasses.dataclass(frozen=True)
 class ScheduleSettings(Section):
     """lr schedule: ``poly`` (lr·(1 − it/max_iters)^power), ``step`` (× gamma every ``step``
     iterations) or ``constant``; the keys of the chosen type must be set."""
-    type: str = key(OneOf("poly", "step", "constant"))
+    type: str = key(OneOf(*SCHEDULES))
     power: float | None = key(Float(0, lo_open=True), optional=True)
     step: int | None = key(Int(1), optional=True)
     gamma: float | None = key(Float(0, 1, lo_open=True), optional=True)
@@ -81,7 +98,7 @@ class TrainSettings(Section):
     batch_size: int = key(Int(1))
     max_iters: int = key(Int(1))
     num_workers: int = key(Int(0))
-    optimizer: OptimizerSettings = key(Sub(OptimizerSettings))
+    optimizer: dict = key(Optimizer())
     schedule: ScheduleSettings = key(Sub(ScheduleSettings))
     lr_mult: dict = key(MappingOf(_LR_MULT))
     # None (unset) = no parameter-wise rules
@@ -89,6 +106,9 @@ class TrainSettings(Section):
     amp: bool = key(Bool())
     log_interval: int = key(Int(1))
     checkpoint_interval: int = key(Int(1))
+    # iterations without a loss change before the stall warning (pipeline.guards; execution
+    # only); unset = pipeline.guards.DEFAULT_STALL_ITERS, 0 = no warning
+    stall_iters: int | None = key(Int(0), optional=True)
 
     def check(self) -> None:
         lo, hi = self.scale_range
