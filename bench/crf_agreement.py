@@ -18,6 +18,10 @@ It draws training batches (the segmenter's training augmentation, fixed seed), c
 the trained network (``segmenter/model.pth``) and with every checkpoint found in
 ``segmenter/train/`` (P at earlier iterations), and prints / writes (``--out``, JSON) the figures
 per network. The random smooth inputs at 41×41 are the ``crf_train`` benchmark (``make bench``).
+
+``python -m bench.crf_agreement --kernels`` compares the kernels themselves
+(:func:`lattice_columns`): one column of pydensecrf's normalised Gaussian kernel, read off a
+one-iteration inference, against the exact one.
 """
 from __future__ import annotations
 
@@ -149,14 +153,59 @@ def demo_agreement(exp: str, work_dir: Path, batches: int) -> dict:
             "thresholds": [dsrg.fg_threshold, dsrg.bg_threshold], "networks": results}
 
 
+def lattice_columns(sigmas=(0.25, 0.5, 1.0, 2.0, 3.0, 80 / 12), size: int = 41, big: float = 15.0) -> list[dict]:
+    """Column u (the grid centre) of pydensecrf's normalised Gaussian kernel K̃ vs the exact one.
+
+    Two labels, the Gaussian kernel alone with Potts weight 1, one mean-field step from the
+    unary ψ: Q⁰ = softmax(−ψ) and log Q¹₁ − log Q¹₀ = ψ₀ − ψ₁ + K̃ (Q⁰₁ − Q⁰₀), so K̃ applied to
+    any v = Q⁰₁ − Q⁰₀ is read off the output. With Q⁰₁ ≈ e_u (ψ = 0 / ``big``) and then ≈ 0,
+    half the difference of the two readings is K̃ e_u. Per σ: the self weight K̃(u,u) (lattice,
+    exact), the L1 distance of the columns (each sums to ≈ 1) and the σ of the exact kernel
+    closest to the lattice column (L1, on a grid of 0.5σ..2σ)."""
+    import pydensecrf.densecrf as dcrf
+    from pipeline.crf_torch import smoothness_operator
+    N, u = size * size, (size // 2) * size + size // 2
+
+    def read(sigma, on: bool):
+        psi = np.full((2, N), 0.0, np.float32)
+        psi[1] = big
+        if on:
+            psi[:, u] = (big, 0.0)
+        crf = dcrf.DenseCRF2D(size, size, 2)
+        crf.setUnaryEnergy(psi)
+        crf.addPairwiseGaussian(sxy=sigma, compat=1.0)
+        q = np.asarray(crf.inference(1), dtype=np.float64)
+        return np.log(q[1]) - np.log(q[0]) - (psi[0] - psi[1])
+
+    def exact(sigma):
+        return smoothness_operator(size, size, sigma, "cpu").double().numpy()[:, u]
+    out = []
+    for sigma in sigmas:
+        lattice = (read(sigma, True) - read(sigma, False)) / 2
+        ex = exact(sigma)
+        fits = [(np.abs(exact(s) - lattice).sum(), s) for s in np.linspace(0.5 * sigma, 2 * sigma, 61)]
+        out.append({"sigma": float(sigma), "self_lattice": float(lattice[u]), "self_exact": float(ex[u]),
+                    "l1": float(np.abs(lattice - ex).sum()), "sum_lattice": float(lattice.sum()),
+                    "best_sigma": float(min(fits)[1])})
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.crf_agreement", description=__doc__.split("\n\n")[0])
     p.add_argument("--exp", default="configs/demo_synthetic.py")
-    p.add_argument("--work-dir", required=True, help="work dir with data, seeds and a trained segmenter")
+    p.add_argument("--work-dir", help="work dir with data, seeds and a trained segmenter")
+    p.add_argument("--kernels", action="store_true", help="compare the kernels (lattice vs exact) instead")
     p.add_argument("--batches", type=int, default=4, help="training batches per network (default 4)")
     p.add_argument("--out", help="write the figures to this JSON file")
     args = p.parse_args(argv)
-    res = demo_agreement(args.exp, Path(args.work_dir).resolve(), args.batches)
+    if args.kernels:
+        res = {"kernel_columns": lattice_columns()}
+        for r in res["kernel_columns"]:
+            print(", ".join(f"{k} {v:.4g}" for k, v in r.items()))
+    elif args.work_dir:
+        res = demo_agreement(args.exp, Path(args.work_dir).resolve(), args.batches)
+    else:
+        p.error("give --work-dir (demo agreement) or --kernels")
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
     return 0

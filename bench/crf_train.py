@@ -9,10 +9,14 @@ Timed, taking turns within each repeat (``measure_interleaved``): pydensecrf in-
 (``crf_batch``, one core), pydensecrf in a pool of ``workers`` processes (created and warmed up
 first, as the segmenter keeps one pool per run), the torch CRF on the CPU (all torch threads) and,
 when CUDA is available, on the GPU (synchronised; inputs already on the device, as in training).
-Agreement (:func:`bench.crf_agreement.crf_agreement`): argmax of Q, mean |ΔQ|, grown seeds.
+Agreement (:func:`bench.crf_agreement.crf_agreement`): argmax of Q, mean |ΔQ|, grown seeds; for
+scale, the argmax agreement of pydensecrf with itself when the bilateral kernel's σ (bi_xy,
+bi_rgb) are 5 % wider — about how far the lattice's kernel is from the exact one
+(docs/CRF_TORCH.md).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import torch
@@ -63,6 +67,10 @@ def run(cfg: dict, ctx) -> list[dict]:
         fns["pyd_pool"] = lambda: crf_batch(images, p_np, params, pool)
         m = measure_interleaved(fns, ctx.reps(cfg), max(1, ctx.warmup))
         agree = crf_agreement(images, probs, cues, classes.bool(), dsrg, pool)
+        wider = dataclasses.replace(params, bi_xy=1.05 * params.bi_xy, bi_rgb=1.05 * params.bi_rgb)
+        q_ref = crf_batch(images, p_np, params, pool)
+        agree["argmax_pydensecrf_wider"] = float(
+            (crf_batch(images, p_np, wider, pool).argmax(1) == q_ref.argmax(1)).mean())
     finally:
         pool.shutdown()
     ctx.log("crf_train: " + ", ".join(f"{k} {v['median'] * 1e3:.0f} ms" for k, v in m.items()))
@@ -100,7 +108,8 @@ def run(cfg: dict, ctx) -> list[dict]:
         notes=f"mean |ΔQ| {agree['mean_abs_dq']:.2e} (max {agree['max_abs_dq']:.2f}); grown seeds identical on "
               f"{100 * agree['seeds']:.1f} % of the cells ({100 * agree['seeds_labelled']:.1f} % of the seeded "
               f"ones); coverage after growing {100 * agree['cov_pydensecrf']:.1f} % (pydensecrf) vs "
-              f"{100 * agree['cov_torch']:.1f} % (torch)",
+              f"{100 * agree['cov_torch']:.1f} % (torch); for scale, pydensecrf agrees with itself on "
+              f"{100 * agree['argmax_pydensecrf_wider']:.1f} % of the cells when its bilateral σ are 5 % wider",
         extra=agree))
     ctx.shared["crf_train"] = {k: v["median"] for k, v in m.items()}
     return rows

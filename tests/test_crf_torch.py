@@ -190,3 +190,16 @@ def test_crf_backend_config_is_checked():
     assert DSRGConfig.from_cfg(None, dict(preset="dsrg_train")).crf_backend == "pydensecrf"
     with pytest.raises(ValueError, match=r"segmenter\.crf\.backend.*'cuda'"):
         DSRGConfig.from_cfg(None, dict(backend="cuda"))
+
+
+def test_exact_kernel_is_the_one_the_lattice_approximates():
+    """pydensecrf's normalised Gaussian kernel, read off its inference (bench.crf_agreement):
+    both are the identity at σ = 0.25 px; at σ = 2 px the lattice's column also sums to 1 and
+    lies within ~10 % (L1) of the exact one, centred on the same cell."""
+    pytest.importorskip("pydensecrf.densecrf")
+    from bench.crf_agreement import lattice_columns
+    narrow, wide = lattice_columns(sigmas=(0.25, 2.0), size=15)
+    assert narrow["l1"] < 0.01 and narrow["self_lattice"] == pytest.approx(1.0, abs=1e-3)
+    assert wide["sum_lattice"] == pytest.approx(1.0, abs=0.02) and wide["l1"] < 0.15
+    assert wide["self_exact"] == pytest.approx(wide["self_lattice"], rel=0.25)
+    assert 1.8 < wide["best_sigma"] < 2.3
