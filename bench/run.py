@@ -32,7 +32,8 @@ import time
 import traceback
 from pathlib import Path
 
-from bench.common import BenchContext, dump_json, markdown_table, write_atomic
+from bench.common import BenchContext, dump_json, markdown_table
+from pipeline.io_utils import write_text_atomic
 
 REPO = Path(__file__).resolve().parent.parent
 ORDER = ("growing", "crf", "crf_train", "heatmaps", "training", "dsrg_loss", "seeds", "voc_costs", "flops", "demo")
@@ -133,8 +134,8 @@ def main(argv=None) -> int:
     out = Path(args.out)
     stem = args.tag or (time.strftime("%Y%m%d-%H%M%S") + ("-quick" if args.quick else ""))
     for name in (stem, "latest"):
-        write_atomic(out / f"{name}.json", dump_json(results))
-        write_atomic(out / f"{name}.md", text)
+        write_text_atomic(out / f"{name}.json", dump_json(results))
+        write_text_atomic(out / f"{name}.md", text)
     _log(f"results: {out / (stem + '.json')} and {out / 'latest.md'}" + ("" if ok else " (FAILED checks/errors)"))
     return 0 if ok else 1
 

@@ -1,8 +1,8 @@
 """Exact mean-field dense CRF in torch for small grids (the DSRG training CRF at 41×41).
 
-Same model, parameters and inference as :func:`pipeline.crf.dense_crf` (Krähenbühl & Koltun,
-NIPS 2011, through pydensecrf), with the pairwise kernels computed exactly instead of through
-the permutohedral lattice (docs/CRF_TORCH.md). For N = h·w grid cells, image colours I (uint8
+Same model, parameters and inference as :func:`pipeline.crf.dense_crf` (docs/ALGORITHMS.md §7;
+Krähenbühl & Koltun, NIPS 2011, through pydensecrf), with the pairwise kernels computed exactly
+instead of through the permutohedral lattice (docs/CRF_TORCH.md). For N = h·w grid cells, image colours I (uint8
 RGB) and positions p = (x, y):
 
 * bilateral kernel  K_b(u,v) = exp(−|p_u−p_v|²/(2·bi_xy²) − |I_u−I_v|²/(2·bi_rgb²)),

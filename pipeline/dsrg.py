@@ -1,4 +1,6 @@
-"""DSRG training loss of the segmenter (Huang et al. CVPR 2018; ALGORITHMS.md §5-§7), pure torch.
+"""DSRG training loss of the segmenter (Huang et al. CVPR 2018; docs/ALGORITHMS.md §5-§7).
+
+Pure torch.
 
 One training step, for logits z (B,C,h,w) at output stride 8 (41×41 for a 321 input):
 
@@ -46,11 +48,11 @@ from pipeline.crf_pool import crf_batch
 from pipeline.crf_torch import dense_crf_torch
 from pipeline.growing import grow_seeds
 from pipeline.losses import balanced_seeding_loss, boundary_loss, stable_softmax_probs
+from pipeline.voc import IGNORE_INDEX
 
 __all__ = ["DSRGConfig", "crf_params_from_cfg", "crf_backend_from_cfg", "CRF_BACKENDS",
-           "cues_on_grid", "grid_images", "dsrg_losses", "ce_loss", "IGNORE_INDEX"]
+           "cues_on_grid", "grid_images", "dsrg_losses", "ce_loss"]
 
-IGNORE_INDEX = 255
 _CRF_RUNTIME_KEYS = ("workers", "start_method", "enabled", "backend")
 CRF_BACKENDS = ("pydensecrf", "torch")
 

@@ -1,4 +1,4 @@
-"""Scoring of segmentations on a split: one confusion matrix per split (ALGORITHMS.md §9).
+"""Scoring of segmentations on a split: one confusion matrix per split (docs/ALGORITHMS.md §9.2).
 
 * :func:`evaluate_segmenter` — run a segmentation network over a split
   (:mod:`pipeline.inference`: multi-scale + flip, optional dense CRF) and score it with and
@@ -16,14 +16,14 @@ class accuracy (mAcc), frequency-weighted IoU (fwIoU). Summaries are JSON-ready:
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.inference import InferenceSettings, crf_from_cfg, iter_segmentation, open_crf_pool
-from pipeline.metrics import IGNORE_INDEX, ConfusionMatrix
-from pipeline.voc import read_label_png, write_label_png
+from pipeline.io_utils import json_safe
+from pipeline.metrics import ConfusionMatrix
+from pipeline.voc import IGNORE_INDEX, read_label_png, write_label_png
 
 __all__ = ["read_gt", "summary_json", "evaluate_segmenter", "score_label_dir", "write_overlay",
            "UNLABELLED_MODES"]
@@ -39,17 +39,9 @@ def read_gt(index, img_id: str) -> np.ndarray | None:
     return gt
 
 
-def _clean(v):
-    if isinstance(v, float) and math.isnan(v):
-        return None
-    if isinstance(v, list):
-        return [_clean(x) for x in v]
-    return v
-
-
 def summary_json(summary: dict) -> dict:
     """A ``ConfusionMatrix.summary`` with NaN replaced by None (valid JSON)."""
-    return {k: _clean(v) for k, v in summary.items()}
+    return json_safe(summary)
 
 
 def _all_reduce_ints(values: list[int], world_size: int) -> list[int]:

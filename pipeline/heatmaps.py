@@ -1,7 +1,7 @@
 """Class heatmaps (CAM) and entropy-weight maps (λ): test-time aggregation, normalisation, storage.
 
 * :func:`aggregate_heatmaps` — multi-scale / horizontal-flip averaging of a model's CAM and
-  EP weight map (ALGORITHMS.md §1).
+  EP weight map (docs/ALGORITHMS.md §1.6).
 * :func:`normalise_per_class` — ``ReLU(cam) / max(ReLU(cam))`` per class map.
 * :func:`class_specific_lambda` — ``λ_i^c = λ_i · p̂_i(c)`` (EP paper, Eq. 5).
 * :func:`infer_batch` — a classifier's aggregated CAM, λ, λ^c and image scores for a batch
@@ -11,13 +11,14 @@
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from pipeline.io_utils import atomic_file
 
 HEATMAP_FORMAT = "wsss-heatmap/1"
 
@@ -30,7 +31,8 @@ def _resize(x: torch.Tensor, size) -> torch.Tensor:
 
 def aggregate_heatmaps(forward_fn, image: torch.Tensor, scales=(1.0,), flip: bool = True,
                        no_grad: bool = True) -> dict:
-    """Average ``forward_fn`` outputs over scales and horizontal flips at the input resolution.
+    """Average ``forward_fn`` outputs over scales and horizontal flips at the input resolution
+    (docs/ALGORITHMS.md §1.6).
 
     ``forward_fn(x)`` returns ``{'cam': (B, K, h, w), 'lam': (B, h, w)}`` ('lam' optional).
     For each scale s the input (B, 3, H, W) is resized to ``(round(sH), round(sW))``
@@ -114,7 +116,7 @@ def infer_batch(net, images: torch.Tensor, scales, flip: bool, with_lambda_c: bo
 
 
 def save_heatmap(path, cam, classes, lam=None, extra: dict | None = None, compress: bool = True) -> None:
-    """Store one image's heatmaps atomically as ``.npz`` (tmp file + ``os.replace``).
+    """Store one image's heatmaps atomically as ``.npz`` (:func:`pipeline.io_utils.atomic_file`).
 
     Format ``wsss-heatmap/1`` (arrays in the npz):
       * ``cam``: float16 (k, H, W) — the maps of the image's classes only (normalised maps
@@ -142,16 +144,8 @@ def save_heatmap(path, cam, classes, lam=None, extra: dict | None = None, compre
         if k in arrays and not np.isfinite(arrays[k]).all():
             raise ValueError(f"{path}: {k} has non-finite values (or exceeds float16 range)")
     arrays["meta"] = np.array(json.dumps({"format": HEATMAP_FORMAT, "extra": extra or {}}))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            (np.savez_compressed if compress else np.savez)(fh, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_file(path) as tmp, open(tmp, "wb") as fh:
+        (np.savez_compressed if compress else np.savez)(fh, **arrays)
 
 
 def load_heatmap(path) -> dict:

@@ -1,6 +1,6 @@
 """Test-time segmentation: multi-scale + flip inference and dense-CRF post-processing.
 
-DSRG test protocol (ALGORITHMS.md §5 "Test", §7):
+DSRG test protocol (Huang et al. CVPR 2018; docs/ALGORITHMS.md §5.6, §7):
 
 * every image is resized to a base size (``size`` × ``size``, aspect ratio ignored, as DSRG's
   321×321; or its own size when ``size`` is None), then to ``round(base · s)`` for each scale
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from pipeline.crf import CRFParams, crf_output, label_map
 from pipeline.crf_pool import CRFJobs, make_crf_pool
-from pipeline.data.transforms import resize_image, to_tensor
+from pipeline.data.transforms import parse_size, resize_image, to_tensor
 
 __all__ = ["InferenceSettings", "predict_logits", "predict_probs", "crf_postprocess",
            "iter_segmentation", "Segmentation", "crf_from_cfg", "merge_inference_cfg",
@@ -39,10 +39,11 @@ INFERENCE_KEYS = ("size", "scales", "flip", "batch_size", "amp", "crf")
 
 @dataclasses.dataclass(frozen=True)
 class InferenceSettings:
-    """``size``: int (square base), (h, w), or None / 'original' (each image's own size; a
-    missing key means 321); ``scales`` relative to the base; ``flip`` adds mirrored passes;
+    """``size``: (h, w) base size, or None: each image's own size (``from_cfg`` reads the
+    config value with :func:`pipeline.data.transforms.parse_size`; a missing key means 321);
+    ``scales`` relative to the base; ``flip`` adds mirrored passes;
     ``amp``: float16 autocast on CUDA only. ``from_cfg``: None values take the defaults."""
-    size: int | tuple | None = 321
+    size: int | tuple | None = (321, 321)
     scales: tuple = (1.0,)
     flip: bool = True
     batch_size: int = 1
@@ -54,13 +55,7 @@ class InferenceSettings:
             v = cfg.get(key)
             return default if v is None else v
 
-        size = cfg.get("size", 321)
-        if isinstance(size, str) and size.lower() in ("original", "none"):
-            size = None
-        if isinstance(size, (list, tuple)):
-            size = tuple(int(v) for v in size)
-        elif size is not None:
-            size = int(size)
+        size = parse_size(cfg.get("size", 321))
         scales = g("scales", (1.0,))
         scales = (float(scales),) if np.isscalar(scales) else tuple(float(s) for s in scales)
         if not scales or min(scales) <= 0:
@@ -107,11 +102,7 @@ def _net_logits(out):
 
 
 def _base_size(shape, size) -> tuple[int, int]:
-    if size is None:
-        return int(shape[0]), int(shape[1])
-    if isinstance(size, (tuple, list)):
-        return int(size[0]), int(size[1])
-    return int(size), int(size)
+    return parse_size(size) or (int(shape[0]), int(shape[1]))
 
 
 @torch.no_grad()

@@ -1,7 +1,7 @@
-"""RIB heatmaps: per-image fine-tuning that reduces the information bottleneck (ALGORITHMS.md §8).
+"""RIB heatmaps: per-image fine-tuning that reduces the information bottleneck.
 
 Lee et al., "Reducing Information Bottleneck for Weakly Supervised Semantic Segmentation"
-(NeurIPS 2021; seed ``003_fe818f4cdedf9f2d.txt``). For one target image with classes Y:
+(NeurIPS 2021; docs/ALGORITHMS.md §8.2). For one target image with classes Y:
 
 1. the trained classifier is fine-tuned for a few ``steps`` (10) on a batch made of the target
    image at several ``scales`` with horizontal flips plus images that share no class with it

@@ -1,4 +1,5 @@
-"""Saliency maps: import from files, a classic built-in method (RBD), and quality metrics.
+"""Saliency maps: import from files, a classic built-in method (RBD), and quality metrics
+(docs/ALGORITHMS.md §11).
 
 The EP paper (§4.4) takes background seeds from DRFI saliency maps (Jiang et al. CVPR 2013);
 users with such maps import them with :func:`import_saliency`. Without them,
@@ -71,7 +72,8 @@ def import_saliency(directory, ids, sizes, normalise: bool = False):
 def rbd_saliency(image: np.ndarray, n_segments: int = 250, compactness: float = 10.0,
                  sigma_clr: float = 10.0, sigma_bndcon: float = 1.0, sigma_spa: float = 0.25,
                  mu: float = 0.1, bg_lambda: float = 1.0) -> np.ndarray:
-    """Saliency Optimization from Robust Background Detection (Zhu et al., CVPR 2014).
+    """Saliency Optimization from Robust Background Detection (Zhu et al., CVPR 2014;
+    docs/ALGORITHMS.md §11).
 
     Superpixels p_i (SLIC, mean CIE-Lab colour c_i, mean normalised position r_i in [0,1]²):
       * graph: edges between spatially adjacent superpixels, plus between every pair of

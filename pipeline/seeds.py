@@ -1,19 +1,19 @@
 """Seed (partial label map) generation from class heatmaps and saliency; DSRG/SEC cue export.
 
-Seeds follow the EP paper §4.4 / DSRG recipe (ALGORITHMS.md §3): a pixel is foreground for a
-class c when it lies in the "top 30%" of the class heatmap, background when its normalised
-saliency is < 0.06, and ignored (255) when unclaimed or claimed by both foreground and
-background. Labels are dataset indices: 0 background, classes[k] for heatmap k, 255 ignore.
+Seeds follow the recipe of the EP paper (Wan et al. ICCV 2019) §4.4 and DSRG
+(docs/ALGORITHMS.md §3): a pixel is foreground for a class c when it lies in the "top 30%" of
+the class heatmap, background when its normalised saliency is < 0.06, and ignored (255) when
+unclaimed or claimed by both foreground and background. Labels are dataset indices: 0
+background, classes[k] for heatmap k, 255 ignore.
 """
 from __future__ import annotations
 
-import os
 import pickle
-from pathlib import Path
 
 import numpy as np
 
-IGNORE_INDEX = 255
+from pipeline.io_utils import atomic_file
+from pipeline.voc import IGNORE_INDEX
 
 
 def _fg_claims(heatmaps: np.ndarray, fg_top: float, fg_mode: str) -> np.ndarray:
@@ -189,9 +189,6 @@ def export_dsrg_cues(label_maps: dict, path, grid: int = 41, num_classes: int | 
         fg = image_labels[key] if image_labels is not None else np.unique(lab[(lab != IGNORE_INDEX) & (lab > 0)])
         data["%d_labels" % i] = np.array(sorted({0, *(int(c) for c in fg)}), dtype=np.int64)
         data["%d_cues" % i] = np.array(np.nonzero(cues), dtype=np.int64).reshape(3, -1)
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
+    with atomic_file(path) as tmp, open(tmp, "wb") as fh:
         pickle.dump(data, fh, protocol=2)
-    os.replace(tmp, path)
     return dict(index_of)

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from pipeline.io_utils import replace_dir, write_json_atomic
+
 MANIFEST = "manifest.json"
 
 
@@ -74,14 +76,6 @@ def read_manifest(stage_dir: str | os.PathLike) -> dict | None:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise StageError(f"{path}: corrupt manifest ({exc}); delete the folder or re-run with FORCE=1") from exc
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON to ``path`` through a temporary file and ``os.replace``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -230,20 +224,11 @@ def run_stage(name: str, upstream: tuple[str, ...], run_fn: Callable[[StageConte
     }
     write_json_atomic(partial_dir / MANIFEST, manifest)
     (partial_dir / ".run_state.json").unlink(missing_ok=True)
-    _swap_into_place(partial_dir, final_dir)
+    replace_dir(partial_dir, final_dir, trash=work_dir / ".partial" / f"{name}.old{os.getpid()}")
     marker.unlink(missing_ok=True)
     print(f"[{name}] done in {wall:.1f}s -> {final_dir}", flush=True)
     _barrier(world_size)
     return manifest
-
-
-def _swap_into_place(src: Path, dst: Path) -> None:
-    """Replace ``dst`` by ``src``: the old folder is moved aside first, then deleted."""
-    trash = dst.parent / ".partial" / f"{dst.name}.old{os.getpid()}"
-    if dst.exists():
-        os.replace(dst, trash)
-    os.replace(src, dst)
-    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _plain(obj: Any) -> Any:

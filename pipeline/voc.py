@@ -1,7 +1,7 @@
 """PASCAL VOC conventions: class names, colour palette and palette-PNG I/O.
 
 Palette formula (VOC devkit ``VOClabelcolormap``): for index i, bits of i are spread
-over the high bits of r, g, b (ALGORITHMS.md §9): 1 -> (128,0,0), 2 -> (0,128,0),
+over the high bits of r, g, b (docs/ALGORITHMS.md §9.1): 1 -> (128,0,0), 2 -> (0,128,0),
 255 -> (224,224,192). Pillow is imported by the PNG functions only.
 """
 from __future__ import annotations

@@ -33,8 +33,9 @@ import traceback
 from pathlib import Path
 
 from pipeline.ablation_table import COLUMNS, FULL_COLUMNS, STATUS_COLUMN, format_markdown, nested_get
+from pipeline.io_utils import write_json_atomic, write_text_atomic
 from pipeline.stage import (StageError, _plain, config_digests, read_manifest, run_stage,
-                            stage_status, write_json_atomic)
+                            stage_status)
 from stages.common import stage_upstream
 
 SHARED = ("data", "saliency")
@@ -222,12 +223,6 @@ def _idle_status(spec: dict, vcfgs: dict, root: Path, stages) -> str:
     return f"{word} (not run now)"
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 # -------------------------------------------------------------------------------- driver ---
 def run_ablation(cfg, work_dir, *, variants=None, full: bool | None = None, force: bool = False,
                  device: str = "cpu", log=print) -> dict:
@@ -330,7 +325,7 @@ def run_ablation(cfg, work_dir, *, variants=None, full: bool | None = None, forc
                "rows": rows, "errors": errors}
     md = format_markdown(results)
     write_json_atomic(root / "results.json", results)
-    _write_text_atomic(root / "results.md", md)
+    write_text_atomic(root / "results.md", md)
     log(f"\nAblation ({cfg.experiment.get('name')}) -> {root / 'results.md'}\n\n{md}")
     return results
 
@@ -351,16 +346,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    from stages.common import DEFAULT_EXP, default_work_dir, load_experiment
+    from stages.common import DEFAULT_EXP, choose_device, default_work_dir, load_experiment
 
     a = parse_args(argv)
     cfg = load_experiment(a.exp or DEFAULT_EXP, a.opts)
     work_dir = Path(a.work_dir).expanduser().resolve() if a.work_dir else default_work_dir(cfg)
-    import torch
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    if str(cfg.experiment.get("device", "auto")) == "cpu":
-        device = "cpu"
+    device = choose_device(cfg)
     variants = [v for item in (a.variants or []) for v in item.replace(",", " ").split()]
     try:
         res = run_ablation(cfg, work_dir, variants=variants or None, full=a.full, force=a.force,

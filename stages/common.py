@@ -98,8 +98,22 @@ def load_inference_classifier(ctx, index, section) -> tuple:
     return net.eval().to(ctx.device), trained
 
 
-def setup_distributed() -> tuple[int, int, str]:
-    """Initialise torch.distributed when launched by torchrun; return (rank, world, device)."""
+def choose_device(cfg, rank_device: str | None = None) -> str:
+    """The device a stage process uses: "cpu" when the experiment config says
+    ``experiment.device="cpu"``; otherwise ``rank_device`` (this rank's GPU under torchrun,
+    from :func:`setup_distributed`) when given, else "cuda" when CUDA is available, else "cpu"."""
+    import torch
+
+    if str(cfg.get("experiment", {}).get("device", "auto")) == "cpu":
+        return "cpu"
+    if rank_device is not None:
+        return rank_device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def setup_distributed() -> tuple[int, int, str | None]:
+    """Initialise torch.distributed when launched by torchrun; return (rank, world, device of
+    this rank); the device is None outside torchrun (:func:`choose_device` picks it)."""
     import torch
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -114,7 +128,7 @@ def setup_distributed() -> tuple[int, int, str]:
             dist.init_process_group(backend)
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
         return dist.get_rank(), world, device
-    return 0, 1, "cuda" if torch.cuda.is_available() else "cpu"
+    return 0, 1, None
 
 
 def stage_upstream(mod, section) -> tuple[str, ...]:
@@ -133,10 +147,8 @@ def main_for(module_name: str, argv=None) -> dict:
     args = parse_args(stage, argv)
     cfg = load_experiment(args.exp, args.opts)
     work_dir = Path(args.work_dir).expanduser().resolve() if args.work_dir else default_work_dir(cfg)
-    rank, world, device = setup_distributed()
-    want = str(cfg.experiment.get("device", "auto"))
-    if want == "cpu":
-        device = "cpu"
+    rank, world, rank_device = setup_distributed()
+    device = choose_device(cfg, rank_device)
     sections = getattr(mod, "SECTIONS", (stage,))
     missing = [s for s in sections if s not in cfg]
     if missing:

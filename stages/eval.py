@@ -17,8 +17,9 @@ import torch
 
 from pipeline.data.index import DatasetIndex
 from pipeline.evaluation import evaluate_segmenter
+from pipeline.io_utils import write_json_atomic
 from pipeline.metrics import format_table
-from pipeline.stage import StageError, write_json_atomic
+from pipeline.stage import StageError
 from stages.common import load_upstream_model, main_for
 
 STAGE = "eval"

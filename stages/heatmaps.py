@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from pipeline.data.index import DatasetIndex
-from pipeline.data.transforms import resize_image, to_tensor
+from pipeline.data.transforms import parse_size, resize_image, to_tensor
 from pipeline.heatmaps import infer_batch, normalise_per_class, save_heatmap
 from pipeline.rib import pick_negatives, rib_heatmaps
 from pipeline.stage import StageError
@@ -44,20 +44,11 @@ STAGE = "heatmaps"
 UPSTREAM = ("data", "classifier")
 
 
-def _size_hw(size):
-    if size in (None, 0, "none", "None"):
-        return None
-    if isinstance(size, (int, float)):
-        return int(size), int(size)
-    h, w = size
-    return int(h), int(w)
-
-
 class _Images(Dataset):
     """Items ``(3xhxw tensor, id, (H, W) original size)``; resized to ``size`` when given."""
 
     def __init__(self, index: DatasetIndex, ids: list[str], size):
-        self.index, self.ids, self.size = index, ids, _size_hw(size)
+        self.index, self.ids, self.size = index, ids, parse_size(size)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -171,7 +162,7 @@ class RIBSource:
         self.cfg.setdefault("scales", tuple(float(s) for s in sec.get("scales", (1.0,))))
         self.cfg.setdefault("flip", bool(sec.get("flip", True)))
         self.labels = {i: index.labels(i) for i in ids}
-        self.size = _size_hw(sec.get("size", 321))
+        self.size = parse_size(sec.get("size", 321))
         self.stops: dict[str, int] = defaultdict(int)
 
     def _image(self, img_id):

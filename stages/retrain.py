@@ -1,4 +1,4 @@
-"""Stage `retrain` (optional second round of DSRG, ALGORITHMS.md §5): pseudo-labels → any mmseg model.
+"""Stage `retrain` (optional second DSRG round, docs/ALGORITHMS.md §5.7): pseudo-labels → mmseg.
 
 1. The trained segmenter (``WORK_DIR/segmenter/model.pth``) predicts every image of
    ``retrain.pseudo.split`` (trainaug) with the inference settings of ``retrain.pseudo`` (DSRG:
@@ -16,14 +16,13 @@
 """
 from __future__ import annotations
 
-import os
-
 import torch
 
 from pipeline.data.datasets import SegmentationDataset
 from pipeline.data.index import DatasetIndex
 from pipeline.evaluation import evaluate_segmenter, score_label_dir
 from pipeline.inference import InferenceSettings, crf_from_cfg, iter_segmentation, open_crf_pool
+from pipeline.io_utils import atomic_file
 from pipeline.mm.segmentation import (MMSegLogits, build_mmseg_model, mmseg_losses,
                                       save_mmseg_model)
 from pipeline.mm.train import train_from_section
@@ -53,9 +52,8 @@ def make_pseudo_labels(ctx, index: DatasetIndex, pcfg) -> int:
         try:
             for seg in iter_segmentation(net, ((i, index.read_image(i)) for i in todo), settings,
                                          ctx.device, crf=crf, pool=pool):
-                tmp = out / f".{seg.key}.tmp.png"
-                write_label_png(tmp, seg.final)
-                os.replace(tmp, out / f"{seg.key}.png")
+                with atomic_file(out / f"{seg.key}.png") as tmp:
+                    write_label_png(tmp, seg.final)
         finally:
             if pool is not None:
                 pool.shutdown()

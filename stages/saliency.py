@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pipeline.io_utils import atomic_file, json_safe
 from pipeline.saliency import SaliencyQuality, find_saliency_file, rbd_saliency, read_saliency
 from pipeline.stage import StageError
 from stages.common import main_for, resolve_path, split_ids
@@ -45,9 +46,8 @@ def saliency_job(job: tuple) -> tuple[str, np.ndarray | None, str | None]:
                 img = np.asarray(im.convert("RGB"), dtype=np.uint8)
             sal = rbd_saliency(img, **rbd_params)
         sal8 = np.round(np.clip(sal, 0.0, 1.0) * 255.0).astype(np.uint8)
-        tmp = Path(out_path).with_name(f".{Path(out_path).name}.tmp.png")
-        Image.fromarray(sal8, mode="L").save(tmp)
-        tmp.replace(out_path)
+        with atomic_file(out_path) as tmp:
+            Image.fromarray(sal8, mode="L").save(tmp)
         return img_id, (sal8 if want_map else None), None
     except (OSError, ValueError, np.linalg.LinAlgError) as exc:
         return img_id, None, f"{img_id}: {exc}"
@@ -117,8 +117,8 @@ def run(ctx) -> dict:
     q = quality.summary()
     metrics = {"source": "import" if src_dir else "rbd", "gt_images": q["images"]}
     if q["images"]:
-        metrics.update({k: (None if np.isnan(v) else v) for k, v in
-                        (("MAE", q["MAE"]), ("maxF", q["maxF"]), ("maxF_threshold", q["best_threshold"]))})
+        metrics.update(json_safe({"MAE": q["MAE"], "maxF": q["maxF"],
+                                  "maxF_threshold": q["best_threshold"]}))
         ctx.log(f"quality on {q['images']} images with GT: MAE {q['MAE']:.4f}, max F-measure "
                 f"{q['maxF']:.4f} (at {q['best_threshold']:.3f})")
     else:

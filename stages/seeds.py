@@ -9,7 +9,8 @@ Image by image (nothing is held for the whole split) over the images of the heat
   ``normalise_saliency`` (the paper's "normalized saliency");
 * ``labels/<id>.png``: :func:`pipeline.seeds.make_seeds` (foreground = top ``fg_top`` of each
   class map, ``fg_mode`` relative|rank; background = saliency < ``bg_sal``; conflicts and
-  unclaimed pixels 255; ``overlap`` max|ignore) — EP paper §4.4, ALGORITHMS.md §3;
+  unclaimed pixels 255; ``overlap`` max|ignore) — EP paper (Wan et al. ICCV 2019) §4.4,
+  docs/ALGORITHMS.md §3;
 * ``pseudo/<id>.png``: :func:`pipeline.seeds.pseudo_mask_argmax` with ``pseudo_bg_threshold``;
 * ``overlays/<id>.png`` for the first ``n_overlays`` images;
 * with ``export_dsrg_pickle``: ``dsrg_cues.pickle`` + ``input_list.txt`` (SEC/DSRG format,
@@ -21,7 +22,6 @@ pseudo-masks (:class:`pipeline.metrics.ConfusionMatrix`), in the manifest and pr
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -29,6 +29,7 @@ import numpy as np
 
 from pipeline.data.index import DatasetIndex
 from pipeline.heatmaps import load_heatmap, normalise_per_class
+from pipeline.io_utils import json_safe
 from pipeline.metrics import ConfusionMatrix, SeedQuality, format_table
 from pipeline.saliency import read_saliency
 from pipeline.seeds import export_dsrg_cues, make_seeds, pseudo_mask_argmax
@@ -56,17 +57,6 @@ class _LabelFiles(Mapping):
 
     def __len__(self):
         return len(self.ids)
-
-
-def _clean(obj):
-    """NaN → None (strict JSON in the manifest)."""
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_clean(v) for v in obj]
-    return obj
 
 
 def overlay(image, maps, lam, sal, seeds, pseudo, gt) -> np.ndarray:
@@ -169,7 +159,7 @@ def run(ctx) -> dict:
         (ctx.out / "input_list.txt").write_text("".join(f"{i}.jpg {index_of[i]}\n" for i in ids))
         counts["dsrg_cues"] = len(ids)
         ctx.log(f"wrote {ctx.out / 'dsrg_cues.pickle'} and input_list.txt ({len(ids)} images)")
-    return {"counts": counts, "metrics": _clean(metrics)}
+    return {"counts": counts, "metrics": json_safe(metrics)}
 
 
 if __name__ == "__main__":

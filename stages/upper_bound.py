@@ -11,9 +11,9 @@ import copy
 
 from pipeline.data.index import DatasetIndex
 from pipeline.evaluation import evaluate_segmenter
+from pipeline.io_utils import write_json_atomic
 from pipeline.metrics import format_table
 from pipeline.models.checkpoint import save_model
-from pipeline.stage import write_json_atomic
 from stages.common import main_for
 from stages.segmenter import model_config, train_segmenter
 

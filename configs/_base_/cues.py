@@ -1,4 +1,4 @@
-# Localisation cues of the EP paper (ICCV 2019, §4.3-§4.4; ALGORITHMS.md §1, §3):
+# Localisation cues of the EP paper (ICCV 2019, §4.3-§4.4; docs/ALGORITHMS.md §1, §3):
 # class heatmaps of the trained classifier -> saliency -> seeds (+ argmax pseudo-masks).
 # Stages: `make heatmaps`, `make saliency`, `make seeds`. Changing only `seeds.*` re-runs the
 # seeds stage alone (heatmaps and saliency stay fresh) and marks the segmenter stale.
@@ -9,8 +9,8 @@ heatmaps = dict(
     # 321x321 inputs, aspect ratio ignored); maps are upsampled back to each image's own size.
     # None keeps every image at its size (batches then group equal-sized images).
     size=321,
-    # test-time aggregation (ALGORITHMS.md §1; *choice*): mean of the raw CAM over these scales
-    # of the `size` input and their horizontal flips (the usual AffinityNet/IRN CAM set).
+    # test-time aggregation (docs/ALGORITHMS.md §1.6; *choice*): mean of the raw CAM over these
+    # scales of the `size` input and their horizontal flips (the usual AffinityNet/IRN CAM set).
     scales=(1.0, 0.5, 1.5, 2.0),
     flip=True,
     # pooling rule at inference: None = the one the model was trained with; 'ep' on a GAP-trained
@@ -25,7 +25,7 @@ heatmaps = dict(
     # (optional) writers=2: threads that compress and write the .npz files (0 = in the loop)
     amp=True,                  # float16 autocast on CUDA (ignored on CPU)
     # 'classifier': CAMs of the trained classifier | 'rib': RIB's per-image fine-tuned CAMs
-    # (Lee et al. NeurIPS 2021, ALGORITHMS.md §8; pipeline/rib.py), one image at a time.
+    # (Lee et al. NeurIPS 2021, docs/ALGORITHMS.md §8.2; pipeline/rib.py), one image at a time.
     source="classifier",
     # RIB settings (source='rib'): steps per image, lr (VOC), GNDRP tau, early stops (logit
     # bound, CAM coverage > explode_ratio), `negatives` images sharing no class with the target.

@@ -1,5 +1,5 @@
 # Evaluation on the val split and the VOC test-server submission (stages `eval`, `submit`).
-# DSRG test protocol (ALGORITHMS.md §5 "Test", §7): resize to 321x321 (aspect ratio ignored),
+# DSRG test protocol (docs/ALGORITHMS.md §5.6, §7): resize to 321x321 (aspect ratio ignored),
 # scales 0.75 / 1 / 1.25 of it + horizontal flips, logits upsampled to the original image size
 # and averaged, softmax, dense CRF with the DSRG test parameters.
 eval = dict(

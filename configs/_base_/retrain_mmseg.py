@@ -1,4 +1,5 @@
-# Optional second round of DSRG (ALGORITHMS.md §5; stage `retrain`, python -m stages.retrain):
+# Optional second round of DSRG (docs/ALGORITHMS.md §5.7; stage `retrain`,
+# python -m stages.retrain):
 # the trained segmenter labels trainaug (multi-scale + flip + dense CRF) and any mmsegmentation
 # segmentor is trained on those pseudo-labels with its own cross-entropy (255 ignored).
 # Reference schedule: poly lr 1e-3, 20k iterations, batch 10, random 321 crops + flips.

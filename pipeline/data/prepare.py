@@ -1,7 +1,7 @@
 """Prepare the dataset directory (docs/DESIGN.md "Dataset directory") from a VOC-style tree.
 
 ``prepare_dataset`` validates a VOC2012-style tree, optionally merges the SBD masks into
-``SegmentationClassAug`` (ALGORITHMS.md §9), builds the ``trainaug`` list
+``SegmentationClassAug`` (docs/ALGORITHMS.md §9.1), builds the ``trainaug`` list
 
     trainaug = sorted((SBD train ∪ SBD val ∪ VOC train) − VOC val)      (10,582 ids on VOC)
 
@@ -19,13 +19,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from pipeline.data.vocxml import read_voc_xml
+from pipeline.io_utils import atomic_dir
 from pipeline.voc import IGNORE_INDEX, VOC_CLASSES, read_class_list, read_label_png, write_label_png
 
 __all__ = ["DatasetError", "prepare_dataset", "load_sbd_segmentation", "FORMAT"]
@@ -101,21 +101,6 @@ def _xml_classes(path: Path, index: dict[str, int]) -> list[int]:
     return sorted(labels)
 
 
-def _finalize(tmp: Path, out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists():
-        if out_dir.is_dir() and not any(out_dir.iterdir()):
-            out_dir.rmdir()
-        elif overwrite:
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            os.replace(out_dir, old / "x")
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-            return
-        else:
-            raise FileExistsError(f"{out_dir}: already exists and is not empty")
-    os.replace(tmp, out_dir)
-
-
 def prepare_dataset(root, out_dir, sbd_root=None, label_source: str = "xml", name: str | None = None,
                     heldout_seg_dir=None, overwrite: bool = False) -> dict:
     """Validate a VOC-style tree (+ optional SBD) and write the dataset directory ``out_dir``.
@@ -180,22 +165,13 @@ def prepare_dataset(root, out_dir, sbd_root=None, label_source: str = "xml", nam
     if heldout_seg_dir is not None:
         heldout_seg_dir = Path(heldout_seg_dir).resolve()
         _require(heldout_seg_dir, "held-out mask directory")
-    if out_dir.exists() and not overwrite and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise FileExistsError(f"{out_dir}: already exists and is not empty")
-
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         summary = _build(tmp, root, out_dir, classes, index, splits, sbd_root, sbd_ids,
                          label_source, heldout_seg_dir, warnings)
         summary["name"] = name or (root.name + ("+SBD" if sbd_root is not None else ""))
         meta = {k: summary[k] for k in ("name", "root", "classes", "seg_dirs", "heldout_seg_dir",
                                         "splits", "label_source", "label_disagreements", "sbd_root")}
         (tmp / "dataset.json").write_text(json.dumps({"format": FORMAT, **meta}, indent=1) + "\n")
-        _finalize(tmp, out_dir, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {"format": FORMAT, **summary, "out_dir": str(out_dir)}
 
 

@@ -26,10 +26,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -38,6 +35,7 @@ from PIL import Image
 
 from pipeline.data import synthetic_draw as draw
 from pipeline.data.vocxml import VocAnnotation, VocObject, write_voc_xml
+from pipeline.io_utils import atomic_dir
 from pipeline.voc import IGNORE_INDEX, write_label_png
 
 __all__ = ["DEFAULTS", "CLASS_NAMES", "BACKGROUNDS", "class_specs", "generate_synthetic", "main"]
@@ -159,13 +157,9 @@ def generate_synthetic(out_root, cfg: dict | None = None, seed: int = 0, overwri
     cfg, out_root = _config(cfg), Path(out_root).resolve()
     specs, S = class_specs(int(cfg["n_classes"])), int(cfg["image_size"])
     classes = [CLASS_NAMES[0]] + [s["name"] for s in specs]
-    if out_root.exists() and not overwrite and any(out_root.iterdir()):
-        raise FileExistsError(f"{out_root}: already exists and is not empty")
-    out_root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_root.name}.tmp-", dir=out_root.parent))
     Y, X = np.mgrid[0:S, 0:S].astype(np.float32) + 0.5
-    voc, held = tmp / "VOC2012", tmp / "heldout" / "SegmentationClass"
-    try:
+    with atomic_dir(out_root, overwrite=overwrite) as tmp:
+        voc, held = tmp / "VOC2012", tmp / "heldout" / "SegmentationClass"
         for sub in ("JPEGImages", "Annotations", "SegmentationClass", "ImageSets/Segmentation"):
             (voc / sub).mkdir(parents=True)
         held.mkdir(parents=True)
@@ -201,15 +195,6 @@ def generate_synthetic(out_root, cfg: dict | None = None, seed: int = 0, overwri
         meta = {"format": "wsss-synthetic/1", "seed": int(seed), "config": cfg, "classes": classes,
                 "class_specs": specs, "backgrounds": list(BACKGROUNDS), "images": images}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=None, sort_keys=True) + "\n")
-        if out_root.exists():
-            if overwrite and any(out_root.iterdir()):
-                shutil.rmtree(out_root)
-            else:
-                out_root.rmdir()
-        os.replace(tmp, out_root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     n_img = sum(len(v) for k, v in splits.items() if k != "trainaug")
     return {"out_root": str(out_root), "voc_root": str(out_root / "VOC2012"),
             "heldout_seg_dir": str(out_root / "heldout" / "SegmentationClass"), "seed": int(seed),

@@ -1,4 +1,5 @@
-"""mmsegmentation registrations: DeepLab v2 VGG-16 (ALGORITHMS.md §4) and a DSRG segmentor (§5).
+"""mmsegmentation registrations: DeepLab v2 VGG-16 (docs/ALGORITHMS.md §4) and a DSRG segmentor
+(docs/ALGORITHMS.md §5).
 
 Importing this module only registers classes into ``mmseg.registry.MODELS`` (no default scope,
 no ``register_all_modules``). After ``import pipeline.mm.segmentation`` an mmseg config can use
@@ -26,7 +27,6 @@ The pipeline's own ``segmenter`` stage trains the plain network through
 from __future__ import annotations
 
 import copy
-import os
 from pathlib import Path
 
 import torch
@@ -37,6 +37,7 @@ from mmseg.models.utils import resize
 from mmseg.registry import MODELS
 from torch import nn
 
+from pipeline.io_utils import atomic_file
 from pipeline.models.checkpoint import MMSEG_FORMAT
 from pipeline.dsrg import DSRGConfig, ce_loss, dsrg_losses
 from pipeline.models.deeplab import DeepLabV2VGG16 as _DeepLabV2VGG16
@@ -227,9 +228,8 @@ def save_mmseg_model(path, model, model_cfg: dict, num_classes: int, classes) ->
     payload = {"format": MMSEG_FORMAT, "kind": "mmseg", "model_cfg": _plain(model_cfg),
                "num_classes": int(num_classes), "classes": list(classes),
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load_mmseg_model(path, map_location="cpu"):

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pipeline.io_utils import atomic_file
 from pipeline.stage import _plain
 
 FORMAT = "wsss-model/1"
@@ -34,9 +35,8 @@ def save_model(path: str | os.PathLike, net: nn.Module, kind: str, model_cfg: di
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     payload = {"format": FORMAT, "kind": kind, "model_cfg": _plain(model_cfg),
                "num_classes": int(num_classes), "classes": list(classes), "state_dict": state}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load_model(path: str | os.PathLike, kind: str | None = None, map_location="cpu",

@@ -30,10 +30,12 @@ def multilabel_loss(logits: torch.Tensor, targets: torch.Tensor,
     """Image-level loss on (B, K) logits against multi-hot targets (B, K).
 
     * ``multilabel_soft_margin``: mean over batch and classes of
-      ``-[y log σ(F) + (1-y) log(1-σ(F))]`` (the SEC/DSRG cue network loss);
+      ``-[y log σ(F) + (1-y) log(1-σ(F))]`` (the SEC/DSRG cue network loss,
+      docs/ALGORITHMS.md §10);
     * ``bce``: ``binary_cross_entropy_with_logits`` with mean reduction (same value; kept as a
       separate name for configs);
-    * ``raw_logit``: RIB's fine-tuning loss "without the last activation" (ALGORITHMS.md §8):
+    * ``raw_logit``: RIB's fine-tuning loss "without the last activation" (Lee et al. NeurIPS
+      2021; docs/ALGORITHMS.md §8.2):
       ``-(1/B) Σ_b Σ_k y_bk F_bk / max(1, Σ_k y_bk)`` — raise the raw logits of present
       classes, averaged over the image's classes so images with many labels do not dominate.
     """

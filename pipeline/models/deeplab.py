@@ -1,4 +1,4 @@
-"""DeepLab v2 (DeepLab-ASPP) with a VGG-16 backbone, as used by DSRG (ALGORITHMS.md §4).
+"""DeepLab v2 (DeepLab-ASPP) with a VGG-16 backbone, as used by DSRG (docs/ALGORITHMS.md §4).
 
 Chen et al., "DeepLab: Semantic Image Segmentation with Deep Convolutional Nets, Atrous
 Convolution, and Fully Connected CRFs", TPAMI 2017 (ASPP-L); layer list of DSRG's

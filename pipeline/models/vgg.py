@@ -1,6 +1,6 @@
 """VGG-16 backbone in the fully convolutional form of the SEC / DSRG cue (classification) network.
 
-Layout (ALGORITHMS.md §4 for the VGG-16 trunk; output stride 8, 321x321 -> 41x41):
+Layout (docs/ALGORITHMS.md §4 for the VGG-16 trunk; output stride 8, 321x321 -> 41x41):
 
     conv1 (2 convs, 64)  -> pool1 3x3 s2 p1 max (ceil)      321 -> 161
     conv2 (2 convs, 128) -> pool2 3x3 s2 p1 max (ceil)      161 -> 81
