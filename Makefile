@@ -15,14 +15,17 @@ WORK_DIR ?=
 OPTS ?=
 FORCE ?= 0
 GPUS ?= 1
-# data-stage shortcuts: DATASET=voc|synthetic, VOC_ROOT (= DATA_ROOT) and SBD_ROOT
+# data-stage shortcuts: DATASET=voc|synthetic, VOC_ROOT (= DATA_ROOT), SBD_ROOT and AUG_DIR
+# (a SegmentationClassAug folder)
 DATASET ?=
 DATA_ROOT ?= $(VOC_ROOT)
 SBD_ROOT ?=
+AUG_DIR ?=
 
 DATA_OPTS := $(if $(DATASET),data.dataset=$(DATASET)) \
              $(if $(DATA_ROOT),data.root=$(abspath $(DATA_ROOT)) $(if $(DATASET),,data.dataset=voc)) \
-             $(if $(SBD_ROOT),data.sbd_root=$(abspath $(SBD_ROOT)))
+             $(if $(SBD_ROOT),data.sbd_root=$(abspath $(SBD_ROOT))) \
+             $(if $(AUG_DIR),data.aug_dir=$(abspath $(AUG_DIR)))
 ALL_OPTS := $(strip $(DATA_OPTS) $(OPTS))
 STAGE_ARGS = --exp $(abspath $(EXP)) $(if $(WORK_DIR),--work-dir $(abspath $(WORK_DIR))) \
              $(if $(ALL_OPTS),--opts $(ALL_OPTS)) $(if $(filter 1,$(FORCE)),--force)
@@ -63,7 +66,7 @@ demo: $(ENV_STAMP) ## every stage on the embedded synthetic dataset (CPU), then 
 summary: $(ENV_STAMP) ## print seed / pseudo-label / val / upper-bound numbers of an experiment
 	@$(PY) -m stages.summary $(STAGE_ARGS)
 
-data: $(ENV_STAMP) ## prepare the dataset index (DATASET=synthetic|voc, VOC_ROOT=, SBD_ROOT=)
+data: $(ENV_STAMP) ## prepare the dataset index (DATASET=synthetic|voc, VOC_ROOT=, SBD_ROOT= or AUG_DIR=)
 	$(PY) -m stages.data $(STAGE_ARGS)
 
 classifier: $(ENV_STAMP) ## train the VGG-16 multi-label classifier (EP by default; GPUS=N for DDP)

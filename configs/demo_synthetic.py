@@ -33,8 +33,10 @@ heatmaps = dict(size=112, scales=(1.0, 0.75, 1.25), batch_size=32, num_workers=0
 saliency = dict(workers=2)
 seeds = dict(fg_top=0.30, bg_sal=0.15)
 
-# eval / submit: the 112 px synthetic images, DSRG's 0.75/1/1.25 scales + flips and CRF.
-eval = dict(size=112, scales=(0.75, 1.0, 1.25), batch_size=16, amp=False,
+# eval / submit: the 112 px synthetic images resized to 112 (their own size), 0.75/1/1.25
+# scales + flips, logits averaged, CRF ("resized-square" at 112; the VOC configs use DSRG's
+# test-ms-f: scales of the original image, no flip, logits summed).
+eval = dict(protocol="resized-square", size=112, batch_size=16, amp=False,
             crf=dict(enabled=True, preset="dsrg_test", workers=2), n_overlays=8)
 submit = dict()   # same inference settings as eval
 

@@ -5,14 +5,14 @@ Pure torch.
 One training step, for logits z (B,C,h,w) at output stride 8 (41×41 for a 321 input):
 
 1. P = stable softmax of z (:func:`pipeline.losses.stable_softmax_probs`);
-2. cues: the seed label map (B,H,W) of the crop (255 = unlabelled) downsampled to the h×w
-   grid with the cell-centre nearest rule of :func:`pipeline.seeds.seeds_to_multihot`
-   (``y = floor((i + ½)·H/h)``, integer arithmetic, on the device) and made multi-hot;
-3. Q = dense CRF of P.detach() on the crop bilinearly downscaled to h×w
-   (:func:`pipeline.crf.downscale_image`; preset ``dsrg_train``: spatial σ / 12, probability
-   unary), by the CRF backend ``crf_backend``: ``"pydensecrf"`` one image per job on the CPU,
-   in a process pool (:func:`pipeline.crf_pool.crf_batch`), or ``"torch"`` the exact mean-field
-   of the whole batch on the logits' device (:func:`pipeline.crf_torch.dense_crf_torch`);
+2. cues: the seed label map (B,H,W) of the crop (255 = unlabelled) sampled on the h×w grid at
+   the pixel each cell sits on, ``y = min(8·i, H − 1)`` (:mod:`pipeline.geometry`; 321 → 41:
+   pixels 0, 8, …, 320), on the device, and made multi-hot;
+3. Q = dense CRF of P.detach() on the crop sampled the same way (:func:`grid_images`; preset
+   ``dsrg_train``: spatial σ / 12, probability unary), by the CRF backend ``crf_backend``:
+   ``"pydensecrf"`` one image per job on the CPU, in a process pool
+   (:func:`pipeline.crf_pool.crf_batch`), or ``"torch"`` the exact mean-field of the whole batch
+   on the logits' device (:func:`pipeline.crf_torch.dense_crf_torch`);
 4. grown seeds = :func:`pipeline.growing.grow_seeds` (thresholds 0.85 / 0.99, the image's
    classes only) on Q (``grow_on="crf"``, the reference) or on P (``grow_on="probs"``);
 5. loss = seed_weight · balanced seeding loss(P, grown) + boundary_weight · KL(Q‖P)
@@ -43,9 +43,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.crf import CRFParams, downscale_image
+from pipeline.crf import CRFParams
 from pipeline.crf_pool import crf_batch
 from pipeline.crf_torch import dense_crf_torch
+from pipeline.geometry import cell_pixels, grid_to_frame
 from pipeline.growing import grow_seeds
 from pipeline.losses import balanced_seeding_loss, boundary_loss, stable_softmax_probs
 from pipeline.voc import IGNORE_INDEX
@@ -107,9 +108,12 @@ class DSRGConfig:
 
 
 def _grid_index(n_in: int, n_out: int, device) -> torch.Tensor:
-    """Cell-centre nearest indices floor((2i+1)·n_in / (2·n_out)) (seeds_to_multihot 'nearest')."""
-    i = torch.arange(n_out, device=device)
-    return torch.div((2 * i + 1) * n_in, 2 * n_out, rounding_mode="floor").clamp_max(n_in - 1)
+    """The input pixel each of the ``n_out`` grid cells sits on: ``min(8·i, n_in − 1)``
+    (:func:`pipeline.geometry.cell_pixels`; the label map is the network input's frame). A
+    label map already at the grid size (``n_in == n_out``) is taken as it is."""
+    if n_in == n_out:
+        return torch.arange(n_out, device=device)
+    return torch.as_tensor(cell_pixels(n_out, n_in), device=device)
 
 
 def cues_on_grid(labels: torch.Tensor, num_classes: int, size) -> torch.Tensor:
@@ -125,9 +129,13 @@ def cues_on_grid(labels: torch.Tensor, num_classes: int, size) -> torch.Tensor:
 
 
 def grid_images(raw: torch.Tensor | np.ndarray, size) -> np.ndarray:
-    """(B,H,W,3) uint8 crops → (B,h,w,3) uint8 on the output grid (for the training CRF)."""
+    """(B,H,W,3) uint8 crops → (B,h,w,3) uint8 on the output grid (for the training CRF): the
+    pixel each cell sits on (:func:`pipeline.geometry.cell_pixels`; for 321 → 41 the same
+    pixels as DSRG's ``scipy.ndimage.zoom``, which samples the image at 8·i)."""
     raw = raw.detach().cpu().numpy() if torch.is_tensor(raw) else np.asarray(raw)
-    return np.stack([downscale_image(im, tuple(size)) for im in raw])
+    H, W = raw.shape[1:3]
+    ys, xs = cell_pixels(int(size[0]), H), cell_pixels(int(size[1]), W)
+    return np.ascontiguousarray(raw[:, ys][:, :, xs].astype(np.uint8, copy=False))
 
 
 _THREAD: ThreadPoolExecutor | None = None
@@ -204,15 +212,16 @@ def dsrg_losses(logits: torch.Tensor, labels: torch.Tensor, classes: torch.Tenso
 def ce_loss(logits: torch.Tensor, labels: torch.Tensor, resolution: str = "input") -> torch.Tensor:
     """Cross-entropy with 255 ignored, averaged over the labelled pixels (0 when none).
 
-    ``resolution="input"``: logits bilinearly upsampled (align_corners=False) to the label
-    size (mmseg / DeepLab v3 practice); ``"output"``: labels downsampled to the logit grid with
-    the cell-centre nearest rule of :func:`cues_on_grid` (DeepLab v2 Caffe practice).
+    ``resolution="input"``: logits bilinearly upsampled to the label size with the stride-8
+    alignment (:func:`pipeline.geometry.grid_to_frame`; mmseg / DeepLab v3 practice);
+    ``"output"``: labels sampled on the logit grid as :func:`cues_on_grid` (DeepLab v2 Caffe
+    practice).
     """
     logits = logits.float()
     labels = labels.to(logits.device).long()
     if resolution == "input":
         if logits.shape[-2:] != labels.shape[-2:]:
-            logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+            logits = grid_to_frame(logits, labels.shape[-2:])
     elif resolution == "output":
         h, w = logits.shape[-2:]
         H, W = labels.shape[-2:]

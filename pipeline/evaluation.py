@@ -81,7 +81,8 @@ def evaluate_segmenter(net, index, split: str, eval_cfg, device="cpu", out_dir=N
     Under DDP (``world_size > 1``) rank r handles ids ``r::world_size`` and the confusion matrices
     are summed over ranks (every rank returns the same numbers).
 
-    Returns ``{"split", "images", "scored", "missing_gt", "crf_enabled", "mIoU" (final),
+    Returns ``{"split", "images", "scored", "missing_gt", "crf_enabled", "protocol" (the test
+    protocol that ran, :meth:`~pipeline.inference.InferenceSettings.describe`), "mIoU" (final),
     "no_crf": summary, "crf": summary | None, "confusion": {"no_crf", "crf"}}``.
     """
     get = eval_cfg.get
@@ -133,7 +134,8 @@ def evaluate_segmenter(net, index, split: str, eval_cfg, device="cpu", out_dir=N
     with_crf = summary_json(cm_crf.summary(index.classes)) if crf is not None else None
     final = with_crf if with_crf is not None else plain
     return {"split": split, "images": n_pred, "scored": n_scored, "missing_gt": n_missing,
-            "crf_enabled": crf is not None, "mIoU": final["mIoU"], "no_crf": plain, "crf": with_crf,
+            "crf_enabled": crf is not None, "protocol": settings.describe(), "mIoU": final["mIoU"],
+            "no_crf": plain, "crf": with_crf,
             "confusion": {"no_crf": cm.mat.tolist(),
                           "crf": cm_crf.mat.tolist() if crf is not None else None}}
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline.geometry import STRIDE, grid_to_frame
 from pipeline.io_utils import atomic_file
 
 HEATMAP_FORMAT = "wsss-heatmap/1"
@@ -29,16 +30,25 @@ def _resize(x: torch.Tensor, size) -> torch.Tensor:
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
+def _to_frame(grid: torch.Tensor, input_size, size, flipped: bool, stride: int) -> torch.Tensor:
+    """Upsample a grid to the frame (cell i on input pixel stride·i); a mirrored input's grid
+    to the mirrored frame, then mirrored back (its cells sit stride·i px from the right edge)."""
+    up = grid_to_frame(grid.float(), input_size, size, stride)
+    return up.flip(-1) if flipped else up
+
+
 def aggregate_heatmaps(forward_fn, image: torch.Tensor, scales=(1.0,), flip: bool = True,
-                       no_grad: bool = True) -> dict:
+                       no_grad: bool = True, stride: int = STRIDE) -> dict:
     """Average ``forward_fn`` outputs over scales and horizontal flips at the input resolution
     (docs/ALGORITHMS.md §1.6).
 
     ``forward_fn(x)`` returns ``{'cam': (B, K, h, w), 'lam': (B, h, w)}`` ('lam' optional).
     For each scale s the input (B, 3, H, W) is resized to ``(round(sH), round(sW))``
-    (bilinear, align_corners=False); with ``flip`` the mirrored input is also run and its
-    outputs mirrored back. Every output is upsampled to (H, W) (bilinear, align_corners=False)
-    and the ``len(scales) · (1 + flip)`` results are averaged (raw values; normalise afterwards).
+    (bilinear, align_corners=False); with ``flip`` the mirrored input is also run. Every output
+    grid is upsampled to (H, W) with the networks' alignment, cell i on input pixel ``stride``·i
+    (:func:`pipeline.geometry.grid_to_frame`; a mirrored one to the mirrored frame, then
+    mirrored back), and the ``len(scales) · (1 + flip)`` results are averaged (raw values;
+    normalise afterwards).
     Returns ``{'cam': (B, K, H, W), 'lam': (B, H, W) or None}``.
     """
     if image.ndim != 4:
@@ -52,15 +62,10 @@ def aggregate_heatmaps(forward_fn, image: torch.Tensor, scales=(1.0,), flip: boo
             x = _resize(image, size)
             for flipped in ((False, True) if flip else (False,)):
                 out = forward_fn(x.flip(-1) if flipped else x)
-                cam = out["cam"]
-                lam = out.get("lam")
-                if flipped:
-                    cam = cam.flip(-1)
-                    lam = lam.flip(-1) if lam is not None else None
-                cam = _resize(cam.float(), (H, W))
+                cam = _to_frame(out["cam"], size, (H, W), flipped, stride)
                 cam_sum = cam if cam_sum is None else cam_sum + cam
-                if lam is not None:
-                    lam = _resize(lam.float().unsqueeze(1), (H, W)).squeeze(1)
+                if out.get("lam") is not None:
+                    lam = _to_frame(out["lam"], size, (H, W), flipped, stride)
                     lam_sum = lam if lam_sum is None else lam_sum + lam
                 n += 1
     return {"cam": cam_sum / n, "lam": lam_sum / n if lam_sum is not None else None}

@@ -12,6 +12,7 @@ import pickle
 
 import numpy as np
 
+from pipeline.geometry import cell_pixels, input_len_for_grid, pixel_cells
 from pipeline.io_utils import atomic_file
 from pipeline.voc import IGNORE_INDEX
 
@@ -114,21 +115,17 @@ def pseudo_mask_argmax(heatmaps, classes, bg_threshold: float) -> np.ndarray:
     return lab
 
 
-def _grid_bins(n_in: int, n_out: int) -> np.ndarray:
-    """Output cell of each input row/column: ``floor(i · n_out / n_in)`` (equal-width blocks)."""
-    return (np.arange(n_in) * n_out) // n_in
-
-
 def seeds_to_multihot(label, num_classes: int, out_size=None, mode: str = "nearest") -> np.ndarray:
     """Label map (H, W) (255 = none) → bool (num_classes, h, w) one-hot cue tensor.
 
-    ``out_size=(h, w)`` resamples to an output grid that spans the whole image (aspect ratio
-    not kept, as DSRG's 321×321 → 41×41):
-      * ``'nearest'``: cell (i, j) takes the pixel at the cell centre,
-        ``y = floor((i + 0.5) · H / h)``, ``x = floor((j + 0.5) · W / w)``;
-      * ``'majority'``: cell (i, j) takes the most frequent value among the pixels whose
-        block ``(floor(y·h/H), floor(x·w/W))`` is (i, j), counting 255 as a value; ties go to
-        255 first, then to the lowest class. Requires ``H >= h`` and ``W >= w``.
+    ``out_size=(h, w)`` resamples to the output grid of a network input made by resizing the
+    whole map to ``8·(h−1)+1 × 8·(w−1)+1`` (DSRG's 321×321 → 41×41, aspect ratio not kept),
+    with the grid geometry of :mod:`pipeline.geometry`:
+      * ``'nearest'``: cell (i, j) takes the pixel it sits on (:func:`~pipeline.geometry.cell_pixels`,
+        ``y = round((8i + ½)·H/n − ½)``; 321 → 41: pixels 0, 8, …, 320);
+      * ``'majority'``: cell (i, j) takes the most frequent value among the pixels whose nearest
+        cell it is (:func:`~pipeline.geometry.pixel_cells`), counting 255 as a value; ties go
+        to 255 first, then to the lowest class. Requires ``H >= h`` and ``W >= w``.
     Cells whose value is 255 have no class set.
     """
     lab = np.asarray(label).astype(np.int64)
@@ -141,13 +138,15 @@ def seeds_to_multihot(label, num_classes: int, out_size=None, mode: str = "neare
     if out_size is not None:
         h, w = int(out_size[0]), int(out_size[1])
         if mode == "nearest":
-            ys = np.minimum(((np.arange(h) + 0.5) * H / h).astype(np.int64), H - 1)
-            xs = np.minimum(((np.arange(w) + 0.5) * W / w).astype(np.int64), W - 1)
+            ys = cell_pixels(h, input_len_for_grid(h), H)
+            xs = cell_pixels(w, input_len_for_grid(w), W)
             lab = lab[ys[:, None], xs[None, :]]
         elif mode == "majority":
             if H < h or W < w:
                 raise ValueError(f"majority downsampling needs an input at least {h}x{w}, got {H}x{W}")
-            cell = _grid_bins(H, h)[:, None] * w + _grid_bins(W, w)[None, :]
+            rows = pixel_cells(H, h, input_len_for_grid(h))
+            cols = pixel_cells(W, w, input_len_for_grid(w))
+            cell = rows[:, None] * w + cols[None, :]
             val = np.where(lab == IGNORE_INDEX, 0, lab + 1)  # 0 = ignore slot, wins ties
             counts = np.bincount((cell * (num_classes + 1) + val).ravel(),
                                  minlength=h * w * (num_classes + 1)).reshape(h, w, num_classes + 1)

@@ -38,3 +38,25 @@ def tiny_work_dir(root, exp_text: str, classifier_run=save_untrained_classifier)
     run_stage("data", (), stages.data.run, cfg, cfg.data, wd)
     run_stage("classifier", ("data",), classifier_run, cfg, cfg.classifier, wd)
     return exp, wd, cfg
+
+
+def vgg16_layout_state(seed: int = 0, fc: bool = True) -> dict:
+    """A random state dict in torchvision's ``vgg16`` layout (no torchvision needed): the 13
+    ``features.<i>`` convs and, with ``fc``, ``classifier.0`` (4096×25088) and ``classifier.3``
+    (4096×4096). The fc weights are strided views of a small random storage (element (r, k) =
+    base[7r + k]), so a saved file stays a few MB."""
+    from pipeline.models.imagenet import VGG16_CONV_INDICES
+
+    gen = torch.Generator().manual_seed(seed)
+    widths = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
+    state, cin = {}, 3
+    for idx, cout in zip(VGG16_CONV_INDICES, widths):
+        state[f"features.{idx}.weight"] = 0.05 * torch.randn(cout, cin, 3, 3, generator=gen)
+        state[f"features.{idx}.bias"] = 0.01 * torch.randn(cout, generator=gen)
+        cin = cout
+    if fc:
+        for key, cols in (("classifier.0", 25088), ("classifier.3", 4096)):
+            base = 0.01 * torch.randn(7 * 4095 + cols, generator=gen)
+            state[f"{key}.weight"] = base.as_strided((4096, cols), (7, 1))
+            state[f"{key}.bias"] = 0.01 * torch.randn(4096, generator=gen)
+    return state

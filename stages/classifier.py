@@ -80,6 +80,8 @@ def run(ctx) -> dict:
     ctx.log(f"VGG-16 classifier, pooling={net.pooling_name}, {index.num_classes - 1} classes, "
             f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f}M parameters, pretrained="
             f"{model_cfg.get('pretrained')}")
+    if net.backbone.init_report is not None:
+        ctx.log(net.backbone.init_report.describe())
     train_ds = ClassificationDataset(index, tr.get("split", "trainaug"), tr["crop"], train=True,
                                      scale_range=tuple(tr.get("scale_range", (1.0, 1.0))),
                                      resize=tr.get("resize"))

@@ -1,4 +1,5 @@
-"""Stage `data`: index a VOC-format tree (VOC 2012 [+ SBD], or a generated synthetic one).
+"""Stage `data`: index a VOC-format tree (VOC 2012 [+ SBD or + SegmentationClassAug], or a
+generated synthetic one).
 
 Output ``WORK_DIR/data/``: ``dataset.json``, ``lists/<split>.txt``, ``labels.json`` (see
 docs/DESIGN.md), ``SegmentationClassAug/`` when SBD is used, and for ``dataset='synthetic'``
@@ -44,9 +45,13 @@ def run(ctx) -> dict:
 
     index_tmp = ctx.out / "_index"
     shutil.rmtree(index_tmp, ignore_errors=True)
+    aug_dir = sec.get("aug_dir", "auto") if kind == "voc" else None
     summary = prepare_dataset(root, index_tmp, sbd_root=sbd_root,
                               label_source=sec.get("label_source", "xml"), name=name,
-                              heldout_seg_dir=heldout)
+                              heldout_seg_dir=heldout,
+                              aug_dir=(aug_dir if aug_dir in (None, "auto")
+                                       else resolve_path(aug_dir)),
+                              aug_list=resolve_path(sec.get("aug_list")))
     for warning in summary.get("warnings", []):
         ctx.log(f"warning: {warning}")
     for item in index_tmp.iterdir():          # move the index to the top of the stage folder

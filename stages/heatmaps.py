@@ -80,7 +80,9 @@ def _groups(items):
 
 
 def _to_image(x: torch.Tensor, hw) -> torch.Tensor:
-    """(k, h, w) → (k, H, W) bilinear (align_corners=False)."""
+    """(k, S, S) maps of the resized input → (k, H, W) of the image: the inverse of the
+    input's bilinear resize (align_corners=False = OpenCV's half-pixel convention); the grid →
+    input step already used the stride-8 geometry (:func:`pipeline.heatmaps.aggregate_heatmaps`)."""
     if tuple(x.shape[-2:]) == tuple(hw):
         return x
     if x.shape[0] == 0:

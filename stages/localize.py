@@ -66,6 +66,8 @@ def infer(net, image: np.ndarray, size, scales, flip: bool, device) -> dict:
 
     agg = aggregate_heatmaps(forward, x, scales=scales, flip=flip)
     maps = torch.cat([agg["cam"], agg["lam"][:, None]], 1)
+    # input frame → image: the inverse of the input's resize (half-pixel, as OpenCV's); the grid
+    # → input step used the stride-8 geometry (aggregate_heatmaps, pipeline.geometry)
     maps = F.interpolate(maps, size=(H, W), mode="bilinear", align_corners=False)[0].cpu().numpy()
     return {"cam": maps[:K], "lambda_c": np.clip(maps[K:2 * K], 0, None), "lam": maps[2 * K],
             "scores": torch.stack(logits).mean(0)[0].cpu().numpy()}

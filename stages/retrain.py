@@ -1,8 +1,9 @@
 """Stage `retrain` (optional second DSRG round, docs/ALGORITHMS.md §5.7): pseudo-labels → mmseg.
 
 1. The trained segmenter (``WORK_DIR/segmenter/model.pth``) predicts every image of
-   ``retrain.pseudo.split`` (trainaug) with the inference settings of ``retrain.pseudo`` (DSRG:
-   multi-scale + flip, dense CRF; :func:`pipeline.inference.iter_segmentation`) → ``pseudo/<id>.png``
+   ``retrain.pseudo.split`` (trainaug) with the inference settings of ``retrain.pseudo`` (DSRG's
+   ``test-ms`` protocol: squares 241 / 321 / 401, scores summed, dense CRF;
+   :func:`pipeline.inference.iter_segmentation`) → ``pseudo/<id>.png``
    (their quality against the GT masks is scored when those exist). Existing files are kept on
    resume; under DDP every rank predicts its share.
 2. ``retrain.model`` — any mmsegmentation segmentor config dict (default: DeepLabV3+ ResNet-50-D8;
@@ -47,8 +48,8 @@ def make_pseudo_labels(ctx, index: DatasetIndex, pcfg) -> int:
         settings = InferenceSettings.from_cfg(pcfg)
         crf, workers = crf_from_cfg(pcfg.get("crf"))
         pool = open_crf_pool(crf, workers)
-        ctx.log(f"pseudo-labels of {len(todo)} images (scales {settings.scales}, flip "
-                f"{settings.flip}, CRF {crf})")
+        ctx.log(f"pseudo-labels of {len(todo)} images (test protocol {settings.describe()}, "
+                f"CRF {crf})")
         try:
             for seg in iter_segmentation(net, ((i, index.read_image(i)) for i in todo), settings,
                                          ctx.device, crf=crf, pool=pool):
@@ -69,7 +70,8 @@ def run(ctx) -> dict:
     pcfg = sec.get("pseudo", {})
     made = make_pseudo_labels(ctx, index, pcfg)
     split = pcfg.get("split", "trainaug")
-    counts, metrics = {"pseudo_labels": len(index.ids(split)), "pseudo_predicted_here": made}, {}
+    counts = {"pseudo_labels": len(index.ids(split)), "pseudo_predicted_here": made}
+    metrics = {"pseudo_protocol": InferenceSettings.from_cfg(pcfg).describe()}
     if ctx.rank == 0:
         q = score_label_dir(index, split, ctx.out / "pseudo")
         if q["images"]:

@@ -79,6 +79,8 @@ def train_segmenter(ctx, index: DatasetIndex, label_dir, section) -> torch.nn.Mo
             f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f}M parameters, pretrained="
             f"{model_cfg.get('pretrained')}; loss={loss}; {len(train_ds)} training images, labels "
             f"from {label_dir or 'the ground-truth masks'}; crop {tr['crop']} -> output {grid}x{grid}")
+    if net.init_report is not None:
+        ctx.log(net.init_report.describe())
     pool = None
     dsrg_cfg = None
     if loss == "dsrg":

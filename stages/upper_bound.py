@@ -43,7 +43,7 @@ def run(ctx) -> dict:
             ctx.log("upper bound, CRF\n" + format_table(res["crf"]))
         metrics = {"mIoU": res["mIoU"], "mIoU_no_crf": res["no_crf"]["mIoU"],
                    "mIoU_crf": None if res["crf"] is None else res["crf"]["mIoU"],
-                   "no_crf": res["no_crf"], "crf": res["crf"]}
+                   "no_crf": res["no_crf"], "crf": res["crf"], "protocol": res["protocol"]}
         counts.update(val_images=res["images"], val_scored=res["scored"])
         write_json_atomic(ctx.out / "metrics.json", metrics)
     return {"counts": counts, "metrics": metrics}

@@ -11,7 +11,9 @@ from pipeline.losses import stable_softmax_probs
 from pipeline.seeds import seeds_to_multihot
 
 
-@pytest.mark.parametrize("shape,grid", [((37, 29), (6, 5)), ((48, 48), (7, 7)), ((8, 8), (8, 8))])
+# inputs of 8·(h−1)+1 px, where the grids of a network input (cues_on_grid) and of a whole map
+# (seeds_to_multihot) coincide; and a map already at the grid size
+@pytest.mark.parametrize("shape,grid", [((41, 33), (6, 5)), ((49, 49), (7, 7)), ((8, 8), (8, 8))])
 def test_cues_on_grid_matches_seeds_to_multihot(shape, grid):
     g = torch.Generator().manual_seed(0)
     lab = torch.randint(0, 4, (3, *shape), generator=g)
@@ -20,6 +22,10 @@ def test_cues_on_grid_matches_seeds_to_multihot(shape, grid):
     ref = np.stack([seeds_to_multihot(x.numpy(), 3, grid) for x in lab])
     assert cues.dtype == torch.bool and cues.shape == (3, 3, *grid)
     np.testing.assert_array_equal(cues.numpy(), ref)
+    if shape != grid:                          # cell i takes the pixel it sits on, 8·i
+        want = lab[:, ::8, ::8]
+        np.testing.assert_array_equal(cues.numpy(), np.stack(
+            [seeds_to_multihot(x.numpy(), 3) for x in want]))
     with pytest.raises(ValueError, match="seed labels"):
         cues_on_grid(torch.full((1, 4, 4), 5), 3, (2, 2))
 

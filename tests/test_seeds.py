@@ -70,9 +70,14 @@ def test_multihot_full_res_and_nearest():
     mh = seeds_to_multihot(lab, 3)
     assert mh.shape == (3, 4, 4) and mh.sum() == 12
     assert mh[2, 0, 3] and not mh[:, 0, 2].any()
-    near = seeds_to_multihot(lab, 3, (2, 2), "nearest")  # centres at pixels (1,1),(1,3),(3,1),(3,3)
-    assert near[1, 0, 0] and near[2, 0, 1] and near[2, 1, 0] and near[1, 1, 1]
-    assert near.sum() == 4
+    # a 2x2 grid belongs to a 9x9 input: cells on its pixels 0 and 8 = map pixels 0 and 3
+    near = seeds_to_multihot(lab, 3, (2, 2), "nearest")
+    assert near[0, 0, 0] and near[2, 0, 1] and near[1, 1, 1] and not near[:, 1, 0].any()
+    assert near.sum() == 3
+    big = np.full((321, 321), I)
+    big[::8, ::8] = np.arange(41 * 41).reshape(41, 41) % 3      # the pixels the cells sit on
+    cues = seeds_to_multihot(big, 3, (41, 41), "nearest")
+    assert (cues.argmax(0) == np.arange(41 * 41).reshape(41, 41) % 3).all() and cues.sum() == 41 * 41
 
 
 def test_multihot_majority():

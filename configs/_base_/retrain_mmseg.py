@@ -1,11 +1,14 @@
 # Optional second round of DSRG (docs/ALGORITHMS.md §5.7; stage `retrain`,
-# python -m stages.retrain):
-# the trained segmenter labels trainaug (multi-scale + flip + dense CRF) and any mmsegmentation
-# segmentor is trained on those pseudo-labels with its own cross-entropy (255 ignored).
+# python -m stages.retrain): the trained segmenter labels trainaug (DSRG's test-ms protocol +
+# dense CRF) and any mmsegmentation segmentor is trained on those pseudo-labels with its own
+# cross-entropy (255 ignored).
 # Reference schedule: poly lr 1e-3, 20k iterations, batch 10, random 321 crops + flips.
 # SyncBN (mmseg default) is reverted to BatchNorm by mmengine when not training under DDP.
 retrain = dict(
-    pseudo=dict(split="trainaug", size=321, scales=(0.75, 1.0, 1.25), flip=True, batch_size=8,
+    # pseudo-labels of trainaug with DSRG's test-ms.py protocol (squares 241 / 321 / 401, logits
+    # summed, softmax floored at 1e-5, dense CRF); any eval key (protocol, size, scales, sizes,
+    # flip, fusion) works here too, e.g. protocol="resized-square" for scales of 321 + flips.
+    pseudo=dict(split="trainaug", protocol="test-ms", batch_size=8,
                 amp=True, crf=dict(enabled=True, preset="dsrg_test", workers=4)),
     # any mmseg model dict (mmseg registry + pipeline.mm.segmentation's DeepLabV2VGG16Backbone /
     # ASPPV2Head); num_classes of the heads is set from the dataset. Default: DeepLabV3+ R-50-D8

@@ -210,14 +210,20 @@ def mmseg_losses(model, images: torch.Tensor, labels: torch.Tensor) -> dict:
 
 class MMSegLogits(nn.Module):
     """``forward(x) -> logits`` of an mmseg segmentor (its decode head, ``mode="tensor"``) on
-    normalised images, as :mod:`pipeline.inference` expects."""
+    normalised images, as :mod:`pipeline.inference` expects, resized to the input size the way
+    mmseg trains them (bilinear, the decode head's ``align_corners``): ``output_stride = 1``
+    tells :mod:`pipeline.inference` the map is already on the input's pixels."""
+    output_stride = 1
 
     def __init__(self, model):
         super().__init__()
         self.model = model
 
     def forward(self, x):
-        return self.model(x, mode="tensor")
+        logits = self.model(x, mode="tensor")
+        head = getattr(self.model, "decode_head", None)
+        return resize(logits, size=x.shape[2:], mode="bilinear",
+                      align_corners=bool(getattr(head, "align_corners", False)))
 
 
 def save_mmseg_model(path, model, model_cfg: dict, num_classes: int, classes) -> None:

@@ -115,7 +115,8 @@ class WSSSClassifier(nn.Module):
 
 def build_classifier(model_cfg: dict, num_classes: int) -> WSSSClassifier:
     """Build a ``WSSSClassifier`` from a plain dict (see module docstring); loads ImageNet
-    conv weights when ``model_cfg['pretrained']`` is set."""
+    VGG-16 (13 convs + decimated fc6/fc7) when ``model_cfg['pretrained']`` is set; what came from
+    the file is in ``model.backbone.init_report``."""
     cfg = dict(model_cfg or {})
     known = {"backbone", "pooling", "classifier_bias", "pretrained", "bew_loss_weight"}
     unknown = sorted(set(cfg) - known - {"type"})
@@ -126,7 +127,9 @@ def build_classifier(model_cfg: dict, num_classes: int) -> WSSSClassifier:
     backbone_cfg = dict(cfg.get("backbone") or {})
     backbone_cfg.setdefault("bew_detach_lambda", bool(pooling.get("detach_lambda", False)))
     backbone = VGG16Backbone(num_classes=num_classes, **backbone_cfg)
-    backbone.load_imagenet(cfg.get("pretrained"))
+    report = backbone.load_imagenet(cfg.get("pretrained"))
+    if report is not None:
+        report.new["classifier"] = "classes of this dataset"
     return WSSSClassifier(backbone, num_classes, pooling=pooling,
                           classifier_bias=cfg.get("classifier_bias", True),
                           bew_loss_weight=cfg.get("bew_loss_weight", 0.5))
