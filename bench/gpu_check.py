@@ -34,7 +34,8 @@ from pathlib import Path
 
 import torch
 
-from bench.common import dump_json, write_atomic
+from bench.common import dump_json
+from pipeline.io_utils import write_text_atomic
 
 REPO = Path(__file__).resolve().parent.parent
 # tiny sizes for the CPU run of the test suite: every path, seconds instead of minutes
@@ -176,8 +177,8 @@ def main(argv=None) -> int:
     text = report(res)
     print(text)
     stem = "gpu_check" + ("-tiny" if args.tiny else "")
-    write_atomic(Path(args.out) / f"{stem}.json", dump_json(res))
-    write_atomic(Path(args.out) / f"{stem}.md", text)
+    write_text_atomic(Path(args.out) / f"{stem}.json", dump_json(res))
+    write_text_atomic(Path(args.out) / f"{stem}.md", text)
     print(f"gpu-check: {'ok' if res['ok'] else 'FAILED'} in {res['wall_s']:.0f} s; figures in "
           f"{Path(args.out) / (stem + '.json')}")
     return 0 if res["ok"] else 1

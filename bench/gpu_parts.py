@@ -15,12 +15,14 @@ import os
 import statistics
 import time
 
+import numpy as np
 import torch
 
 from bench.inputs import classifier_batch, segmenter_batch
 from pipeline.dsrg import DSRGConfig, dsrg_losses
 from pipeline.heatmaps import infer_batch
 from pipeline.inference import predict_logits
+from pipeline.inference_settings import InferenceSettings
 from pipeline.models.classifier import build_classifier
 from pipeline.models.deeplab import build_segmenter
 from pipeline.training import build_optimizer, to_device, train, train_step
@@ -163,32 +165,39 @@ def heatmap_inference(net, cfg: dict, device, *, size: int, num_classes: int, ba
 
 
 def eval_inference(net, cfg: dict, device, *, size: int, num_classes: int, batches: int) -> dict:
-    """The eval stage's :func:`predict_logits` (base size, flip, AMP as configured) on
-    ``size``² images, plus the network's forward at the other configured scales (resizing
-    images to them is host work, done by OpenCV in the stage, and not part of this check)."""
-    sec = cfg["eval"]
-    B = int(sec.get("batch_size", 8))
-    flip, amp = bool(sec.get("flip", True)), bool(sec.get("amp", True))
-    use_amp = amp and device.type == "cuda"
-    images = list(segmenter_batch(B, size, num_classes, seed=2)["raw"].numpy())
-    others = [float(s) for s in sec.get("scales", (1.0,)) if float(s) != 1.0]
+    """The eval stage's inference (:class:`~pipeline.inference_settings.InferenceSettings` of the
+    ``eval`` section: protocol, flip, fusion, AMP): :func:`pipeline.inference.predict_logits` on
+    images at the protocol's base size (their own size, ``size`` × 4/3 · ``size`` as VOC's
+    375×500, when the protocol keeps it), plus the network at the protocol's other pass sizes
+    (resizing images to them is host work, OpenCV in the stage, not part of this check)."""
+    settings = InferenceSettings.from_cfg(cfg["eval"])
+    B = settings.batch_size
+    base = settings.size or (size, size * 4 // 3)
+    rng = np.random.default_rng(2)
+    images = list(rng.integers(0, 256, (B, *base, 3), dtype=np.uint8))
+    passes = ([(int(v), int(v)) for v in settings.sizes] if settings.sizes is not None else
+              [(max(1, round(base[0] * s)), max(1, round(base[1] * s))) for s in settings.scales])
+    others = [hw for hw in passes if tuple(hw) != tuple(base)]
+    use_amp = settings.amp and device.type == "cuda"
+    n_img = B * (2 if settings.flip else 1)
     reset_peak(device)
 
     def protocol():
-        z = predict_logits(net, images, (1.0,), flip, size, device, B, amp)
+        z = predict_logits(net, images, (1.0,), settings.flip, base, device, B, settings.amp,
+                           fusion=settings.fusion)
         net.eval()
         with torch.no_grad(), torch.autocast(device.type, torch.float16, enabled=use_amp):
-            for s in others:
-                side = max(1, round(size * s))
-                net(torch.zeros(B * (2 if flip else 1), 3, side, side, device=device))
+            for hw in others:
+                net(torch.zeros(n_img, 3, *hw, device=device))
         return z
     protocol()                                                        # warm-up
     t0 = clock(device)
     outs = [protocol() for _ in range(batches)]
     dt = clock(device) - t0
     finite = all(bool(torch.isfinite(z).all()) for o in outs for z in o)
-    return {"name": "eval", "batch": B, "size": size, "scales": [1.0, *others], "flip": flip,
-            "amp": use_amp, "img_per_s": B * batches / dt, "peak_mib": peak_mib(device), "finite": finite}
+    return {"name": "eval", "batch": B, "size": "×".join(map(str, base)), "protocol": settings.protocol,
+            "passes": [list(hw) for hw in passes], "flip": settings.flip, "amp": use_amp,
+            "img_per_s": B * batches / dt, "peak_mib": peak_mib(device), "finite": finite}
 
 
 def _ddp_worker(rank: int, world: int, port: int, spec: dict, work_dir: str, result: str) -> None:

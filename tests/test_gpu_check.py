@@ -57,7 +57,8 @@ def test_tiny_cpu_run_imports_only_torch_numpy_and_the_library(tmp_path):
         assert p["losses_finite"] and p["weights_changed"] and len(p["losses"]) == 3
         assert p["img_per_s"] > 0 and sum(p["shares"].values()) == pytest.approx(1.0, abs=0.02)
     assert by["segmenter"]["parts_s"]["DSRG CRF (torch)"] > 0 and by["segmenter"]["grid"] == 7
-    assert by["heatmaps"]["finite"] and by["eval"]["finite"] and by["eval"]["scales"] == [1.0, 0.75, 1.25]
+    assert by["heatmaps"]["finite"] and by["eval"]["finite"]
+    assert by["eval"]["protocol"] == "test-ms-f" and by["eval"]["passes"] == [[36, 48], [48, 64], [60, 80]]
     ddp = res["ddp"]
     assert ddp["backend"] == "gloo" and ddp["identical_across_ranks"] and ddp["weights_changed"]
     assert all(res["checks"].values()) and len(res["checks"]) == 8
