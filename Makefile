@@ -1,6 +1,7 @@
 # WSSS pipeline — the Makefile is the table of contents.
 #   make demo                     everything on the embedded synthetic dataset (CPU)
 #   make test                     the test suite
+#   make env-mm / test-mm         the optional OpenMMLab environment (.venv-mm: mmcv, mmseg) / the suite in it
 #   make <stage> [EXP=cfg] [WORK_DIR=dir] [OPTS="a.b=1 c=x"] [FORCE=1] [GPUS=N]
 # Each stage skips itself when its config section and upstream outputs are unchanged.
 SHELL := bash
@@ -9,6 +10,11 @@ PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 ENV_STAMP := $(VENV)/.stamp
+# optional second environment: torch 2.5.1 + compiled mmcv + mmsegmentation (requirements-mm.txt)
+MM_VENV ?= .venv-mm
+MM_STAMP := $(MM_VENV)/.stamp
+# the retrain stage runs in it once it exists (otherwise the stage says how to build it)
+RETRAIN_VENV = $(if $(wildcard $(MM_STAMP)),$(MM_VENV),$(VENV))
 
 EXP ?= configs/demo_synthetic.py
 WORK_DIR ?=
@@ -35,18 +41,26 @@ LAUNCH = $(if $(filter-out 0 1,$(GPUS)),$(VENV)/bin/torchrun --standalone --npro
 STAGES := data classifier heatmaps saliency seeds segmenter retrain upper_bound eval submit localize report
 DEMO_STAGES := data classifier heatmaps saliency seeds segmenter upper_bound eval submit localize report
 
-.PHONY: help env test demo bench gpu-check summary ablation $(STAGES) clean-work
+.PHONY: help env env-mm test test-mm demo bench gpu-check summary ablation $(STAGES) clean-work
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-18s %s\n", $$1, $$2}'
 
-env: $(ENV_STAMP) ## build the virtual environment (.venv) if missing
+env: $(ENV_STAMP) ## build the core virtual environment (.venv) if missing
 
 $(ENV_STAMP): requirements.txt tools/make_venv.sh
-	PYTHON=$(PYTHON) bash tools/make_venv.sh $(VENV)
+	PYTHON=$(PYTHON) bash tools/make_venv.sh core $(VENV)
 
-test: $(ENV_STAMP) ## run the test suite
+env-mm: $(MM_STAMP) ## build the OpenMMLab environment (.venv-mm: torch 2.5.1, mmcv compiled, mmseg) for `make retrain`
+
+$(MM_STAMP): requirements-mm.txt tools/make_venv.sh
+	PYTHON=$(PYTHON) bash tools/make_venv.sh mm $(MM_VENV)
+
+test: $(ENV_STAMP) ## run the test suite (core environment; mmseg tests are skipped, saying why)
 	$(PY) -m pytest tests
+
+test-mm: $(MM_STAMP) ## run the whole test suite in the OpenMMLab environment (retrain tests included)
+	$(MM_VENV)/bin/python -m pytest tests
 
 bench: $(ENV_STAMP) ## benchmarks -> bench/results/ (QUICK=1 tiny sizes; ONLY="growing crf" a subset)
 	$(PY) -m bench.run $(if $(filter 1,$(QUICK)),--quick) $(if $(ONLY),--only $(ONLY))
@@ -84,8 +98,8 @@ seeds: $(ENV_STAMP) ## seeds from heatmaps + saliency thresholds, with seed qual
 segmenter: $(ENV_STAMP) ## train DeepLab-ASPP (VGG-16) with DSRG from the seeds (GPUS=N for DDP)
 	$(LAUNCH) stages.segmenter $(STAGE_ARGS)
 
-retrain: $(ENV_STAMP) ## optional 2nd round: segmenter pseudo-labels (+CRF) -> any mmseg model, plain CE
-	$(LAUNCH) stages.retrain $(STAGE_ARGS)
+retrain: $(ENV_STAMP) ## optional 2nd round: segmenter pseudo-labels (+CRF) -> any mmseg model, plain CE (.venv-mm)
+	$(subst $(VENV)/bin/,$(RETRAIN_VENV)/bin/,$(LAUNCH)) stages.retrain $(STAGE_ARGS)
 
 upper_bound: $(ENV_STAMP) ## the same segmenter trained on ground-truth masks (fully supervised reference)
 	$(LAUNCH) stages.upper_bound $(STAGE_ARGS)

@@ -63,13 +63,14 @@ def resolve_path(value: str | None) -> str | None:
 def load_upstream_model(ctx, stage: str, kind: str, num_classes: int):
     """``(net, meta)`` from ``WORK_DIR/<stage>/model.pth``, checked against the dataset's classes
     (K foreground classes for a classifier, C with background for a segmenter)."""
+    from pipeline.mm import MMSegUnavailable
     from pipeline.models.checkpoint import load_model
     from pipeline.stage import StageError
 
     path = ctx.upstream_dir(stage) / "model.pth"
     try:
         net, meta = load_model(path, kind=kind)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, MMSegUnavailable) as exc:
         raise StageError(str(exc)) from exc
     if int(meta["num_classes"]) != int(num_classes):
         raise StageError(f"{path}: the {kind} has {meta['num_classes']} classes, the dataset "

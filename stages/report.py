@@ -9,7 +9,7 @@ times); classifier mAP and per-class AP; seed precision / recall / mIoU and pseu
 val mIoU with and without CRF and per-class IoU; the fully supervised upper bound and the
 WSSS / upper-bound ratio; the submission check; localisation CorLoc; the ablation table
 (``WORK_DIR/ablation/results.json``); training curves of ``classifier``, ``segmenter`` and
-``upper_bound`` (mmengine scalars); per-class IoU bars (WSSS vs upper bound); a grid of
+``upper_bound`` (the training loop's scalars); per-class IoU bars (WSSS vs upper bound); a grid of
 trainaug examples: image | heatmap | λ | saliency | seeds | grown seeds | prediction | GT (the
 prediction comes from running the trained segmenter on those images; the grown seeds are DSRG
 region growing of the seeds on that prediction, an illustration: in training they are grown
@@ -227,7 +227,7 @@ def figures_html(work_dir: Path, man: dict, out_dir: Path) -> tuple[str, str, in
             n += 1
         else:
             curves.append(f"<p class=note>{esc(stage)}: no training log "
-                          f"({'stage missing' if not man[stage] else 'no scalars.json'}).</p>")
+                          f"({'stage missing' if not man[stage] else 'no scalars.jsonl'}).</p>")
     curves.append(f"<p class=note>TensorBoard: <code>tensorboard --logdir {esc(work_dir)}</code></p>")
     ev, ub = (man[s]["metrics"] if man[s] else None for s in ("eval", "upper_bound"))
     series, names = {}, None

@@ -9,11 +9,14 @@
 2. ``retrain.model`` — any mmsegmentation segmentor config dict (default: DeepLabV3+ ResNet-50-D8;
    ``decode_head.num_classes`` / ``auxiliary_head.num_classes`` are set to the dataset's) — is
    trained on the pseudo-labels with its own decode/auxiliary losses (plain cross-entropy, 255
-   ignored) through :func:`pipeline.mm.train.train_from_section` (mmengine Runner: checkpoints,
-   resume, TensorBoard, AMP, DDP).
+   ignored) through :func:`pipeline.training.train_from_section` (checkpoints, resume, scalars
+   log, AMP, DDP).
 3. Quick single-scale, no-CRF val mIoU; ``model.pth`` in the ``wsss-mmseg-model/1`` format
    (:func:`pipeline.mm.segmentation.load_mmseg_model` → a logits network for
    :mod:`pipeline.inference` / :func:`pipeline.evaluation.evaluate_segmenter`).
+
+Steps 2-3 need mmsegmentation and a compiled mmcv (``make env-mm``); without them the stage stops
+with one line saying so, before any work.
 """
 from __future__ import annotations
 
@@ -24,10 +27,10 @@ from pipeline.data.index import DatasetIndex
 from pipeline.evaluation import evaluate_segmenter, score_label_dir
 from pipeline.inference import InferenceSettings, crf_from_cfg, iter_segmentation, open_crf_pool
 from pipeline.io_utils import atomic_file
-from pipeline.mm.segmentation import (MMSegLogits, build_mmseg_model, mmseg_losses,
-                                      save_mmseg_model)
-from pipeline.mm.train import train_from_section
+from pipeline.mm import MMSegUnavailable, segmentation_edge
 from pipeline.models.deeplab import load_segmenter
+from pipeline.stage import StageError
+from pipeline.training import train_from_section
 from pipeline.voc import write_label_png
 from stages.common import main_for
 
@@ -64,7 +67,16 @@ def make_pseudo_labels(ctx, index: DatasetIndex, pcfg) -> int:
     return len(todo)
 
 
+def mm_edge():
+    """:mod:`pipeline.mm.segmentation`, or a one-line :class:`StageError` naming ``make env-mm``."""
+    try:
+        return segmentation_edge("the retrain stage (an mmsegmentation model)")
+    except MMSegUnavailable as exc:
+        raise StageError(str(exc)) from None
+
+
 def run(ctx) -> dict:
+    mm = mm_edge()
     sec, tr = ctx.section, ctx.section["train"]
     index = DatasetIndex.load(ctx.upstream_dir("data"))
     pcfg = sec.get("pseudo", {})
@@ -82,7 +94,7 @@ def run(ctx) -> dict:
     seed = int(ctx.cfg.experiment.get("seed", 0))
     torch.manual_seed(seed)
     model_cfg = sec["model"]
-    model = build_mmseg_model(model_cfg, index.num_classes)
+    model = mm.for_training(mm.build_mmseg_model(model_cfg, index.num_classes), ctx.world_size > 1)
     ctx.log(f"mmseg {model_cfg['type']} ({model_cfg.get('decode_head', {}).get('type')}), "
             f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
     train_ds = SegmentationDataset(index, tr.get("split", split), ctx.out / "pseudo", tr["crop"],
@@ -90,12 +102,12 @@ def run(ctx) -> dict:
                                    resize=tr.get("resize"))
 
     def loss_fn(net, batch):
-        return mmseg_losses(net, batch["image"], batch["label"])
+        return mm.mmseg_losses(net, batch["image"], batch["label"])
 
     model = train_from_section(model, loss_fn, train_ds, tr, work_dir=ctx.out / "train", seed=seed,
-                               world_size=ctx.world_size)
+                               world_size=ctx.world_size, device=ctx.device, log=ctx.log)
     val = sec.get("val", {})
-    res = evaluate_segmenter(MMSegLogits(model).eval(), index, val.get("split", "val"),
+    res = evaluate_segmenter(mm.MMSegLogits(model).eval(), index, val.get("split", "val"),
                              dict(size=val.get("size", 321), scales=(1.0,), flip=False,
                                   batch_size=int(val.get("batch_size", 10)), crf=dict(enabled=False)),
                              ctx.device, rank=ctx.rank, world_size=ctx.world_size)
@@ -105,7 +117,7 @@ def run(ctx) -> dict:
         miou = res["mIoU"]
         ctx.log(f"quick val mIoU (single scale, no CRF) = "
                 f"{'n/a' if miou is None else f'{100 * miou:.2f}'}")
-        save_mmseg_model(ctx.out / "model.pth", model, model_cfg, index.num_classes, index.classes)
+        mm.save_mmseg_model(ctx.out / "model.pth", model, model_cfg, index.num_classes, index.classes)
     return {"counts": counts, "metrics": metrics}
 
 

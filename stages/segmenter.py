@@ -1,8 +1,8 @@
 """Stage `segmenter`: train DeepLab v2 (ASPP-L, VGG-16) from the seeds with DSRG.
 
 Reads the dataset index and the seed label maps (``WORK_DIR/seeds/labels/<id>.png``), trains
-with mmengine through :func:`pipeline.mm.train.train_from_section` (checkpoints + auto-resume in
-``train/``, TensorBoard scalars, AMP on CUDA, DDP under ``make segmenter GPUS=N``), scores a
+with :func:`pipeline.training.train_from_section` (checkpoints + auto-resume in
+``train/``, scalars log, AMP on CUDA, DDP under ``make segmenter GPUS=N``), scores a
 quick single-scale, no-CRF val mIoU (the full protocol is the ``eval`` stage) and writes
 ``model.pth`` (docs/DESIGN.md; :func:`pipeline.models.deeplab.load_segmenter`).
 
@@ -24,10 +24,10 @@ from pipeline.data.datasets import SegmentationDataset
 from pipeline.data.index import DatasetIndex
 from pipeline.dsrg import DSRGConfig, ce_loss, dsrg_losses
 from pipeline.evaluation import evaluate_segmenter
-from pipeline.mm.train import train_from_section
 from pipeline.models.checkpoint import save_model
 from pipeline.models.deeplab import build_segmenter
 from pipeline.stage import StageError
+from pipeline.training import train_from_section
 from stages.common import main_for, resolve_path
 
 STAGE = "segmenter"
@@ -48,7 +48,7 @@ def model_config(section) -> dict:
 
 def make_loss_fn(loss: str, dsrg_cfg: DSRGConfig | None = None, crf_pool=None,
                  ce_resolution: str = "input"):
-    """``loss_fn(net, batch)`` for :mod:`pipeline.mm.train` (batch: SegmentationDataset items)."""
+    """``loss_fn(net, batch)`` for :mod:`pipeline.training` (batch: SegmentationDataset items)."""
     if loss not in LOSSES:
         raise StageError(f"segmenter.loss must be one of {LOSSES}, got {loss!r}")
 
@@ -98,7 +98,8 @@ def train_segmenter(ctx, index: DatasetIndex, label_dir, section) -> torch.nn.Mo
     ce_res = section.get("ce", {}).get("resolution", "input")
     try:
         return train_from_section(net, make_loss_fn(loss, dsrg_cfg, pool, ce_res), train_ds, tr,
-                                  work_dir=ctx.out / "train", seed=seed, world_size=ctx.world_size)
+                                  work_dir=ctx.out / "train", seed=seed, world_size=ctx.world_size,
+                                  device=ctx.device, log=ctx.log)
     finally:
         if pool is not None:
             pool.shutdown()

@@ -3,7 +3,8 @@
 # dense CRF) and any mmsegmentation segmentor is trained on those pseudo-labels with its own
 # cross-entropy (255 ignored).
 # Reference schedule: poly lr 1e-3, 20k iterations, batch 10, random 321 crops + flips.
-# SyncBN (mmseg default) is reverted to BatchNorm by mmengine when not training under DDP.
+# SyncBN (mmseg default) is reverted to BatchNorm unless training under DDP on CUDA
+# (pipeline.mm.segmentation.for_training).
 retrain = dict(
     # pseudo-labels of trainaug with DSRG's test-ms.py protocol (squares 241 / 321 / 401, logits
     # summed, softmax floored at 1e-5, dense CRF); any eval key (protocol, size, scales, sizes,

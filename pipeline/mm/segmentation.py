@@ -17,12 +17,14 @@ no ``register_all_modules``). After ``import pipeline.mm.segmentation`` an mmseg
   ``gt_sem_seg``, 255 = unlabelled) or ``loss="ce"``; ``predict`` gives ``pred_sem_seg``.
 
 The pipeline's own ``segmenter`` stage trains the plain network through
-:mod:`pipeline.mm.train` (mmengine Runner) with the same loss functions. In an mmseg config,
+:mod:`pipeline.training` with the same loss functions. In an mmseg config,
 ``custom_imports = dict(imports=["pipeline.mm.segmentation"])`` registers them.
 
-:func:`build_mmseg_model`, :func:`mmseg_losses`, :class:`MMSegLogits` and the
-``wsss-mmseg-model/1`` files (:func:`save_mmseg_model` / :func:`load_mmseg_model`) let the
-``retrain`` stage train any mmseg segmentor config through :mod:`pipeline.mm.train`.
+:func:`build_mmseg_model`, :func:`for_training`, :func:`mmseg_losses`, :class:`MMSegLogits` and
+the ``wsss-mmseg-model/1`` files (:func:`save_mmseg_model` / :func:`load_mmseg_model`) let the
+``retrain`` stage train any mmseg segmentor config through :mod:`pipeline.training`. This
+module needs mmsegmentation and mmcv (``make env-mm``); reach it through
+:func:`pipeline.mm.segmentation_edge`.
 """
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ from pipeline.models.deeplab import DeepLabV2VGG16 as _DeepLabV2VGG16
 from pipeline.models.deeplab import _ASPPBranch
 
 __all__ = ["DeepLabV2VGG16", "DeepLabV2VGG16Backbone", "ASPPV2Head", "DSRGSegmentor",
-           "build_mmseg_model", "mmseg_losses", "MMSegLogits", "save_mmseg_model", "load_mmseg_model",
+           "build_mmseg_model", "for_training", "mmseg_losses", "MMSegLogits", "save_mmseg_model", "load_mmseg_model",
            "mmseg_from_payload"]
 
 
@@ -193,6 +195,16 @@ def build_mmseg_model(model_cfg: dict, num_classes: int | None = None, init_weig
     return model
 
 
+def for_training(model, distributed: bool):
+    """The model as the training loop should see it: SyncBN (mmseg's default) reverted to
+    BatchNorm unless training is distributed on CUDA (SyncBN needs both)."""
+    from mmengine.model import revert_sync_batchnorm
+
+    if distributed and torch.cuda.is_available():
+        return model
+    return revert_sync_batchnorm(model)
+
+
 def mmseg_losses(model, images: torch.Tensor, labels: torch.Tensor) -> dict:
     """The segmentor's own training losses (decode / auxiliary heads, e.g. cross-entropy with 255
     ignored) on normalised ``images`` (B,3,H,W) and label maps ``labels`` (B,H,W)."""
@@ -241,7 +253,7 @@ def save_mmseg_model(path, model, model_cfg: dict, num_classes: int, classes) ->
 def load_mmseg_model(path, map_location="cpu"):
     """Rebuild a :func:`save_mmseg_model` file for inference (SyncBN → BN); returns
     ``(MMSegLogits(model), meta)``."""
-    payload = torch.load(path, map_location=map_location, weights_only=False)
+    payload = torch.load(path, map_location=map_location, weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != MMSEG_FORMAT:
         raise ValueError(f"{path}: not a {MMSEG_FORMAT} model file")
     return mmseg_from_payload(payload)

@@ -20,6 +20,7 @@ from pipeline.stage import _plain
 
 FORMAT = "wsss-model/1"
 MMSEG_FORMAT = "wsss-mmseg-model/1"     # pipeline.mm.segmentation (retrain stage); loaded too
+# Files hold tensors and plain Python values only: read with torch.load(weights_only=True).
 
 
 def _builders():
@@ -49,12 +50,12 @@ def load_model(path: str | os.PathLike, kind: str | None = None, map_location="c
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model file not found (did the training stage finish?)")
-    payload = torch.load(path, map_location=map_location, weights_only=False)
+    payload = torch.load(path, map_location=map_location, weights_only=True)
     if isinstance(payload, dict) and payload.get("format") == MMSEG_FORMAT:
         if kind not in (None, "segmenter"):    # the retrain stage's mmseg segmentors
             raise ValueError(f"{path}: holds an mmseg segmentor, expected a {kind}")
-        from pipeline.mm.segmentation import mmseg_from_payload
-        return mmseg_from_payload(payload)
+        from pipeline.mm import segmentation_edge    # optional edge, imported only here
+        return segmentation_edge(f"{path} (an mmseg segmentor)").mmseg_from_payload(payload)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path}: not a {FORMAT} model file")
     if kind is not None and payload["kind"] != kind:
