@@ -15,9 +15,9 @@ Run on a demo work dir with a trained segmenter (``make segmenter``):
     python -m bench.crf_agreement --exp configs/demo_synthetic.py --work-dir WORK_DIR [--batches 4]
 
 It draws training batches (the segmenter's training augmentation, fixed seed), computes P with
-the trained network (``segmenter/model.pth``) and with every checkpoint found in
-``segmenter/train/`` (P at earlier iterations), and prints / writes (``--out``, JSON) the figures
-per network. The random smooth inputs at 41×41 are the ``crf_train`` benchmark (``make bench``).
+the network as initialised, with every checkpoint found in ``segmenter/train/`` (or
+``--checkpoints DIR``: P at earlier iterations) and with the trained network
+(``segmenter/model.pth``), and prints / writes (``--out``, JSON) the figures per network. The random smooth inputs at 41×41 are the ``crf_train`` benchmark (``make bench``).
 
 ``python -m bench.crf_agreement --kernels`` compares the kernels themselves
 (:func:`lattice_columns`): one column of pydensecrf's normalised Gaussian kernel, read off a
@@ -85,16 +85,24 @@ def _state_dict(obj) -> dict:
     return out
 
 
-def networks(seg_dir: Path):
-    """``(name, net)`` for each loadable checkpoint in ``seg_dir/train`` (by iteration), then the
-    trained network of ``seg_dir/model.pth`` (whose file gives the architecture)."""
+def networks(seg_dir: Path, ckpt_dir: Path | None = None):
+    """``(name, net)``: the network as initialised (seed 0), each loadable checkpoint of
+    ``ckpt_dir`` (default ``seg_dir/train``; by iteration), then the trained network of
+    ``seg_dir/model.pth`` (whose file gives the architecture)."""
     from pipeline.models.checkpoint import load_model
+    from pipeline.models.deeplab import build_segmenter
+
+    def fresh():
+        return load_model(seg_dir / "model.pth", "segmenter")
 
     def order(p):
         digits = "".join(ch for ch in p.stem if ch.isdigit())
         return int(digits) if digits else -1
-    for ckpt in sorted((seg_dir / "train").glob("*.pth"), key=order):
-        net = load_model(seg_dir / "model.pth", "segmenter")[0]
+    _, meta = fresh()
+    torch.manual_seed(0)
+    yield "init", build_segmenter(meta["model_cfg"], meta["num_classes"])
+    for ckpt in sorted(Path(ckpt_dir or seg_dir / "train").glob("*.pth"), key=order):
+        net = fresh()[0]
         try:
             state = _state_dict(torch.load(ckpt, map_location="cpu", weights_only=False))
             missing, _ = net.load_state_dict(state, strict=False)
@@ -105,7 +113,7 @@ def networks(seg_dir: Path):
             print(f"skipping {ckpt.name}: {len(missing)} weights missing", file=sys.stderr)
             continue
         yield ckpt.stem, net
-    yield "model.pth", load_model(seg_dir / "model.pth", "segmenter")[0]
+    yield "model.pth", fresh()[0]
 
 
 def demo_batches(cfg, work_dir: Path, batches: int, seed: int = 0) -> list[dict]:
@@ -129,13 +137,13 @@ def demo_batches(cfg, work_dir: Path, batches: int, seed: int = 0) -> list[dict]
     return out
 
 
-def demo_agreement(exp: str, work_dir: Path, batches: int) -> dict:
+def demo_agreement(exp: str, work_dir: Path, batches: int, ckpt_dir: Path | None = None) -> dict:
     from stages.common import load_experiment
     cfg = load_experiment(exp)
     dsrg = DSRGConfig.from_cfg(cfg.segmenter.get("dsrg"), cfg.segmenter.get("crf"))
     data = demo_batches(cfg, work_dir, batches)
     results = {}
-    for name, net in networks(work_dir / "segmenter"):
+    for name, net in networks(work_dir / "segmenter", ckpt_dir):
         net.eval()
         parts = []
         with torch.no_grad():
@@ -194,6 +202,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.crf_agreement", description=__doc__.split("\n\n")[0])
     p.add_argument("--exp", default="configs/demo_synthetic.py")
     p.add_argument("--work-dir", help="work dir with data, seeds and a trained segmenter")
+    p.add_argument("--checkpoints", help="folder of training checkpoints (default WORK_DIR/segmenter/train)")
     p.add_argument("--kernels", action="store_true", help="compare the kernels (lattice vs exact) instead")
     p.add_argument("--batches", type=int, default=4, help="training batches per network (default 4)")
     p.add_argument("--out", help="write the figures to this JSON file")
@@ -203,7 +212,8 @@ def main(argv=None) -> int:
         for r in res["kernel_columns"]:
             print(", ".join(f"{k} {v:.4g}" for k, v in r.items()))
     elif args.work_dir:
-        res = demo_agreement(args.exp, Path(args.work_dir).resolve(), args.batches)
+        res = demo_agreement(args.exp, Path(args.work_dir).resolve(), args.batches,
+                             Path(args.checkpoints) if args.checkpoints else None)
     else:
         p.error("give --work-dir (demo agreement) or --kernels")
     if args.out:
