@@ -111,11 +111,11 @@ def report(res: dict) -> str:
         it = f"{r['iteration_s'] * 1e3:.1f} ms" if "iteration_s" in r else "–"
         mem = "–" if r.get("peak_mib") is None else f"{r['peak_mib']:,.0f} MiB"
         lines.append(f"| {r['name']} | {r['batch']} × {r['size']} | {r['img_per_s']:.1f} | {it} | {mem} | {shares} |")
-    if res.get("ddp"):
-        d = res["ddp"]
-        lines += ["", f"DDP: {d['world_size']} processes ({d['backend']}), {d['iterations']} iterations of "
-                      f"{d['batch_per_rank']} images per rank in {d['seconds']:.1f} s; weights identical "
-                      f"across ranks: {d['identical_across_ranks']}, changed: {d['weights_changed']}"]
+    d = res.get("ddp")
+    lines += ["", f"DDP: {d['world_size']} processes ({d['backend']}), {d['iterations']} iterations of "
+                  f"{d['batch_per_rank']} images per rank in {d['seconds']:.1f} s; weights identical "
+                  f"across ranks: {d['identical_across_ranks']}, changed: {d['weights_changed']}" if d else
+              f"DDP: not run ({res['gpus']} GPU(s); it needs 2, or --ddp on)"]
     lines += ["", "Checks: " + ", ".join(f"{k} {'✓' if v else '✗'}" for k, v in res["checks"].items()), ""]
     return "\n".join(lines)
 
