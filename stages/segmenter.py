@@ -7,8 +7,9 @@ quick single-scale, no-CRF val mIoU (the full protocol is the ``eval`` stage) an
 ``model.pth`` (docs/DESIGN.md; :func:`pipeline.models.deeplab.load_segmenter`).
 
 Options: ``segmenter.loss`` = ``"dsrg"`` (:func:`pipeline.dsrg.dsrg_losses`: growing on the
-output grid, balanced seeding loss, CRF boundary loss; the CRF runs in a process pool of
-``crf.workers`` processes created once per training run) or ``"ce"`` (cross-entropy, 255
+output grid, balanced seeding loss, CRF boundary loss; ``crf.backend="pydensecrf"``: the CRF
+runs in a process pool of ``crf.workers`` processes created once per training run,
+``"torch"``: exact mean-field on the training device, no pool) or ``"ce"`` (cross-entropy, 255
 ignored, on upsampled logits or at the output grid: ``ce.resolution``);
 ``segmenter.train.labels`` = ``"seeds"`` or ``"gt"`` (ground-truth masks: with ``loss="ce"``
 the fully supervised upper bound). :func:`train_segmenter` and :func:`evaluate_and_save` are
@@ -85,13 +86,17 @@ def train_segmenter(ctx, index: DatasetIndex, label_dir, section, stage: str = S
     pool = None
     dsrg_cfg = None
     if loss == "dsrg":
-        dsrg_cfg = DSRGConfig.from_cfg(section.get("dsrg"), section.get("crf"))
+        try:
+            dsrg_cfg = DSRGConfig.from_cfg(section.get("dsrg"), section.get("crf"))
+        except ValueError as exc:
+            raise StageError(str(exc)) from exc
         workers = int(section.get("crf", {}).get("workers", 0) or 0)
-        if workers > 0:
+        if workers > 0 and dsrg_cfg.crf_backend == "pydensecrf":
             pool = make_crf_pool(workers, section["crf"].get("start_method", "spawn"))
+        where = (f"torch on {ctx.device}" if dsrg_cfg.crf_backend == "torch" else
+                 f"pydensecrf in {f'{workers} worker processes' if pool else 'process'}")
         ctx.log(f"DSRG: grow on {dsrg_cfg.grow_on}, thresholds {dsrg_cfg.fg_threshold}/"
-                f"{dsrg_cfg.bg_threshold}, CRF {dsrg_cfg.crf} in "
-                f"{f'{workers} worker processes' if pool else 'process'}")
+                f"{dsrg_cfg.bg_threshold}, CRF {dsrg_cfg.crf} ({where})")
     ce_res = section.get("ce", {}).get("resolution", "input")
     try:
         return train_from_section(net, make_loss_fn(loss, dsrg_cfg, pool, ce_res), train_ds, tr,

@@ -159,7 +159,8 @@ class DSRGSegmentor(BaseSegmentor):
             if present is None:
                 present = [int(v) for v in labels[i].unique().tolist() if 0 < v < C]
             classes[i, [int(c) for c in present]] = True
-        if self.crf_workers > 0 and self._crf_pool is None:
+        pooled = self.crf_workers > 0 and self.dsrg_cfg.crf_backend == "pydensecrf"
+        if pooled and self._crf_pool is None:
             from pipeline.crf_pool import make_crf_pool
             self._crf_pool = make_crf_pool(self.crf_workers)
         return dsrg_losses(logits, labels, classes, self._raw_images(inputs), self.dsrg_cfg,
