@@ -107,12 +107,14 @@ def plot_dsrg_diagnostics(records: list[dict], path: str | os.PathLike, title: s
     for j, (ax, (name, ks)) in enumerate(zip(axes[0], panels)):
         for k in ks:
             x, y = _series(records, k)
-            ax.plot(x, y, label=k, lw=1.2, ls="--" if k.endswith("_before") else "-",
+            colour = "tab:green" if k == "pred_fg" else "tab:blue" if "bg" in k else "tab:red"
+            ax.plot(x, y, label=k, lw=1.2, ls="--" if k.endswith("_before") else "-", color=colour,
                     marker="." if len(x) < 30 else None)
         if j == 0:
             for key, mark in (("train_pred_fg", "o"), ("val_pred_fg", "s")):
                 if key in final:
-                    ax.plot([last], [final[key]], mark, ms=7, label=f"{key} (end)")
+                    ax.plot([last], [final[key]], mark, ms=7, color="tab:green", mfc="none",
+                            label=f"{key} (end)")
             for key, ls in (("train_gt_fg", ":"), ("val_gt_fg", "-.")):
                 if key in final:
                     ax.axhline(final[key], color="grey", ls=ls, lw=1, label=key)
