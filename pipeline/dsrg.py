@@ -31,7 +31,10 @@ in the main thread on the network's device (``crf_wait_s`` then includes a CUDA 
 
 Logged (non-optimised) values: ``seed_bg`` / ``seed_fg`` (the two seeding terms), ``cov_before``
 / ``cov_after`` (fraction of grid pixels carrying at least one seed before / after growing),
-``crf_wait_s`` (seconds the main thread waited for Q), ``grow_s`` (seconds spent growing).
+``crf_wait_s`` (seconds the main thread waited for Q), ``grow_s`` (seconds spent growing), and
+the collapse diagnostics of :func:`pipeline.dsrg_diagnostics.growing_diagnostics`: ``pred_fg``
+(cells predicted foreground), ``conf_bg`` / ``conf_fg`` (cells confident enough to grow),
+``cov_{bg,fg}_{before,after}`` (cells labelled background / foreground before / after growing).
 """
 from __future__ import annotations
 
@@ -47,6 +50,7 @@ from pipeline.crf import CRFParams
 from pipeline.crf_pool import crf_batch
 from pipeline.crf_torch import dense_crf_torch
 from pipeline.geometry import cell_pixels, grid_to_frame
+from pipeline.dsrg_diagnostics import growing_diagnostics
 from pipeline.growing import grow_seeds
 from pipeline.losses import balanced_seeding_loss, boundary_loss, stable_softmax_probs
 from pipeline.voc import IGNORE_INDEX
@@ -170,7 +174,8 @@ def dsrg_losses(logits: torch.Tensor, labels: torch.Tensor, classes: torch.Tenso
     an executor from :func:`pipeline.crf_pool.make_crf_pool` or None (in-process CRF; the
     pool is not used by the torch backend).
     Returns ``{"loss_seed", "loss_boundary" (when boundary_weight > 0), "seed_bg", "seed_fg",
-    "cov_before", "cov_after", "crf_wait_s", "grow_s"}`` (scalar tensors on the logits' device).
+    "cov_before", "cov_after", "crf_wait_s", "grow_s"}`` and the diagnostics of
+    :func:`pipeline.dsrg_diagnostics.growing_diagnostics` (scalar tensors on the logits' device).
     """
     if not isinstance(cfg, DSRGConfig):
         cfg = DSRGConfig.from_cfg(cfg)
@@ -204,6 +209,8 @@ def dsrg_losses(logits: torch.Tensor, labels: torch.Tensor, classes: torch.Tenso
            "seed_bg": parts["bg"].detach(), "seed_fg": parts["fg"].detach(),
            "cov_before": cues.any(dim=1).float().mean(), "cov_after": grown.any(dim=1).float().mean(),
            "crf_wait_s": torch.tensor(crf_wait, device=dev), "grow_s": torch.tensor(grow_t, device=dev)}
+    out.update(growing_diagnostics(probs, q if cfg.grow_on == "crf" else probs, cues, grown,
+                                   image_classes, cfg.fg_threshold, cfg.bg_threshold))
     if cfg.boundary_weight > 0:
         out["loss_boundary"] = cfg.boundary_weight * boundary_loss(probs, q, cfg.boundary_clip)
     return out

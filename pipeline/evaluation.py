@@ -70,7 +70,7 @@ def write_overlay(path, image, pred, pred_crf=None, gt=None, alpha: float = 0.6)
 
 
 def evaluate_segmenter(net, index, split: str, eval_cfg, device="cpu", out_dir=None,
-                       rank: int = 0, world_size: int = 1, log=None) -> dict:
+                       rank: int = 0, world_size: int = 1, log=None, ids=None) -> dict:
     """Predict every id of ``split`` and score it against the GT, with and without CRF.
 
     ``eval_cfg``: the inference keys (``size``, ``scales``, ``flip``, ``batch_size``, ``amp``,
@@ -79,7 +79,8 @@ def evaluate_segmenter(net, index, split: str, eval_cfg, device="cpu", out_dir=N
     (palette PNG of the final prediction: with CRF when enabled), ``pred_nocrf/<id>.png`` when
     ``save_no_crf`` and the CRF is on, ``overlays/<id>.png``.
     Under DDP (``world_size > 1``) rank r handles ids ``r::world_size`` and the confusion matrices
-    are summed over ranks (every rank returns the same numbers).
+    are summed over ranks (every rank returns the same numbers). ``ids``: score these ids
+    (e.g. the images some pseudo-masks were scored on) instead of all of ``split``.
 
     Returns ``{"split", "images", "scored", "missing_gt", "crf_enabled", "protocol" (the test
     protocol that ran, :meth:`~pipeline.inference.InferenceSettings.describe`), "mIoU" (final),
@@ -88,7 +89,7 @@ def evaluate_segmenter(net, index, split: str, eval_cfg, device="cpu", out_dir=N
     get = eval_cfg.get
     settings = InferenceSettings.from_cfg(eval_cfg)
     crf, workers = crf_from_cfg(get("crf"))
-    ids = index.ids(split)
+    ids = index.ids(split) if ids is None else list(ids)
     mine = ids[rank::world_size] if world_size > 1 else ids
     n_overlays = int(get("n_overlays", 0) or 0)
     overlay_ids = set(ids[:n_overlays])

@@ -38,7 +38,11 @@ segmenter = dict(
     # pipeline/crf_torch.py; workers unused). docs/CRF_TORCH.md compares the two.
     crf=dict(preset="dsrg_train", backend="pydensecrf", workers=4),
     ce=dict(resolution="input"),        # loss="ce": "input" = upsampled logits | "output" = grid
-    val=dict(split="val", size=321, batch_size=10),   # quick single-scale, no-CRF val mIoU
+    # quick single-scale, no-CRF val mIoU (+ the fraction of val pixels predicted foreground);
+    # score_train: also score the segmenter (same settings) on the images the seeds stage scored
+    # its pseudo-masks on, against their GT masks, next to the pseudo-mask mIoU (a warning when
+    # lower); False skips it (e.g. a training set without GT masks)
+    val=dict(split="val", size=321, batch_size=10, score_train=True),
 )
 
 # Fully supervised reference (`make upper_bound`): the segmenter above, same schedule, trained on
