@@ -10,7 +10,7 @@ background visible (a network that predicts background everywhere, fed by backgr
 * :func:`confident_fractions` — the fraction of cells growing may claim: the growing map
   (CRF output Q or P) has background as its most probable image class with probability
   > ``bg_threshold``, or a foreground class with probability > ``fg_threshold`` (the growing
-  rule of ALGORITHMS.md §5 step 2, before connectivity).
+  rule of docs/ALGORITHMS.md §5.3 step 2, before connectivity).
 * :func:`predicted_fg_fraction` — the fraction of cells whose argmax over all classes is not
   background.
 * :func:`confusion_fg_fractions` — from a confusion matrix (rows GT, columns prediction, GT
