@@ -164,7 +164,7 @@ def test_cam_background_needs_no_saliency_stage(cues, tmp_path):
     assert (seeds == make_seeds(maps, hm["classes"], None, bg_source="cam", bg_cam=0.1)).all()
     assert ((seeds == 0) == (maps.max(0) <= 0.1)).all()        # the relative fg never reaches 0.1
     assert 0 < man["metrics"]["seeds_bg_fraction"] < 1
-    # 'both' needs the saliency stage; with it, its background is the AND of both rules
+    # 'both' needs the saliency stage; with it, its background is where both rules hold
     with pytest.raises(SystemExit, match="saliency"):
         _cli("seeds", cues.exp, wd, "seeds.bg_source=both")
     shutil.copytree(cues.wd / "saliency", wd / "saliency")
