@@ -1,6 +1,7 @@
 # WSSS pipeline — the Makefile is the table of contents.
 #   make demo                     everything on the embedded synthetic dataset (CPU)
 #   make test                     the test suite
+#   make env-mm / test-mm         the optional OpenMMLab environment (.venv-mm: mmcv, mmseg) / the suite in it
 #   make <stage> [EXP=cfg] [WORK_DIR=dir] [OPTS="a.b=1 c=x"] [FORCE=1] [GPUS=N]
 # Each stage skips itself when its config section and upstream outputs are unchanged.
 SHELL := bash
@@ -9,6 +10,11 @@ PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 ENV_STAMP := $(VENV)/.stamp
+# optional second environment: torch 2.5.1 + compiled mmcv + mmsegmentation (requirements-mm.txt)
+MM_VENV ?= .venv-mm
+MM_STAMP := $(MM_VENV)/.stamp
+# the retrain stage runs in it once it exists (otherwise the stage says how to build it)
+RETRAIN_VENV = $(if $(wildcard $(MM_STAMP)),$(MM_VENV),$(VENV))
 
 EXP ?= configs/demo_synthetic.py
 WORK_DIR ?=
@@ -26,30 +32,48 @@ DATA_OPTS := $(if $(DATASET),data.dataset=$(DATASET)) \
              $(if $(DATA_ROOT),data.root=$(abspath $(DATA_ROOT)) $(if $(DATASET),,data.dataset=voc)) \
              $(if $(SBD_ROOT),data.sbd_root=$(abspath $(SBD_ROOT))) \
              $(if $(AUG_DIR),data.aug_dir=$(abspath $(AUG_DIR)))
-ALL_OPTS := $(strip $(DATA_OPTS) $(OPTS))
+# OPTS reaches Python as ONE single-quoted shell word (--opts-line), split there like a shell
+# would: values may hold parentheses, spaces and quotes, e.g.
+#   make eval OPTS="eval.scales=(0.75,1.0) experiment.name='my run'"
+shell_quote = '$(subst ','\'',$(1))'
+ALL_OPTS = $(strip $(DATA_OPTS)) $(OPTS)
 STAGE_ARGS = --exp $(abspath $(EXP)) $(if $(WORK_DIR),--work-dir $(abspath $(WORK_DIR))) \
-             $(if $(ALL_OPTS),--opts $(ALL_OPTS)) $(if $(filter 1,$(FORCE)),--force)
+             $(if $(strip $(ALL_OPTS)),--opts-line $(call shell_quote,$(ALL_OPTS))) $(if $(filter 1,$(FORCE)),--force)
 # training stages go through torchrun when GPUS > 1
 LAUNCH = $(if $(filter-out 0 1,$(GPUS)),$(VENV)/bin/torchrun --standalone --nproc_per_node=$(GPUS) -m,$(PY) -m)
 
 STAGES := data classifier heatmaps saliency seeds segmenter retrain upper_bound eval submit localize report
 DEMO_STAGES := data classifier heatmaps saliency seeds segmenter upper_bound eval submit localize report
 
-.PHONY: help env test demo bench summary ablation $(STAGES) clean-work
+.PHONY: help env env-mm test test-mm demo bench gpu-check summary ablation $(STAGES) clean-work
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-18s %s\n", $$1, $$2}'
 
-env: $(ENV_STAMP) ## build the virtual environment (.venv) if missing
+env: $(ENV_STAMP) ## build the core virtual environment (.venv) if missing
 
 $(ENV_STAMP): requirements.txt tools/make_venv.sh
-	PYTHON=$(PYTHON) bash tools/make_venv.sh $(VENV)
+	PYTHON=$(PYTHON) bash tools/make_venv.sh core $(VENV)
 
-test: $(ENV_STAMP) ## run the test suite
+env-mm: $(MM_STAMP) ## build the OpenMMLab environment (.venv-mm: torch 2.5.1, mmcv compiled, mmseg) for `make retrain`
+
+$(MM_STAMP): requirements-mm.txt tools/make_venv.sh
+	PYTHON=$(PYTHON) bash tools/make_venv.sh mm $(MM_VENV)
+
+test: $(ENV_STAMP) ## run the test suite (core environment; mmseg tests are skipped, saying why)
 	$(PY) -m pytest tests
+
+test-mm: $(MM_STAMP) ## run the whole test suite in the OpenMMLab environment (retrain tests included)
+	$(MM_VENV)/bin/python -m pytest tests
 
 bench: $(ENV_STAMP) ## benchmarks -> bench/results/ (QUICK=1 tiny sizes; ONLY="growing crf" a subset)
 	$(PY) -m bench.run $(if $(filter 1,$(QUICK)),--quick) $(if $(ONLY),--only $(ONLY))
+
+# gpu-check needs only torch + numpy: the project's .venv when there is one, else python3
+GPU_CHECK_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
+GPU_EXP ?= configs/voc_ep_dsrg.py
+gpu-check: ## VOC-size training + inference on CUDA (synthetic inputs; no .venv or VOC needed) -> bench/results/gpu_check.*
+	$(GPU_CHECK_PY) -m bench.gpu_check --exp $(GPU_EXP)
 
 demo: $(ENV_STAMP) ## every stage on the embedded synthetic dataset (CPU), then the summary
 	@start=$$(date +%s); \
@@ -78,8 +102,8 @@ seeds: $(ENV_STAMP) ## seeds from heatmaps + saliency thresholds, with seed qual
 segmenter: $(ENV_STAMP) ## train DeepLab-ASPP (VGG-16) with DSRG from the seeds (GPUS=N for DDP)
 	$(LAUNCH) stages.segmenter $(STAGE_ARGS)
 
-retrain: $(ENV_STAMP) ## DSRG 2nd round: segmenter pseudo-labels (+CRF) -> DeepLab-ASPP from the 1st round, plain CE
-	$(LAUNCH) stages.retrain $(STAGE_ARGS)
+retrain: $(ENV_STAMP) ## DSRG 2nd round: 1st-round DeepLab-ASPP on its CRF pseudo-labels (mmseg models: .venv-mm)
+	$(subst $(VENV)/bin/,$(RETRAIN_VENV)/bin/,$(LAUNCH)) stages.retrain $(STAGE_ARGS)
 
 upper_bound: $(ENV_STAMP) ## the same segmenter trained on ground-truth masks (fully supervised reference)
 	$(LAUNCH) stages.upper_bound $(STAGE_ARGS)

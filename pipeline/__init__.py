@@ -1,5 +1,6 @@
 """WSSS pipeline library: Entropy Pooling classifiers, seeds, DSRG, CRF, metrics, VOC data.
 
-Algorithms here depend on torch/numpy only; OpenMMLab is used at the edges
-(``pipeline.mm`` registration, ``stages`` runners).
+Algorithms and the training loop (``pipeline.training``) depend on torch/numpy only; OpenMMLab
+is used at the edges: mmengine's config loader in ``stages``, and the optional mmsegmentation
+models of the ``retrain`` stage in ``pipeline.mm``.
 """

@@ -1,10 +1,11 @@
 """Figures of the HTML report (`make report`): training curves and per-class IoU bars.
 
 Matplotlib with the Agg backend (no display needed); every function writes one PNG and returns
-whether it did. Training scalars are read from mmengine's ``LocalVisBackend`` files
-``<train_dir>/<timestamp>/vis_data/scalars.json`` (one JSON object per line with ``iter``,
-``loss``, ``lr``, ... keys); a resumed run has several timestamps, concatenated in time order
-(the later run wins where iterations repeat).
+whether it did. Training scalars are read from the training loop's ``<train_dir>/scalars.jsonl``
+(:mod:`pipeline.training`: one JSON object per line with ``iter``, ``loss``, ``lr``, ... keys;
+a resumed run appends, and the later line wins where iterations repeat) and, for work dirs
+trained before it, from mmengine's ``<train_dir>/<timestamp>/vis_data/scalars.json`` (same
+layout, one file per run, read first in time order).
 """
 from __future__ import annotations
 
@@ -20,10 +21,13 @@ SKIP_KEYS = {"iter", "step", "epoch", "time", "data_time", "memory", "lr", "base
 
 
 def read_scalars(train_dir: str | os.PathLike) -> list[dict]:
-    """Records ``{"iter": int, key: float, ...}`` of every ``scalars.json`` under ``train_dir``,
-    sorted by iteration (one record per iteration; later files override earlier ones)."""
+    """Records ``{"iter": int, key: float, ...}`` of the scalars files of ``train_dir``, sorted
+    by iteration (one record per iteration; later lines and files override earlier ones)."""
     by_iter: dict[int, dict] = {}
-    for path in sorted(Path(train_dir).glob("*/vis_data/scalars.json")):
+    train_dir = Path(train_dir)
+    for path in [*sorted(train_dir.glob("*/vis_data/scalars.json")), train_dir / "scalars.jsonl"]:
+        if not path.is_file():
+            continue
         for line in path.read_text().splitlines():
             try:
                 rec = json.loads(line)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-
 def save_untrained_classifier(ctx) -> dict:
     """A fake `classifier` stage ``run``: an untrained classifier of ``ctx.section['model']``
     whose class maps vary in sign (std-1 classifier weights), saved as ``model.pth``."""
@@ -60,3 +59,107 @@ def vgg16_layout_state(seed: int = 0, fc: bool = True) -> dict:
             state[f"{key}.weight"] = base.as_strided((4096, cols), (7, 1))
             state[f"{key}.bias"] = 0.01 * torch.randn(4096, generator=gen)
     return state
+
+
+# ------------------------------------------------------------------ DDP on two CPU processes ---
+TINY_DATA = dict(dataset="synthetic", root=None, sbd_root=None, label_source="xml",
+                 synthetic=dict(seed=2, image_size=48, n_train=8, n_val=2, n_test=2, n_classes=3))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tiny_ddp_setup(root) -> str:
+    """The data stage of a tiny synthetic dataset under ``root/work``; returns that folder."""
+    from pathlib import Path
+
+    from mmengine.config import Config
+
+    import stages.data
+    from pipeline.stage import run_stage
+
+    work = Path(root) / "work"
+    cfg = Config(dict(experiment=dict(name="ddp", seed=0), data=TINY_DATA))
+    run_stage("data", (), stages.data.run, cfg, cfg.data, work)
+    return str(work)
+
+
+def _tiny_trainings(index) -> dict:
+    """(network, loss function, dataset) of the classifier and the segmenter (DSRG loss, the GT
+    masks as seeds), small enough for a few CPU iterations."""
+    from pipeline.data.datasets import ClassificationDataset, SegmentationDataset
+    from pipeline.dsrg import DSRGConfig
+    from pipeline.models.classifier import build_classifier
+    from pipeline.models.deeplab import build_segmenter
+    from stages import classifier, segmenter
+
+    torch.manual_seed(0)
+    cls = build_classifier(dict(backbone=dict(width=0.125, batch_norm=True), pretrained=None,
+                                pooling=dict(type="ep", normalize="lambda")), index.num_classes - 1)
+    seg = build_segmenter(dict(width=0.0625, batch_norm=True, fc_channels=32, rates=(1, 2)), index.num_classes)
+    return {"classifier": (cls, classifier.make_loss_fn("multilabel_soft_margin"),
+                           ClassificationDataset(index, "trainaug", 48, train=True)),
+            "segmenter": (seg, segmenter.make_loss_fn("dsrg", DSRGConfig.from_cfg(None, None)),
+                          SegmentationDataset(index, "trainaug", None, 48, train=True))}
+
+
+def ddp_worker(rank: int, world_size: int, port: int, root: str, work: str) -> None:
+    """One rank (gloo) training the classifier and the segmenter for 3 iterations with
+    :func:`pipeline.training.train`; writes ``root/<kind>_rank<r>.pt`` (and ``<kind>_init.pt``)."""
+    import os
+    from pathlib import Path
+
+    import torch.distributed as dist
+
+    from pipeline.data.index import DatasetIndex
+    from pipeline.training import train
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        for kind, (net, loss_fn, ds) in _tiny_trainings(DatasetIndex.load(Path(work) / "data")).items():
+            if rank == 0:
+                torch.save(net.state_dict(), Path(root) / f"{kind}_init.pt")
+            net = train(net, loss_fn, ds, work_dir=Path(root) / f"{kind}_train", max_iters=3, batch_size=2,
+                        optimizer=dict(type="Adam", lr=1e-2), schedule=dict(type="constant"),
+                        log_interval=1, seed=0, world_size=world_size, device="cpu", log=lambda s: None)
+            torch.save(net.state_dict(), Path(root) / f"{kind}_rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+def write_exp(tmp_path, text: str):
+    """Write an experiment file ``tmp_path/exp.py`` (``text`` dedented); return its path."""
+    import textwrap
+    from pathlib import Path
+
+    path = Path(tmp_path) / "exp.py"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def run_stage_cli(module: str, exp, work, *opts: str, force: bool = False):
+    """A stage through its command-line entry (``main_for``), as ``make`` runs it."""
+    from stages.common import main_for
+
+    argv = ["--exp", str(exp), "--work-dir", str(work)] + (["--opts", *opts] if opts else [])
+    return main_for(module, argv + (["--force"] if force else []))
+
+
+def expect_one_line_error(capsys, fn, *needles, code: int = 1) -> str:
+    """Run ``fn``: it must exit with ``code`` and at most two stderr lines, no traceback,
+    containing every needle; returns stderr."""
+    import pytest
+
+    with pytest.raises(SystemExit) as exc:
+        fn()
+    err = capsys.readouterr().err
+    assert exc.value.code == code, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 2, err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    return err

@@ -36,7 +36,7 @@ from pipeline.ablation_table import COLUMNS, FULL_COLUMNS, STATUS_COLUMN, format
 from pipeline.io_utils import write_json_atomic, write_text_atomic
 from pipeline.stage import (StageError, _plain, config_digests, read_manifest, run_stage,
                             stage_status)
-from stages.common import stage_upstream
+from stages.common import add_opts_argument, expand_opts_line, stage_upstream
 
 SHARED = ("data", "saliency")
 CUE_STAGES = ("classifier", "heatmaps", "seeds")
@@ -331,18 +331,15 @@ def run_ablation(cfg, work_dir, *, variants=None, full: bool | None = None, forc
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from mmengine.config import DictAction
-
     p = argparse.ArgumentParser(prog="python -m stages.ablation", description=__doc__.split("\n")[0])
     p.add_argument("--exp", default=None, help="experiment config file")
     p.add_argument("--work-dir", default=None, help="main work dir (default work_dirs/<experiment>)")
-    p.add_argument("--opts", nargs="+", action=DictAction, default={},
-                   help="config overrides for every variant, e.g. classifier.train.max_iters=100")
+    add_opts_argument(p)
     p.add_argument("--force", action="store_true", help="re-run the variants' stages even when fresh")
     p.add_argument("--full", action="store_true", default=None,
                    help="also train the segmenter and score it (eval) per variant")
     p.add_argument("--variants", nargs="+", default=None, help="run only these variants")
-    return p.parse_args(argv)
+    return p.parse_args(expand_opts_line(argv))
 
 
 def main(argv=None) -> int:

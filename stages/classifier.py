@@ -1,7 +1,7 @@
 """Stage `classifier`: train the multi-label VGG-16 classifier (EP, GAP, GNDRP, BEW, SGE, LIP).
 
-Reads the dataset index, trains with mmengine (checkpoints + auto-resume in ``train/``,
-TensorBoard scalars, AMP on CUDA, DDP under ``make classifier GPUS=N``), evaluates mAP and
+Reads the dataset index, trains with :func:`pipeline.training.train_from_section` (checkpoints +
+auto-resume in ``train/``, scalars log, AMP on CUDA, DDP under ``make classifier GPUS=N``), evaluates mAP and
 per-class AP on the validation split, and writes ``model.pth`` (docs/DESIGN.md).
 ``val.extra_poolings`` also scores the trained weights with other pooling rules, e.g. "EP
 inference" (``ep``) on a GAP-trained model.
@@ -13,14 +13,17 @@ from torch.utils.data import DataLoader
 
 from pipeline.data.datasets import ClassificationDataset
 from pipeline.data.index import DatasetIndex
+from pipeline.guards import training_guard
 from pipeline.metrics import average_precision
-from pipeline.mm.train import train_from_section
 from pipeline.models.checkpoint import save_model
 from pipeline.models.classifier import build_classifier
+from pipeline.training import train_from_section
 from stages.common import main_for, resolve_path
 
 STAGE = "classifier"
 UPSTREAM = ("data",)
+EP_STALL_CAUSE = ("EP normalisation (classifier.model.pooling.normalize='hw' pools features far smaller "
+                  "than GAP's when trained from scratch; 'lambda' is the λ-weighted mean)")
 
 
 def model_config(section) -> dict:
@@ -37,7 +40,7 @@ def make_loss_fn(loss_type: str):
         out = net(batch["image"], labels=batch["target"])
         total, parts = net.classification_loss(out, batch["target"], loss_type=loss_type)
         # only "loss" is optimised; the parts are logged under names without "loss" in them
-        # (mmengine sums every key that contains "loss")
+        # (the training loop sums every key that contains "loss")
         return {"loss": total, **{f"part_{k}": v for k, v in parts.items() if k != "total"}}
     return loss_fn
 
@@ -85,8 +88,10 @@ def run(ctx) -> dict:
     train_ds = ClassificationDataset(index, tr.get("split", "trainaug"), tr["crop"], train=True,
                                      scale_range=tuple(tr.get("scale_range", (1.0, 1.0))),
                                      resize=tr.get("resize"))
+    guard = training_guard(tr, STAGE, causes=(EP_STALL_CAUSE,) if net.pooling_name == "ep" else ())
     net = train_from_section(net, make_loss_fn(tr.get("loss", "multilabel_soft_margin")), train_ds, tr,
-                             work_dir=ctx.out / "train", seed=seed, world_size=ctx.world_size)
+                             work_dir=ctx.out / "train", seed=seed, world_size=ctx.world_size,
+                             device=ctx.device, log=ctx.log, hooks=[guard])
     counts = {"train_images": len(train_ds), "iterations": int(tr["max_iters"])}
     metrics = {}
     if ctx.rank == 0:
@@ -98,7 +103,8 @@ def run(ctx) -> dict:
                    "other_poolings": {k: v["mAP"] for k, v in res.items() if k != trained}}
         ctx.log(f"val mAP ({trained}) = {100 * res[trained]['mAP']:.2f}" + "".join(
             f"; {k} inference mAP = {100 * v['mAP']:.2f}" for k, v in res.items() if k != trained))
-        save_model(ctx.out / "model.pth", net, "classifier", model_cfg, index.num_classes - 1, index.classes)
+        save_model(ctx.out / "model.pth", net, "classifier", model_cfg, index.num_classes - 1, index.classes,
+                   section=STAGE)
         counts["val_images"] = len(index.ids(val.get("split", "val")))
     return {"counts": counts, "metrics": metrics}
 

@@ -34,7 +34,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from pipeline.data.index import DatasetIndex
 from pipeline.data.transforms import parse_size, resize_image, to_tensor
-from pipeline.heatmaps import aggregate_heatmaps, class_specific_lambda, normalise_per_class, save_heatmap
+from pipeline.guards import check_array_finite
+from pipeline.heatmaps import infer_batch, normalise_per_class, save_heatmap
 from pipeline.rib import pick_negatives, rib_heatmaps
 from pipeline.stage import StageError
 from pipeline.writer import BackgroundWriter
@@ -42,6 +43,8 @@ from stages.common import load_inference_classifier, main_for, split_ids
 
 STAGE = "heatmaps"
 UPSTREAM = ("data", "classifier")
+NONFINITE_FIX = ("the classifier (WORK_DIR/classifier/model.pth) gives non-finite outputs: re-run "
+                 "`make classifier` with a lower classifier.train.optimizer.lr")
 
 
 class _Images(Dataset):
@@ -77,30 +80,6 @@ def _groups(items):
     for item in items:
         groups[tuple(item[0].shape)].append(item)
     return list(groups.values())
-
-
-@torch.no_grad()
-def infer_batch(net, images: torch.Tensor, scales, flip: bool, with_lambda_c: bool, amp: bool) -> dict:
-    """Aggregated raw ``cam`` (B, K, h, w), ``lam`` (B, h, w), ``lambda_c`` (B, K, h, w) or None,
-    and ``scores`` (B, K) = σ(mean logit over scales/flips)."""
-    K = net.num_classes
-    logits = []
-    use_amp = amp and images.device.type == "cuda"
-
-    def forward(x):
-        with torch.autocast(device_type=images.device.type, dtype=torch.float16, enabled=use_amp):
-            out = net(x)
-        logits.append(out["logits"].float())
-        cam, lam = out["cam"].float(), out["lam"].float()
-        if with_lambda_c:
-            cam = torch.cat([cam, class_specific_lambda(lam, cam.softmax(dim=1))], dim=1)
-        return {"cam": cam, "lam": lam}
-
-    agg = aggregate_heatmaps(forward, images, scales=tuple(scales), flip=flip)
-    cam = agg["cam"]
-    return {"cam": cam[:, :K], "lam": agg["lam"],
-            "lambda_c": cam[:, K:] if with_lambda_c else None,
-            "scores": torch.sigmoid(torch.stack(logits).mean(0))}
 
 
 def _to_image(x: torch.Tensor, hw) -> torch.Tensor:
@@ -145,6 +124,9 @@ def run(ctx) -> dict:
             for group in _groups(batch):
                 x = torch.stack([it[0] for it in group]).to(ctx.device)
                 out = infer_batch(net, x, scales, flip, with_lc, amp)
+                for key in ("cam", "lam"):
+                    check_array_finite(out[key], f"the classifier's {key} maps of images "
+                                       f"{group[0][1]}..{group[-1][1]}", NONFINITE_FIX)
                 for b, (_, img_id, hw) in enumerate(group):
                     classes = [int(c) for c in index.labels(img_id)]
                     ch = torch.as_tensor([c - 1 for c in classes], dtype=torch.long, device=x.device)

@@ -9,7 +9,7 @@ times); classifier mAP and per-class AP; seed precision / recall / mIoU and pseu
 val mIoU with and without CRF and per-class IoU; the fully supervised upper bound and the
 WSSS / upper-bound ratio; the submission check; localisation CorLoc; the ablation table
 (``WORK_DIR/ablation/results.json``); training curves of ``classifier``, ``segmenter`` and
-``upper_bound`` (mmengine scalars); per-class IoU bars (WSSS vs upper bound); a grid of
+``upper_bound`` (the training loop's scalars); per-class IoU bars (WSSS vs upper bound); a grid of
 trainaug examples: image | heatmap | λ | saliency | seeds | grown seeds | prediction | GT (the
 prediction comes from running the trained segmenter on those images; the grown seeds are DSRG
 region growing of the seeds on that prediction, an illustration: in training they are grown
@@ -36,7 +36,7 @@ from pipeline.report_html import (CSS, classifier_html, esc, final_scores, local
 from pipeline.report_plots import plot_iou_bars, plot_training_curves, read_scalars
 from pipeline.io_utils import atomic_dir, write_json_atomic
 from pipeline.stage import _plain, config_digests, read_manifest
-from stages.common import stage_upstream
+from stages.common import add_opts_argument, expand_opts_line, stage_upstream
 
 STAGES = ("data", "classifier", "heatmaps", "saliency", "seeds", "segmenter", "upper_bound",
           "eval", "submit", "localize")
@@ -227,7 +227,7 @@ def figures_html(work_dir: Path, man: dict, out_dir: Path) -> tuple[str, str, in
             n += 1
         else:
             curves.append(f"<p class=note>{esc(stage)}: no training log "
-                          f"({'stage missing' if not man[stage] else 'no scalars.json'}).</p>")
+                          f"({'stage missing' if not man[stage] else 'no scalars.jsonl'}).</p>")
     curves.append(f"<p class=note>TensorBoard: <code>tensorboard --logdir {esc(work_dir)}</code></p>")
     ev, ub = (man[s]["metrics"] if man[s] else None for s in ("eval", "upper_bound"))
     series, names = {}, None
@@ -294,16 +294,14 @@ def build_report(cfg, work_dir, device: str = "cpu", exp_path=None, log=print) -
 
 
 def main(argv=None) -> int:
-    from mmengine.config import DictAction
-
     from stages.common import DEFAULT_EXP, choose_device, default_work_dir, load_experiment
 
     p = argparse.ArgumentParser(prog="python -m stages.report", description=__doc__.split("\n")[0])
     p.add_argument("--exp", default=None, help="experiment config file")
     p.add_argument("--work-dir", default=None, help="work dir (default work_dirs/<experiment>)")
-    p.add_argument("--opts", nargs="+", action=DictAction, default={}, help="config overrides")
+    add_opts_argument(p)
     p.add_argument("--force", action="store_true", help="ignored (the report always regenerates)")
-    a = p.parse_args(argv)
+    a = p.parse_args(expand_opts_line(argv))
     exp = a.exp or str(DEFAULT_EXP)
     cfg = load_experiment(exp, a.opts)
     work_dir = Path(a.work_dir).expanduser().resolve() if a.work_dir else default_work_dir(cfg)

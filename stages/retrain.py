@@ -16,7 +16,8 @@
      with the ``retrain.train`` schedule; ``model.pth`` in the segmenter's format;
    * any other type: an mmsegmentation segmentor config dict (``decode_head.num_classes`` /
      ``auxiliary_head.num_classes`` set to the dataset's), trained with its own decode /
-     auxiliary losses; needs mmsegmentation (imported only here) and weights from local files
+     auxiliary losses; needs mmsegmentation and a compiled mmcv (``make env-mm``; without them
+     the stage stops with one line saying so, before any work) and weights from local files
      (:func:`local_weights`); ``model.pth`` in the ``wsss-mmseg-model/1`` format.
 3. Quick single-scale, no-CRF val mIoU. ``make eval OPTS="eval.model=retrain"`` scores the
    model with the full test protocol.
@@ -29,8 +30,10 @@ import torch
 
 from pipeline.data.index import DatasetIndex
 from pipeline.evaluation import score_label_dir
+from pipeline.guards import training_guard
 from pipeline.inference import InferenceSettings, crf_from_cfg, iter_segmentation, open_crf_pool
 from pipeline.io_utils import atomic_file
+from pipeline.mm import MMSegUnavailable, segmentation_edge
 from pipeline.models.deeplab import build_segmenter, load_segmenter
 from pipeline.stage import StageError
 from pipeline.voc import write_label_png
@@ -97,6 +100,14 @@ def local_weights(model_cfg, key: str = "retrain.model"):
     return out
 
 
+def mm_edge(sec):
+    """:mod:`pipeline.mm.segmentation`, or a one-line :class:`StageError` naming ``make env-mm``."""
+    try:
+        return segmentation_edge(f"retrain.model.type={model_type(sec)!r} (an mmsegmentation model)")
+    except MMSegUnavailable as exc:
+        raise StageError(str(exc)) from None
+
+
 def model_type(section) -> str:
     return str(section["model"].get("type", OWN_MODEL))
 
@@ -131,28 +142,22 @@ def train_own(ctx, index: DatasetIndex, sec) -> tuple[dict, dict]:
     net, model_cfg = second_round_start(ctx, index, sec)
     section = {"model": model_cfg, "loss": "ce", "train": sec["train"], "ce": sec.get("ce", {}),
                "val": sec.get("val", {})}
-    net = train_segmenter(ctx, index, ctx.out / "pseudo", section, net=net)
+    net = train_segmenter(ctx, index, ctx.out / "pseudo", section, stage=STAGE, net=net)
     res = evaluate_and_save(ctx, net, index, section)
     return res["counts"], res["metrics"]
 
 
-def train_mmseg(ctx, index: DatasetIndex, sec, model_cfg: dict) -> tuple[dict, dict]:
-    """Any mmseg segmentor (``model_cfg``, weight paths resolved) trained on the pseudo-labels;
-    ``(counts, metrics)``."""
+def train_mmseg(ctx, index: DatasetIndex, sec, mm, model_cfg: dict) -> tuple[dict, dict]:
+    """Any mmseg segmentor (``model_cfg``, weight paths resolved; ``mm`` = the
+    :mod:`pipeline.mm.segmentation` edge) trained on the pseudo-labels; ``(counts, metrics)``."""
     from pipeline.data.datasets import SegmentationDataset
     from pipeline.evaluation import evaluate_segmenter
-    from pipeline.mm.train import train_from_section
-    try:
-        from pipeline.mm.segmentation import (MMSegLogits, build_mmseg_model, mmseg_losses,
-                                              save_mmseg_model)
-    except ImportError as exc:
-        raise StageError(f"retrain.model.type={model_type(sec)!r} is an mmsegmentation model and "
-                         f"needs mmsegmentation + mmcv ({exc}); retrain.model.type="
-                         f"'{OWN_MODEL}' (DSRG's second round) needs neither") from None
+    from pipeline.training import train_from_section
+
     tr = sec["train"]
     seed = int(ctx.cfg.experiment.get("seed", 0))
     torch.manual_seed(seed)
-    model = build_mmseg_model(model_cfg, index.num_classes)
+    model = mm.for_training(mm.build_mmseg_model(model_cfg, index.num_classes), ctx.world_size > 1)
     ctx.log(f"mmseg {model_cfg['type']} ({model_cfg.get('decode_head', {}).get('type')}), "
             f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
     train_ds = SegmentationDataset(index, tr.get("split", "trainaug"), ctx.out / "pseudo",
@@ -160,12 +165,13 @@ def train_mmseg(ctx, index: DatasetIndex, sec, model_cfg: dict) -> tuple[dict, d
                                    scale_range=tuple(tr.get("scale_range", (1.0, 1.0))))
 
     def loss_fn(net, batch):
-        return mmseg_losses(net, batch["image"], batch["label"])
+        return mm.mmseg_losses(net, batch["image"], batch["label"])
 
     model = train_from_section(model, loss_fn, train_ds, tr, work_dir=ctx.out / "train", seed=seed,
-                               world_size=ctx.world_size)
+                               world_size=ctx.world_size, device=ctx.device, log=ctx.log,
+                               hooks=[training_guard(tr, STAGE)])
     val = sec.get("val", {})
-    res = evaluate_segmenter(MMSegLogits(model).eval(), index, val.get("split", "val"),
+    res = evaluate_segmenter(mm.MMSegLogits(model).eval(), index, val.get("split", "val"),
                              dict(size=val.get("size", 321), scales=(1.0,), flip=False,
                                   batch_size=int(val.get("batch_size", 10)), crf=dict(enabled=False)),
                              ctx.device, rank=ctx.rank, world_size=ctx.world_size)
@@ -175,14 +181,15 @@ def train_mmseg(ctx, index: DatasetIndex, sec, model_cfg: dict) -> tuple[dict, d
         miou = res["mIoU"]
         ctx.log(f"quick val mIoU (single scale, no CRF) = "
                 f"{'n/a' if miou is None else f'{100 * miou:.2f}'}")
-        save_mmseg_model(ctx.out / "model.pth", model, model_cfg, index.num_classes, index.classes)
+        mm.save_mmseg_model(ctx.out / "model.pth", model, model_cfg, index.num_classes, index.classes)
     return counts, metrics
 
 
 def run(ctx) -> dict:
     sec, tr = ctx.section, ctx.section["train"]
     own = model_type(sec) == OWN_MODEL
-    mm_model = None if own else local_weights(sec["model"])   # a missing file is named now
+    # before any work: a missing mmseg install or weight file is named now
+    mm, mm_model = (None, None) if own else (mm_edge(sec), local_weights(sec["model"]))
     index = DatasetIndex.load(ctx.upstream_dir("data"))
     pcfg = sec.get("pseudo", {})
     made = make_pseudo_labels(ctx, index, pcfg)
@@ -196,7 +203,7 @@ def run(ctx) -> dict:
             metrics["pseudo_mIoU"] = q["mIoU"]
             ctx.log(f"pseudo-labels vs GT on {q['images']} {split} images: mIoU "
                     f"{100 * q['mIoU']:.2f}")
-    c, m = train_own(ctx, index, sec) if own else train_mmseg(ctx, index, sec, mm_model)
+    c, m = train_own(ctx, index, sec) if own else train_mmseg(ctx, index, sec, mm, mm_model)
     counts.update(c, iterations=int(tr["max_iters"]),
                   train_images=len(index.ids(tr.get("split", split))))
     metrics.update(m)

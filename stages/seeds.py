@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.index import DatasetIndex
+from pipeline.guards import check_array_finite
 from pipeline.heatmaps import load_heatmap, normalise_per_class
 from pipeline.io_utils import json_safe
 from pipeline.metrics import ConfusionMatrix, SeedQuality, format_table
@@ -132,6 +133,9 @@ def run(ctx) -> dict:
                 sal_dir / "maps" / f"{img_id}.png", size=maps.shape[1:], normalise=norm_sal)
         except (FileNotFoundError, ValueError) as exc:
             raise StageError(f"image {img_id}: {exc}") from exc
+        for key in ("cam", "lam"):
+            check_array_finite(hm[key], f"{heat_dir / 'maps' / img_id}.npz ({key})",
+                               "re-run `make heatmaps` (after `make classifier` if its model diverged)")
         classes = hm["classes"]
         seeds = make_seeds(maps, classes, sal, **opts)
         pseudo = pseudo_mask_argmax(maps, classes, bg_thr)

@@ -1,14 +1,15 @@
 """Stage `segmenter`: train DeepLab v2 (ASPP-L, VGG-16) from the seeds with DSRG.
 
 Reads the dataset index and the seed label maps (``WORK_DIR/seeds/labels/<id>.png``), trains
-with mmengine through :func:`pipeline.mm.train.train_from_section` (checkpoints + auto-resume in
-``train/``, TensorBoard scalars, AMP on CUDA, DDP under ``make segmenter GPUS=N``), scores a
+with :func:`pipeline.training.train_from_section` (checkpoints + auto-resume in
+``train/``, scalars log, AMP on CUDA, DDP under ``make segmenter GPUS=N``), scores a
 quick single-scale, no-CRF val mIoU (the full protocol is the ``eval`` stage) and writes
 ``model.pth`` (docs/DESIGN.md; :func:`pipeline.models.deeplab.load_segmenter`).
 
 Options: ``segmenter.loss`` = ``"dsrg"`` (:func:`pipeline.dsrg.dsrg_losses`: growing on the
-output grid, balanced seeding loss, CRF boundary loss; the CRF runs in a process pool of
-``crf.workers`` processes created once per training run) or ``"ce"`` (cross-entropy, 255
+output grid, balanced seeding loss, CRF boundary loss; ``crf.backend="pydensecrf"``: the CRF
+runs in a process pool of ``crf.workers`` processes created once per training run,
+``"torch"``: exact mean-field on the training device, no pool) or ``"ce"`` (cross-entropy, 255
 ignored, on upsampled logits or at the output grid: ``ce.resolution``);
 ``segmenter.train.labels`` = ``"seeds"`` or ``"gt"`` (ground-truth masks: with ``loss="ce"``
 the fully supervised upper bound). :func:`train_segmenter` and :func:`evaluate_and_save` are
@@ -23,10 +24,11 @@ from pipeline.data.datasets import SegmentationDataset
 from pipeline.data.index import DatasetIndex
 from pipeline.dsrg import DSRGConfig, ce_loss, dsrg_losses
 from pipeline.evaluation import evaluate_segmenter
-from pipeline.mm.train import train_from_section
+from pipeline.guards import training_guard
 from pipeline.models.checkpoint import save_model
 from pipeline.models.deeplab import build_segmenter
 from pipeline.stage import StageError
+from pipeline.training import train_from_section
 from stages.common import main_for, resolve_path
 
 STAGE = "segmenter"
@@ -47,7 +49,7 @@ def model_config(section) -> dict:
 
 def make_loss_fn(loss: str, dsrg_cfg: DSRGConfig | None = None, crf_pool=None,
                  ce_resolution: str = "input"):
-    """``loss_fn(net, batch)`` for :mod:`pipeline.mm.train` (batch: SegmentationDataset items)."""
+    """``loss_fn(net, batch)`` for :mod:`pipeline.training` (batch: SegmentationDataset items)."""
     if loss not in LOSSES:
         raise StageError(f"segmenter.loss must be one of {LOSSES}, got {loss!r}")
 
@@ -59,12 +61,14 @@ def make_loss_fn(loss: str, dsrg_cfg: DSRGConfig | None = None, crf_pool=None,
     return loss_fn
 
 
-def train_segmenter(ctx, index: DatasetIndex, label_dir, section, net=None) -> torch.nn.Module:
+def train_segmenter(ctx, index: DatasetIndex, label_dir, section, stage: str = STAGE,
+                    net=None) -> torch.nn.Module:
     """Train the segmenter of ``section`` on ``label_dir`` (None = GT masks) into ``ctx.out/train``.
 
-    ``net``: the network to start from (e.g. the first round's, for the second round); None
-    builds ``section.model``. Resumes from the checkpoints there; returns the trained network
-    (every rank under DDP).
+    Resumes from the checkpoints there; returns the trained network (every rank under DDP).
+    ``stage``: the config section whose keys the training guard's messages name. ``net``: the
+    network to start from (e.g. the first round's, for the second round); None builds
+    ``section.model``.
     """
     tr = section["train"]
     loss = section.get("loss", "dsrg")
@@ -86,17 +90,23 @@ def train_segmenter(ctx, index: DatasetIndex, label_dir, section, net=None) -> t
     pool = None
     dsrg_cfg = None
     if loss == "dsrg":
-        dsrg_cfg = DSRGConfig.from_cfg(section.get("dsrg"), section.get("crf"))
+        try:
+            dsrg_cfg = DSRGConfig.from_cfg(section.get("dsrg"), section.get("crf"))
+        except ValueError as exc:
+            raise StageError(str(exc)) from exc
         workers = int(section.get("crf", {}).get("workers", 0) or 0)
-        if workers > 0:
+        if workers > 0 and dsrg_cfg.crf_backend == "pydensecrf":
             pool = make_crf_pool(workers, section["crf"].get("start_method", "spawn"))
+        where = (f"torch on {ctx.device}" if dsrg_cfg.crf_backend == "torch" else
+                 f"pydensecrf in {f'{workers} worker processes' if pool else 'process'}")
         ctx.log(f"DSRG: grow on {dsrg_cfg.grow_on}, thresholds {dsrg_cfg.fg_threshold}/"
-                f"{dsrg_cfg.bg_threshold}, CRF {dsrg_cfg.crf} in "
-                f"{f'{workers} worker processes' if pool else 'process'}")
+                f"{dsrg_cfg.bg_threshold}, CRF {dsrg_cfg.crf} ({where})")
     ce_res = section.get("ce", {}).get("resolution", "input")
     try:
         return train_from_section(net, make_loss_fn(loss, dsrg_cfg, pool, ce_res), train_ds, tr,
-                                  work_dir=ctx.out / "train", seed=seed, world_size=ctx.world_size)
+                                  work_dir=ctx.out / "train", seed=seed, world_size=ctx.world_size,
+                                  device=ctx.device, log=ctx.log,
+                                  hooks=[training_guard(tr, stage)])
     finally:
         if pool is not None:
             pool.shutdown()
@@ -119,7 +129,7 @@ def evaluate_and_save(ctx, net, index: DatasetIndex, section, kind: str = "segme
         ctx.log(f"quick {split} mIoU (single scale, no CRF) = "
                 f"{'n/a' if miou is None else f'{100 * miou:.2f}'} on {res['scored']} images")
         save_model(ctx.out / "model.pth", net, kind, model_config(section), index.num_classes,
-                   index.classes)
+                   index.classes, section=STAGE)
     return {"counts": counts, "metrics": metrics}
 
 

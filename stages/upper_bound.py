@@ -29,11 +29,11 @@ def run(ctx) -> dict:
     index = DatasetIndex.load(ctx.upstream_dir("data"))
     ctx.log(f"training the segmenter on ground-truth masks ({seg.train.get('split', 'trainaug')}, "
             f"loss={seg.loss})")
-    net = train_segmenter(ctx, index, None, seg)
+    net = train_segmenter(ctx, index, None, seg, stage=STAGE)
     counts, metrics = {"iterations": int(seg.train["max_iters"])}, {}
     if ctx.rank == 0:
         save_model(ctx.out / "model.pth", net, "segmenter", model_config(seg), index.num_classes,
-                   index.classes)
+                   index.classes, section=STAGE)
     ev = ctx.cfg.eval
     res = evaluate_segmenter(net.eval().to(ctx.device), index, ev.get("split", "val"), ev, ctx.device,
                              out_dir=None, rank=ctx.rank, world_size=ctx.world_size)

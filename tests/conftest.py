@@ -168,3 +168,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+# ============================== OpenMMLab edge =============================================
+@pytest.fixture(scope="session")
+def mm_edge():
+    """:mod:`pipeline.mm.segmentation`; where mmsegmentation / mmcv are not installed (the core
+    environment) the test is skipped with the reason and the command that installs them."""
+    from pipeline.mm import MMSegUnavailable, segmentation_edge
+
+    try:
+        return segmentation_edge("this test")
+    except MMSegUnavailable as exc:
+        pytest.skip(str(exc).split(" [")[0])

@@ -1,7 +1,7 @@
 """`make report` (stages/report.py) and `make ablation` (stages/ablation.py) on a tiny work dir.
 
 One module-scoped work dir: synthetic data (48 px, 12 train images, 3 classes) through the data
-stage, and a fake classifier stage (untrained tiny classifier + a fake mmengine scalars log);
+stage, and a fake classifier stage (untrained tiny classifier + a fake scalars log);
 the "ep" variant has the main classifier's config, so the ablation links that one.
 The report is built with most stages missing, then again after the ablation (2-iteration
 classifiers, three variants incl. "EP inference" on the GAP model) and with main-dir heatmaps,
@@ -90,14 +90,18 @@ def check_page(report_dir: Path) -> tuple[str, list[str]]:
 
 
 def _fake_classifier(ctx):
-    """An untrained tiny classifier and a fake mmengine scalars log."""
+    """An untrained tiny classifier and a fake scalars log (iterations 1-5 in an older run's
+    mmengine file, 4-9 in the training loop's scalars.jsonl, whose lines win)."""
     save_untrained_classifier(ctx)
     index = DatasetIndex.load(ctx.upstream_dir("data"))
+
+    def lines(its, loss_scale=1.0):
+        return "".join(json.dumps({"iter": i, "loss": loss_scale / i, "cls_loss": 1.0 / i,
+                                   "lr": 1e-3 * (1 - i / 10), "time": 0.1}) + "\n" for i in its)
     vis = ctx.out / "train" / "20250101_000000" / "vis_data"
     vis.mkdir(parents=True)
-    vis.joinpath("scalars.json").write_text("".join(
-        json.dumps({"iter": i, "loss": 1.0 / i, "cls_loss": 1.0 / i, "lr": 1e-3 * (1 - i / 10),
-                    "time": 0.1}) + "\n" for i in range(1, 10)) + '{"iter": 10, "lo')   # cut line
+    vis.joinpath("scalars.json").write_text(lines(range(1, 6), loss_scale=5.0))
+    (ctx.out / "train" / "scalars.jsonl").write_text(lines(range(4, 10)) + '{"iter": 10, "lo')   # cut line
     return {"counts": {"iterations": 9}, "metrics": {"val_mAP": 0.5, "pooling": "ep",
                                                      "val_AP": {c: 0.5 for c in index.fg_classes}}}
 

@@ -1,5 +1,5 @@
-"""Segmenter stage: training through mmengine (DSRG and the GT/CE upper bound), resume, the
-quick val mIoU and model.pth; mmseg registrations; the DeepLab lr/decay multipliers."""
+"""Segmenter stage: training (DSRG and the GT/CE upper bound), resume, the quick val mIoU and
+model.pth; mmseg registrations (where mmseg is installed); the DeepLab lr/decay multipliers."""
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -98,7 +98,7 @@ def test_resume_continues_from_the_last_iteration(work_dir, tmp_path, monkeypatc
     cfg = make_cfg(**{"segmenter.train.max_iters": 4})
     net = seg_stage.train_segmenter(fake_ctx(cfg, tmp_path), index, labels, cfg.segmenter)
     assert len(calls) == 4                                # iterations 3 and 4 only
-    ckpt = torch.load(tmp_path / "train" / "iter_4.pth", map_location="cpu", weights_only=False)
+    ckpt = torch.load(tmp_path / "train" / "iter_4.pth", map_location="cpu", weights_only=True)
     assert ckpt["meta"]["iter"] == 4
     assert isinstance(net, DeepLabV2VGG16)
 
@@ -125,32 +125,31 @@ def test_bad_options_are_clear_errors(work_dir):
         seg_stage.make_loss_fn("sec")
 
 
-def test_mmengine_param_groups_match_deeplab_prototxt_multipliers():
-    from mmengine.optim import build_optim_wrapper
+def _settings(opt) -> dict:
+    return {id(p): (g["lr"], g.get("weight_decay", 0.0)) for g in opt.param_groups for p in g["params"]}
 
-    from pipeline.mm.train import LossModel, optim_wrapper_cfg
+
+def test_optimizer_groups_match_deeplab_prototxt_multipliers():
+    from pipeline.training import build_optimizer
 
     tr = make_cfg().segmenter.train
     for bn in (False, True):
         net = DeepLabV2VGG16(5, width=1 / 16, batch_norm=bn, rates=(1, 2))
-        wrapper = build_optim_wrapper(LossModel(net, None), optim_wrapper_cfg(
-            tr.optimizer, tr.lr_mult, tr.paramwise))
-        got = {id(g["params"][0]): (g["lr"], g["weight_decay"]) for g in wrapper.optimizer.param_groups}
+        got = _settings(build_optimizer(net, tr.optimizer, tr.lr_mult, tr.paramwise))
         want = {id(p): (g["lr"], g["weight_decay"]) for g in net.param_groups(5e-4, 5e-4)
                 for p in g["params"]}
         assert got.keys() == want.keys()
         for k, (lr, wd) in want.items():
             assert got[k] == pytest.approx((lr, wd))
-    # backwards compatible: plain float multipliers, no paramwise options
+    # plain float multipliers, no paramwise options
     net = DeepLabV2VGG16(5, width=1 / 16, rates=(1,))
-    wrapper = build_optim_wrapper(LossModel(net, None), optim_wrapper_cfg(
-        dict(type="SGD", lr=1e-3), {"fc8.weight": 10}))
-    lrs = {id(g["params"][0]): g["lr"] for g in wrapper.optimizer.param_groups}
+    lrs = {k: v[0] for k, v in _settings(build_optimizer(net, dict(type="SGD", lr=1e-3),
+                                                         {"fc8.weight": 10})).items()}
     assert lrs[id(net.aspp[0].fc8.weight)] == pytest.approx(1e-2)
     assert lrs[id(net.aspp[0].fc8.bias)] == pytest.approx(1e-3)
 
 
-def test_mmseg_registry_builds_the_registered_models():
+def test_mmseg_registry_builds_the_registered_models(mm_edge):
     from mmengine.registry import DefaultScope
 
     # mmseg configs run with default_scope="mmseg" (an earlier mmengine Runner set "mmengine")

@@ -39,6 +39,8 @@ saliency = dict(
     # image of the split needs one. None = compute the built-in RBD saliency (Zhu et al. 2014).
     # The stage does not watch the folder's contents: after replacing maps, run with FORCE=1.
     dir=None,
+    # imported maps must be one grey channel; the optional key allow_colour=True converts colour
+    # maps (RGB channels that differ) to luma instead of stopping, and logs how many it converted
     # parameters of pipeline.saliency.rbd_saliency (paper values; SLIC superpixels)
     rbd=dict(n_segments=250, compactness=10.0, sigma_clr=10.0, sigma_bndcon=1.0,
              sigma_spa=0.25, mu=0.1, bg_lambda=1.0),

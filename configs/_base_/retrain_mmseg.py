@@ -2,9 +2,9 @@
 # (configs/voc_ep_dsrg_mmseg.py; docs/ALGORITHMS.md §5.7; stage `retrain`): the trained segmenter
 # labels trainaug (DSRG's test-ms protocol + dense CRF) and any mmsegmentation segmentor is
 # trained on those pseudo-labels with its own cross-entropy (255 ignored). Needs mmsegmentation
-# and a compiled mmcv. Schedule of DSRG's second round: poly lr 1e-3, 20k iterations, batch 10,
-# random 321 crops + flips. SyncBN (mmseg default) is reverted to BatchNorm by mmengine when not
-# training under DDP.
+# and a compiled mmcv (`make env-mm`). Schedule of DSRG's second round: poly lr 1e-3, 20k
+# iterations, batch 10, random 321 crops + flips. SyncBN (mmseg default) is reverted to
+# BatchNorm unless training under DDP on CUDA (pipeline.mm.segmentation.for_training).
 retrain = dict(
     # pseudo-labels of trainaug with DSRG's test-ms.py protocol (squares 241 / 321 / 401, logits
     # summed, softmax floored at 1e-5, dense CRF); any eval key (protocol, size, scales, sizes,

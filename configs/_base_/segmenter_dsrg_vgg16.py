@@ -33,8 +33,10 @@ segmenter = dict(
     # training CRF at the output grid (docs/ALGORITHMS.md §7: DSRG test parameters, spatial
     # sigma / 12, P as unary);
     # any CRFParams field overrides the preset (bi_w, bi_xy, bi_rgb, pos_w, pos_xy, iterations,
-    # unary). workers: CRF process pool size per training process (0 = in-process).
-    crf=dict(preset="dsrg_train", workers=4),
+    # unary). backend: "pydensecrf" (permutohedral lattice, CPU; workers: process pool size per
+    # training process, 0 = in-process) | "torch" (exact mean-field on the training device,
+    # pipeline/crf_torch.py; workers unused). docs/CRF_TORCH.md compares the two.
+    crf=dict(preset="dsrg_train", backend="pydensecrf", workers=4),
     ce=dict(resolution="input"),        # loss="ce": "input" = upsampled logits | "output" = grid
     val=dict(split="val", size=321, batch_size=10),   # quick single-scale, no-CRF val mIoU
 )

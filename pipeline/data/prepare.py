@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.data.trainaug import collect_aug_masks, find_aug_layout, read_id_list, trainaug_ids
+from pipeline.data.validate import decode_problem, split_problem
 from pipeline.data.vocxml import read_voc_xml
 from pipeline.io_utils import atomic_dir
 from pipeline.voc import IGNORE_INDEX, VOC_CLASSES, read_class_list, read_label_png, write_label_png
@@ -105,7 +106,8 @@ def _xml_classes(path: Path, index: dict[str, int]) -> list[int]:
 
 def prepare_dataset(root, out_dir, sbd_root=None, label_source: str = "xml", name: str | None = None,
                     heldout_seg_dir=None, overwrite: bool = False, aug_dir="auto",
-                    aug_list=None) -> dict:
+                    aug_list=None, workers: int = 1,
+                    required_splits: dict[str, list[str]] | None = None) -> dict:
     """Validate a VOC-style tree (+ optional SBD) and write the dataset directory ``out_dir``.
 
     Args:
@@ -122,6 +124,9 @@ def prepare_dataset(root, out_dir, sbd_root=None, label_source: str = "xml", nam
             present, is only compared.
         name: dataset name for ``dataset.json`` (default: the root folder name, "+SBD").
         heldout_seg_dir: folder of test-split masks kept aside for scoring only.
+        workers: processes decoding every listed JPEG (:func:`~pipeline.data.validate.decode_failures`).
+        required_splits: ``{split: [config keys]}`` that must be non-empty (``submit`` keys
+            only warn), checked before any image is read.
     Returns the summary: the ``dataset.json`` content plus ``out_dir``, ``counts``,
     ``disagreement_examples`` and ``warnings``.
     """
@@ -167,9 +172,13 @@ def prepare_dataset(root, out_dir, sbd_root=None, label_source: str = "xml", nam
         warnings.append("no SBD, SegmentationClassAug folder or trainaug list: trainaug = train")
     splits["trainaug"] = trainaug
 
+    if problem := split_problem(splits, required_splits or {}, lists_dir, warnings):
+        raise DatasetError(problem)
     for split in SPLITS:
         for i in splits[split]:
             _require(root / "JPEGImages" / f"{i}.jpg", f"JPEG for id {i!r} listed in {split}")
+    if problem := decode_problem(root, splits, lists_dir, workers):
+        raise DatasetError(problem)
     for split in ("train", "val"):
         for i in splits[split]:
             _require(root / "SegmentationClass" / f"{i}.png", f"mask for id {i!r} listed in {split}")
@@ -261,8 +270,8 @@ def _build(tmp: Path, root: Path, out_dir: Path, classes, index, splits, sbd_roo
             labels[i] = m_labels
         if xml_labels is not None and m_labels is not None and xml_labels != m_labels:
             n_disagree += 1
-            if len(disagree) < _MAX_EXAMPLES:
-                disagree.append({"id": i, "xml": xml_labels, "mask": m_labels})
+            disagree.append({"id": i, "xml": [classes[c] for c in xml_labels],
+                             "mask": [classes[c] for c in m_labels]})
         empty += not labels[i]
     if empty:
         warnings.append(f"{empty} images have no image-level label")
@@ -276,11 +285,12 @@ def _build(tmp: Path, root: Path, out_dir: Path, classes, index, splits, sbd_roo
     for split in SPLITS:
         (lists / f"{split}.txt").write_text("".join(f"{i}\n" for i in splits[split]))
     (tmp / "labels.json").write_text(json.dumps(labels, sort_keys=True) + "\n")
+    (tmp / "label_disagreements.json").write_text(json.dumps(disagree, indent=0) + "\n")
     return {
         "root": str(root), "classes": list(classes), "seg_dirs": seg_dirs,
         "heldout_seg_dir": None if heldout_seg_dir is None else str(heldout_seg_dir),
         "splits": {s: len(splits[s]) for s in SPLITS}, "label_source": label_source,
         "label_disagreements": n_disagree, "sbd_root": None if sbd_root is None else str(sbd_root),
         "aug_dir": None if aug is None else str(aug.dir),
-        "counts": counts, "disagreement_examples": disagree, "warnings": warnings,
+        "counts": counts, "disagreement_examples": disagree[:_MAX_EXAMPLES], "warnings": warnings,
     }

@@ -17,12 +17,14 @@ no ``register_all_modules``). After ``import pipeline.mm.segmentation`` an mmseg
   ``gt_sem_seg``, 255 = unlabelled) or ``loss="ce"``; ``predict`` gives ``pred_sem_seg``.
 
 The pipeline's own ``segmenter`` stage trains the plain network through
-:mod:`pipeline.mm.train` (mmengine Runner) with the same loss functions. In an mmseg config,
+:mod:`pipeline.training` with the same loss functions. In an mmseg config,
 ``custom_imports = dict(imports=["pipeline.mm.segmentation"])`` registers them.
 
-:func:`build_mmseg_model`, :func:`mmseg_losses`, :class:`MMSegLogits` and the
-``wsss-mmseg-model/1`` files (:func:`save_mmseg_model` / :func:`load_mmseg_model`) let the
-``retrain`` stage train any mmseg segmentor config through :mod:`pipeline.mm.train`.
+:func:`build_mmseg_model`, :func:`for_training`, :func:`mmseg_losses`, :class:`MMSegLogits` and
+the ``wsss-mmseg-model/1`` files (:func:`save_mmseg_model` / :func:`load_mmseg_model`) let the
+``retrain`` stage train any mmseg segmentor config through :mod:`pipeline.training`. This
+module needs mmsegmentation and mmcv (``make env-mm``); reach it through
+:func:`pipeline.mm.segmentation_edge`.
 """
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ from pipeline.models.deeplab import DeepLabV2VGG16 as _DeepLabV2VGG16
 from pipeline.models.deeplab import _ASPPBranch
 
 __all__ = ["DeepLabV2VGG16", "DeepLabV2VGG16Backbone", "ASPPV2Head", "DSRGSegmentor",
-           "build_mmseg_model", "mmseg_losses", "MMSegLogits", "save_mmseg_model", "load_mmseg_model",
+           "build_mmseg_model", "for_training", "mmseg_losses", "MMSegLogits", "save_mmseg_model", "load_mmseg_model",
            "mmseg_from_payload"]
 
 
@@ -157,7 +159,8 @@ class DSRGSegmentor(BaseSegmentor):
             if present is None:
                 present = [int(v) for v in labels[i].unique().tolist() if 0 < v < C]
             classes[i, [int(c) for c in present]] = True
-        if self.crf_workers > 0 and self._crf_pool is None:
+        pooled = self.crf_workers > 0 and self.dsrg_cfg.crf_backend == "pydensecrf"
+        if pooled and self._crf_pool is None:
             from pipeline.crf_pool import make_crf_pool
             self._crf_pool = make_crf_pool(self.crf_workers)
         return dsrg_losses(logits, labels, classes, self._raw_images(inputs), self.dsrg_cfg,
@@ -190,6 +193,16 @@ def build_mmseg_model(model_cfg: dict, num_classes: int | None = None, init_weig
         if init_weights:
             model.init_weights()
     return model
+
+
+def for_training(model, distributed: bool):
+    """The model as the training loop should see it: SyncBN (mmseg's default) reverted to
+    BatchNorm unless training is distributed on CUDA (SyncBN needs both)."""
+    from mmengine.model import revert_sync_batchnorm
+
+    if distributed and torch.cuda.is_available():
+        return model
+    return revert_sync_batchnorm(model)
 
 
 def mmseg_losses(model, images: torch.Tensor, labels: torch.Tensor) -> dict:
@@ -227,12 +240,15 @@ class MMSegLogits(nn.Module):
 
 def save_mmseg_model(path, model, model_cfg: dict, num_classes: int, classes) -> None:
     """``{"format": "wsss-mmseg-model/1", "model_cfg", "num_classes", "classes", "state_dict"}``."""
+    from pipeline.guards import check_model_finite
+    from pipeline.models.checkpoint import diverged_fix
     from pipeline.stage import _plain
 
     path = Path(path)
     payload = {"format": MMSEG_FORMAT, "kind": "mmseg", "model_cfg": _plain(model_cfg),
                "num_classes": int(num_classes), "classes": list(classes),
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    check_model_finite(payload["state_dict"], f"the trained model ({path})", diverged_fix("retrain"))
     with atomic_file(path) as tmp:
         torch.save(payload, tmp)
 
@@ -240,7 +256,7 @@ def save_mmseg_model(path, model, model_cfg: dict, num_classes: int, classes) ->
 def load_mmseg_model(path, map_location="cpu"):
     """Rebuild a :func:`save_mmseg_model` file for inference (SyncBN → BN); returns
     ``(MMSegLogits(model), meta)``."""
-    payload = torch.load(path, map_location=map_location, weights_only=False)
+    payload = torch.load(path, map_location=map_location, weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != MMSEG_FORMAT:
         raise ValueError(f"{path}: not a {MMSEG_FORMAT} model file")
     return mmseg_from_payload(payload)

@@ -15,11 +15,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pipeline.guards import check_model_finite
 from pipeline.io_utils import atomic_file
 from pipeline.stage import _plain
 
 FORMAT = "wsss-model/1"
 MMSEG_FORMAT = "wsss-mmseg-model/1"     # pipeline.mm.segmentation (retrain stage); loaded too
+# Files hold tensors and plain Python values only: read with torch.load(weights_only=True).
 
 
 def _builders():
@@ -28,11 +30,20 @@ def _builders():
     return {"classifier": build_classifier, "segmenter": build_segmenter}
 
 
+def diverged_fix(section: str) -> str:
+    """How to fix a training stage whose network became non-finite."""
+    return (f"the training diverged: lower {section}.train.optimizer.lr or set {section}.train.amp=False, "
+            f"then re-run `make {section}` (no model file was written)")
+
+
 def save_model(path: str | os.PathLike, net: nn.Module, kind: str, model_cfg: dict,
-               num_classes: int, classes: list[str]) -> None:
-    """Write the model file atomically (temporary file, then rename)."""
+               num_classes: int, classes: list[str], section: str | None = None) -> None:
+    """Write the model file atomically (temporary file, then rename) — only when every weight
+    and buffer is finite (:class:`pipeline.guards.NonFiniteError` otherwise); ``section``, the
+    training stage's config section, goes into that message."""
     path = Path(path)
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    check_model_finite(state, f"the trained {kind} ({path})", diverged_fix(section or kind))
     payload = {"format": FORMAT, "kind": kind, "model_cfg": _plain(model_cfg),
                "num_classes": int(num_classes), "classes": list(classes), "state_dict": state}
     with atomic_file(path) as tmp:
@@ -49,12 +60,12 @@ def load_model(path: str | os.PathLike, kind: str | None = None, map_location="c
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model file not found (did the training stage finish?)")
-    payload = torch.load(path, map_location=map_location, weights_only=False)
+    payload = torch.load(path, map_location=map_location, weights_only=True)
     if isinstance(payload, dict) and payload.get("format") == MMSEG_FORMAT:
         if kind not in (None, "segmenter"):    # the retrain stage's mmseg segmentors
             raise ValueError(f"{path}: holds an mmseg segmentor, expected a {kind}")
-        from pipeline.mm.segmentation import mmseg_from_payload
-        return mmseg_from_payload(payload)
+        from pipeline.mm import segmentation_edge    # optional edge, imported only here
+        return segmentation_edge(f"{path} (an mmseg segmentor)").mmseg_from_payload(payload)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path}: not a {FORMAT} model file")
     if kind is not None and payload["kind"] != kind:
