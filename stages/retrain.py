@@ -188,8 +188,8 @@ def train_mmseg(ctx, index: DatasetIndex, sec, mm, model_cfg: dict) -> tuple[dic
 def run(ctx) -> dict:
     sec, tr = ctx.section, ctx.section["train"]
     own = model_type(sec) == OWN_MODEL
-    # before any work: a missing mmseg install or weight file is named now
-    mm, mm_model = (None, None) if own else (mm_edge(sec), local_weights(sec["model"]))
+    # before any work: a missing weight file or mmseg install is named now
+    mm_model, mm = (None, None) if own else (local_weights(sec["model"]), mm_edge(sec))
     index = DatasetIndex.load(ctx.upstream_dir("data"))
     pcfg = sec.get("pseudo", {})
     made = make_pseudo_labels(ctx, index, pcfg)

@@ -141,6 +141,13 @@ def test_bad_model_settings_are_named(first_round, tmp_path):
     with pytest.raises(StageError, match=r"retrain.model.backbone.init_cfg.checkpoint: weight file "
                                          r".*no/such/r50.pth not found"):
         _run(cfg, tmp_path)
+    try:
+        import mmseg  # noqa: F401
+    except ImportError:                      # the core environment: the stage says what to build
+        (tmp_path / "r50.pth").write_bytes(b"x")
+        cfg.retrain.model.backbone.init_cfg.checkpoint = str(tmp_path / "r50.pth")
+        with pytest.raises(StageError, match="needs mmsegmentation.*make env-mm"):
+            _run(cfg, tmp_path)
 
 
 def test_local_weights_resolves_paths_without_touching_the_config(tmp_path):
