@@ -166,12 +166,15 @@ def run(ctx) -> dict:
     if n_eval:
         sq = seed_q.summary(names)
         ps = pseudo_cm.summary(names)
-        metrics["seeds"] = {k: sq[k] for k in ("precision", "recall", "fraction_labelled", "mIoU")}
+        metrics["seeds"] = {k: sq[k] for k in ("precision", "recall", "fraction_labelled", "mIoU",
+                                               "bg_precision", "fg_precision")}
         metrics["seeds"]["IoU"] = dict(zip(names, sq["IoU"]))
         metrics["pseudo"] = {"mIoU": ps["mIoU"], "aAcc": ps["aAcc"], "IoU": dict(zip(names, ps["IoU"]))}
         ctx.log(f"seed quality on {n_eval} images with GT: precision {100 * sq['precision']:.2f}, "
                 f"recall {100 * sq['recall']:.2f}, labelled {100 * sq['fraction_labelled']:.2f}%, "
-                f"mIoU {100 * sq['mIoU']:.2f} (IoU over labelled pixels)\n"
+                f"mIoU {100 * sq['mIoU']:.2f} (IoU over labelled pixels); precision of the background "
+                f"seeds {100 * sq['bg_precision']:.2f}, of the foreground seeds "
+                f"{100 * sq['fg_precision']:.2f}\n"
                 + format_table(seed_q.cm.summary(names)))
         ctx.log(f"pseudo-masks (argmax, bg < {bg_thr}): mIoU {100 * ps['mIoU']:.2f}\n" + format_table(ps))
     else:
