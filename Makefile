@@ -102,7 +102,7 @@ seeds: $(ENV_STAMP) ## seeds from heatmaps + saliency thresholds, with seed qual
 segmenter: $(ENV_STAMP) ## train DeepLab-ASPP (VGG-16) with DSRG from the seeds (GPUS=N for DDP)
 	$(LAUNCH) stages.segmenter $(STAGE_ARGS)
 
-retrain: $(ENV_STAMP) ## optional 2nd round: segmenter pseudo-labels (+CRF) -> any mmseg model, plain CE (.venv-mm)
+retrain: $(ENV_STAMP) ## DSRG 2nd round: 1st-round DeepLab-ASPP on its CRF pseudo-labels (mmseg models: .venv-mm)
 	$(subst $(VENV)/bin/,$(RETRAIN_VENV)/bin/,$(LAUNCH)) stages.retrain $(STAGE_ARGS)
 
 upper_bound: $(ENV_STAMP) ## the same segmenter trained on ground-truth masks (fully supervised reference)

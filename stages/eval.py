@@ -32,7 +32,7 @@ MODEL_STAGES = ("segmenter", "retrain")
 
 def model_stage(section) -> str:
     """Which trained model the section scores: ``model`` = 'segmenter' (default, DSRG) or
-    'retrain' (the second round's mmseg segmentor)."""
+    'retrain' (the second round: DSRG's DeepLab-ASPP or an mmseg segmentor)."""
     name = str(section.get("model", "segmenter"))
     if name not in MODEL_STAGES:
         raise StageError(f"model must be one of {MODEL_STAGES}, got {name!r}")

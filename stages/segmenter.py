@@ -70,18 +70,22 @@ def make_loss_fn(loss: str, dsrg_cfg: DSRGConfig | None = None, crf_pool=None,
     return loss_fn
 
 
-def train_segmenter(ctx, index: DatasetIndex, label_dir, section, stage: str = STAGE) -> torch.nn.Module:
+def train_segmenter(ctx, index: DatasetIndex, label_dir, section, stage: str = STAGE,
+                    net=None) -> torch.nn.Module:
     """Train the segmenter of ``section`` on ``label_dir`` (None = GT masks) into ``ctx.out/train``.
 
     Resumes from the checkpoints there; returns the trained network (every rank under DDP).
-    ``stage``: the config section whose keys the training guard's messages name.
+    ``stage``: the config section whose keys the training guard's messages name. ``net``: the
+    network to start from (e.g. the first round's, for the second round); None builds
+    ``section.model``.
     """
     tr = section["train"]
     loss = section.get("loss", "dsrg")
     seed = int(ctx.cfg.experiment.get("seed", 0))
     torch.manual_seed(seed)
     model_cfg = model_config(section)
-    net = build_segmenter(model_cfg, index.num_classes)
+    if net is None:
+        net = build_segmenter(model_cfg, index.num_classes)
     train_ds = SegmentationDataset(index, tr.get("split", "trainaug"), label_dir, tr["crop"], train=True,
                                    scale_range=tuple(tr.get("scale_range", (1.0, 1.0))),
                                    resize=tr.get("resize"))

@@ -135,8 +135,9 @@ def test_without_mmseg_the_stage_and_model_files_say_how_to_install_it(tmp_path,
 
     monkeypatch.setitem(sys.modules, "mmseg", None)          # `import mmseg` raises ImportError
     monkeypatch.delitem(sys.modules, "pipeline.mm.segmentation", raising=False)
+    ctx = type("Ctx", (), {"section": {"model": dict(TINY_V3PLUS), "train": {}}})()
     with pytest.raises(StageError, match="make env-mm") as info:
-        retrain.run(None)                                    # before any work
+        retrain.run(ctx)                                     # before any work
     assert "\n" not in str(info.value)
     path = tmp_path / "model.pth"
     torch.save({"format": MMSEG_FORMAT, "kind": "mmseg", "model_cfg": {}, "num_classes": 2,

@@ -3,8 +3,9 @@
 # val / test numbers): scales 0.75 / 1 / 1.25 of the original image, no flip, logits upsampled to
 # the original size and summed, softmax floored at 1e-5, dense CRF with the DSRG test parameters.
 eval = dict(
-    # (optional) model="retrain": score the `retrain` stage's mmseg segmentor instead of the
-    # DSRG segmenter (default "segmenter"); submit follows unless it sets its own `model`.
+    # (optional) model="retrain": score the `retrain` stage's model (DSRG's second round, or an
+    # mmseg segmentor) instead of the first-round DSRG segmenter (default "segmenter"); submit
+    # follows unless it sets its own `model`.
     split="val",
     # test protocol (pipeline/inference.py, PROTOCOLS): "test-ms-f" (DSRG's test-ms-f.py, above) |
     # "test-ms" (DSRG's test-ms.py: squares 241/321/401, logits summed) | "resized-square"
