@@ -3,7 +3,6 @@ weights, trained with cross-entropy on its own CRF pseudo-labels by the segmente
 mmseg); scored by `eval` with eval.model=retrain. Also the mmseg switch's weight checks."""
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
@@ -13,7 +12,8 @@ from pipeline.data.index import DatasetIndex
 from pipeline.models.checkpoint import load_model
 from pipeline.models.deeplab import build_segmenter
 from pipeline.stage import StageError, run_stage
-from pipeline.voc import read_label_png, write_label_png
+from pipeline.testing import seeds_from_masks
+from pipeline.voc import read_label_png
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = dict(dataset="synthetic", root=None, sbd_root=None, label_source="xml",
@@ -42,17 +42,6 @@ def make_cfg(**overrides) -> Config:
     return cfg
 
 
-def fake_seeds(ctx):
-    index = DatasetIndex.load(ctx.upstream_dir("data"))
-    (ctx.out / "labels").mkdir()
-    rng = np.random.default_rng(0)
-    for img_id in index.ids("trainaug"):
-        m = index.read_mask(img_id).copy()
-        m[rng.random(m.shape) < 0.5] = 255
-        write_label_png(ctx.out / "labels" / f"{img_id}.png", m)
-    return {}
-
-
 @pytest.fixture(scope="module")
 def first_round(tmp_path_factory):
     """data + fake seeds + a one-iteration first-round segmenter (cross-entropy on the seeds)."""
@@ -62,7 +51,7 @@ def first_round(tmp_path_factory):
     wd = tmp_path_factory.mktemp("round1")
     cfg = make_cfg()
     run_stage("data", (), stages.data.run, cfg, cfg.data, wd)
-    run_stage("seeds", ("data",), fake_seeds, cfg, {"fake": 1}, wd)
+    run_stage("seeds", ("data",), seeds_from_masks, cfg, {"fake": 1}, wd)
     run_stage("segmenter", seg.UPSTREAM, seg.run, cfg, cfg.segmenter, wd)
     return wd
 

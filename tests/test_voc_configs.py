@@ -17,9 +17,8 @@ from PIL import Image
 
 from pipeline.data.vocxml import VocAnnotation, VocObject, write_voc_xml
 from pipeline.models.checkpoint import load_model
-from pipeline.testing import vgg16_layout_state
+from pipeline.testing import run_stage_cli, vgg16_layout_state
 from pipeline.voc import VOC_CLASSES, read_label_png, write_label_png
-from stages.common import main_for
 
 REPO = Path(__file__).resolve().parent.parent
 # id -> (height, width, [(VOC class, (y0, y1, x0, x1))]); images of two sizes, none square
@@ -74,8 +73,8 @@ def build_voc_tree(root: Path) -> Path:
 
 def tiny_opts(voc: Path, vgg: Path) -> list[str]:
     """`--opts` that shrink a VOC config to seconds on a CPU: the tree and weight file, 41 px
-    inputs (8k + 1), two iterations per training stage, no worker processes."""
-    train = "train.batch_size=2 train.max_iters=2 train.num_workers=0 train.log_interval=1"
+    inputs (8k + 1), one iteration of batch 2 per training stage, no worker processes."""
+    train = "train.batch_size=2 train.max_iters=1 train.num_workers=0 train.log_interval=1"
     opts = [f"data.root={voc}", "experiment.device=cpu",
             f"classifier.model.pretrained={vgg}", f"segmenter.model.pretrained={vgg}",
             "classifier.train.crop=41", "classifier.val.size=41", "classifier.val.batch_size=4",
@@ -83,7 +82,7 @@ def tiny_opts(voc: Path, vgg: Path) -> list[str]:
             "saliency.rbd.n_segments=20", "saliency.workers=1", "seeds.n_overlays=1",
             "segmenter.train.crop=41", "segmenter.train.resize=41", "segmenter.crf.workers=0",
             "segmenter.val.size=41", "segmenter.val.batch_size=4",
-            "retrain.pseudo.sizes=(41,49)", "retrain.pseudo.crf.workers=0",
+            "retrain.pseudo.sizes=(41,)", "retrain.pseudo.crf.workers=0",
             "retrain.train.crop=41", "retrain.val.size=41",
             "eval.crf.workers=0", "eval.n_overlays=1", "localize.size=41", "localize.n_overlays=1"]
     for sec in ("classifier", "segmenter", "retrain"):
@@ -105,8 +104,7 @@ def voc_inputs(tmp_path_factory):
 
 def run_chain(config: str, wd: Path, opts: list[str]) -> dict:
     exp = REPO / "configs" / f"{config}.py"
-    return {s: main_for(f"stages.{s}", ["--exp", str(exp), "--work-dir", str(wd), "--opts", *opts])
-            for s in CHAIN}
+    return {s: run_stage_cli(f"stages.{s}", exp, wd, *opts) for s in CHAIN}
 
 
 def check_run(man: dict, wd: Path, voc: Path, vgg: Path, pooling: str) -> None:
@@ -145,8 +143,7 @@ def test_every_stage_of_both_voc_configs_runs(voc_inputs, tmp_path):
     check_run(ep, wd, voc, vgg, "ep")
     # the second round is scored by eval with eval.model=retrain; the report reads everything
     exp = str(REPO / "configs" / "voc_ep_dsrg.py")
-    r2 = main_for("stages.eval", ["--exp", exp, "--work-dir", str(wd), "--opts", *opts,
-                                  "eval.model=retrain"])
+    r2 = run_stage_cli("stages.eval", exp, wd, *opts, "eval.model=retrain")
     assert set(r2["upstream"]) == {"data", "retrain"} and r2["counts"]["scored"] == 2
     import stages.report
     assert stages.report.main(["--exp", exp, "--work-dir", str(wd), "--opts", *opts]) == 0
