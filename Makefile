@@ -45,7 +45,7 @@ LAUNCH = $(if $(filter-out 0 1,$(GPUS)),$(VENV)/bin/torchrun --standalone --npro
 STAGES := data classifier heatmaps saliency seeds segmenter retrain upper_bound eval submit localize report
 DEMO_STAGES := data classifier heatmaps saliency seeds segmenter upper_bound eval submit localize report
 
-.PHONY: help env env-mm test test-mm demo bench summary ablation $(STAGES) clean-work
+.PHONY: help env env-mm test test-mm demo bench gpu-check summary ablation $(STAGES) clean-work
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -68,6 +68,12 @@ test-mm: $(MM_STAMP) ## run the whole test suite in the OpenMMLab environment (r
 
 bench: $(ENV_STAMP) ## benchmarks -> bench/results/ (QUICK=1 tiny sizes; ONLY="growing crf" a subset)
 	$(PY) -m bench.run $(if $(filter 1,$(QUICK)),--quick) $(if $(ONLY),--only $(ONLY))
+
+# gpu-check needs only torch + numpy: the project's .venv when there is one, else python3
+GPU_CHECK_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
+GPU_EXP ?= configs/voc_ep_dsrg.py
+gpu-check: ## VOC-size training + inference on CUDA (synthetic inputs; no .venv or VOC needed) -> bench/results/gpu_check.*
+	$(GPU_CHECK_PY) -m bench.gpu_check --exp $(GPU_EXP)
 
 demo: $(ENV_STAMP) ## every stage on the embedded synthetic dataset (CPU), then the summary
 	@start=$$(date +%s); \
@@ -96,7 +102,7 @@ seeds: $(ENV_STAMP) ## seeds from heatmaps + saliency thresholds, with seed qual
 segmenter: $(ENV_STAMP) ## train DeepLab-ASPP (VGG-16) with DSRG from the seeds (GPUS=N for DDP)
 	$(LAUNCH) stages.segmenter $(STAGE_ARGS)
 
-retrain: $(ENV_STAMP) ## optional 2nd round: segmenter pseudo-labels (+CRF) -> any mmseg model, plain CE (.venv-mm)
+retrain: $(ENV_STAMP) ## DSRG 2nd round: 1st-round DeepLab-ASPP on its CRF pseudo-labels (mmseg models: .venv-mm)
 	$(subst $(VENV)/bin/,$(RETRAIN_VENV)/bin/,$(LAUNCH)) stages.retrain $(STAGE_ARGS)
 
 upper_bound: $(ENV_STAMP) ## the same segmenter trained on ground-truth masks (fully supervised reference)

@@ -4,6 +4,7 @@ Benchmarks (``bench/<name>.py``, run in this order; configurations in ``bench/co
 
 * ``growing``   DSRG region growing: vectorised vs per-pixel Python loop (≥ 50×, identical output)
 * ``crf``       dense-CRF post-processing: process pool vs one process (≥ 1.8× on 2 cores)
+* ``crf_train`` DSRG training CRF: exact torch mean-field vs pydensecrf (in-process, pooled), agreement
 * ``heatmaps``  heatmap inference: batched multi-scale vs one image at a time
 * ``training``  classifier / segmenter train step: pipeline.training vs mmengine vs plain torch vs bare fwd/bwd
 * ``dsrg_loss`` boundary-loss CRF per training iteration and its share of the iteration
@@ -35,7 +36,7 @@ from bench.common import BenchContext, dump_json, markdown_table
 from pipeline.io_utils import write_text_atomic
 
 REPO = Path(__file__).resolve().parent.parent
-ORDER = ("growing", "crf", "heatmaps", "training", "dsrg_loss", "seeds", "voc_costs", "flops", "demo")
+ORDER = ("growing", "crf", "crf_train", "heatmaps", "training", "dsrg_loss", "seeds", "voc_costs", "flops", "demo")
 FORMAT = "wsss-bench/1"
 
 

@@ -9,8 +9,10 @@ One training step, for logits z (B,C,h,w) at output stride 8 (41×41 for a 321 i
    the pixel each cell sits on, ``y = min(8·i, H − 1)`` (:mod:`pipeline.geometry`; 321 → 41:
    pixels 0, 8, …, 320), on the device, and made multi-hot;
 3. Q = dense CRF of P.detach() on the crop sampled the same way (:func:`grid_images`; preset
-   ``dsrg_train``: spatial σ / 12, probability unary), one image per job in a process pool
-   (:func:`pipeline.crf_pool.crf_batch`);
+   ``dsrg_train``: spatial σ / 12, probability unary), by the CRF backend ``crf_backend``:
+   ``"pydensecrf"`` one image per job on the CPU, in a process pool
+   (:func:`pipeline.crf_pool.crf_batch`), or ``"torch"`` the exact mean-field of the whole batch
+   on the logits' device (:func:`pipeline.crf_torch.dense_crf_torch`);
 4. grown seeds = :func:`pipeline.growing.grow_seeds` (thresholds ``fg_threshold`` /
    ``bg_threshold``, the image's classes only) on Q (``grow_on="crf"``, the reference) or on P
    (``grow_on="probs"``);
@@ -25,11 +27,15 @@ helper thread (it only waits on the pool) while the main thread computes the cue
 CRF. With ``grow_on="crf"`` (default) growing needs Q, so the CRF lies on the critical path:
 it is as short as the pool makes it (the batch is split over the workers). With no pool
 (``workers=0``) the CRF runs in-process, sequentially. The backward pass cannot start earlier
-because the optimised loss includes the boundary term.
+because the optimised loss includes the boundary term. The torch backend needs no pool: it runs
+in the main thread on the network's device (``crf_wait_s`` then includes a CUDA synchronise).
 
 Logged (non-optimised) values: ``seed_bg`` / ``seed_fg`` (the two seeding terms), ``cov_before``
 / ``cov_after`` (fraction of grid pixels carrying at least one seed before / after growing),
-``crf_wait_s`` (seconds the main thread waited for Q), ``grow_s`` (seconds spent growing).
+``crf_wait_s`` (seconds the main thread waited for Q), ``grow_s`` (seconds spent growing), and
+the collapse diagnostics of :func:`pipeline.dsrg_diagnostics.growing_diagnostics`: ``pred_fg``
+(cells predicted foreground), ``conf_bg`` / ``conf_fg`` (cells confident enough to grow),
+``cov_{bg,fg}_{before,after}`` (cells labelled background / foreground before / after growing).
 """
 from __future__ import annotations
 
@@ -43,20 +49,25 @@ import torch.nn.functional as F
 
 from pipeline.crf import CRFParams
 from pipeline.crf_pool import crf_batch
+from pipeline.crf_torch import dense_crf_torch
 from pipeline.geometry import cell_pixels, grid_to_frame
+from pipeline.dsrg_diagnostics import growing_diagnostics
 from pipeline.growing import grow_seeds
 from pipeline.losses import balanced_seeding_loss, boundary_loss, stable_softmax_probs
 from pipeline.voc import IGNORE_INDEX
 
-__all__ = ["DSRGConfig", "cues_on_grid", "grid_images", "dsrg_losses", "ce_loss"]
+__all__ = ["DSRGConfig", "CRF_BACKENDS", "cues_on_grid", "grid_images", "dsrg_losses", "ce_loss"]
+
+CRF_BACKENDS = ("pydensecrf", "torch")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DSRGConfig:
     """Parameters of :func:`dsrg_losses` (module docstring), all required: growing thresholds,
-    what the seeds grow on ("crf": Q, the reference | "probs": P), loss
-    weights, the Q/P clip of the boundary loss (None = no clip, as SEC) and the training CRF.
-    The stage builds it from the ``segmenter.dsrg`` / ``segmenter.crf`` config sections."""
+    what the seeds grow on ("crf": Q, the reference | "probs": P), loss weights, the Q/P clip
+    of the boundary loss (None = no clip, as SEC), the training CRF and its backend
+    ("pydensecrf": CPU, process pool | "torch": on the device). The stage builds it from the
+    ``segmenter.dsrg`` / ``segmenter.crf`` config sections."""
     fg_threshold: float
     bg_threshold: float
     grow_on: str
@@ -64,10 +75,14 @@ class DSRGConfig:
     boundary_weight: float
     boundary_clip: tuple | None
     crf: CRFParams
+    crf_backend: str
 
     def __post_init__(self):
         if self.grow_on not in ("crf", "probs"):
             raise ValueError(f"dsrg.grow_on must be 'crf' or 'probs', got {self.grow_on!r}")
+        if self.crf_backend not in CRF_BACKENDS:
+            raise ValueError(f"segmenter.crf.backend must be one of {CRF_BACKENDS}, "
+                             f"got {self.crf_backend!r}")
 
 
 def _grid_index(n_in: int, n_out: int, device) -> torch.Tensor:
@@ -104,9 +119,15 @@ def grid_images(raw: torch.Tensor | np.ndarray, size) -> np.ndarray:
 _THREAD: ThreadPoolExecutor | None = None
 
 
-def _start_crf(images: np.ndarray, probs: torch.Tensor, params: CRFParams, pool):
+def _start_crf(images: np.ndarray, probs: torch.Tensor, params: CRFParams, pool,
+               backend: str = "pydensecrf"):
     """Start the CRF of ``probs`` (detached); returns a function that waits for Q (B,C,h,w)."""
     global _THREAD
+    if backend == "torch":
+        q = dense_crf_torch(images, probs, params)
+        if q.is_cuda:
+            torch.cuda.synchronize(q.device)
+        return lambda: q
     p = probs.detach().float().cpu().numpy()
     if pool is None:
         q = crf_batch(images, p, params)
@@ -123,10 +144,12 @@ def dsrg_losses(logits: torch.Tensor, labels: torch.Tensor, classes: torch.Tenso
 
     ``logits`` (B,C,h,w); ``labels`` (B,H,W) seed label maps of the crops (255 = none);
     ``classes`` (B,C) bool image classes ([0] = background, forced on); ``raw_images``
-    (B,H,W,3) uint8 crops; ``cfg`` a :class:`DSRGConfig`; ``crf_pool``
-    an executor from :func:`pipeline.crf_pool.make_crf_pool` or None (in-process CRF).
+    (B,H,W,3) uint8 crops; ``cfg`` a :class:`DSRGConfig`; ``crf_pool`` an executor from
+    :func:`pipeline.crf_pool.make_crf_pool` or None (in-process CRF; the pool is not used by
+    the torch backend).
     Returns ``{"loss_seed", "loss_boundary" (when boundary_weight > 0), "seed_bg", "seed_fg",
-    "cov_before", "cov_after", "crf_wait_s", "grow_s"}`` (scalar tensors on the logits' device).
+    "cov_before", "cov_after", "crf_wait_s", "grow_s"}`` and the diagnostics of
+    :func:`pipeline.dsrg_diagnostics.growing_diagnostics` (scalar tensors on the logits' device).
     """
     logits = logits.float()
     B, C, h, w = logits.shape
@@ -134,7 +157,8 @@ def dsrg_losses(logits: torch.Tensor, labels: torch.Tensor, classes: torch.Tenso
     probs = stable_softmax_probs(logits)
     need_crf = cfg.grow_on == "crf" or cfg.boundary_weight > 0
     t0 = time.perf_counter()
-    wait_q = _start_crf(grid_images(raw_images, (h, w)), probs, cfg.crf, crf_pool) if need_crf else None
+    wait_q = (_start_crf(grid_images(raw_images, (h, w)), probs, cfg.crf, crf_pool, cfg.crf_backend)
+              if need_crf else None)
     crf_wait = time.perf_counter() - t0            # in-process CRF: all of it; pool: submission
     cues = cues_on_grid(labels.to(dev), C, (h, w))
     image_classes = classes.to(dev).bool()
@@ -157,6 +181,8 @@ def dsrg_losses(logits: torch.Tensor, labels: torch.Tensor, classes: torch.Tenso
            "seed_bg": parts["bg"].detach(), "seed_fg": parts["fg"].detach(),
            "cov_before": cues.any(dim=1).float().mean(), "cov_after": grown.any(dim=1).float().mean(),
            "crf_wait_s": torch.tensor(crf_wait, device=dev), "grow_s": torch.tensor(grow_t, device=dev)}
+    out.update(growing_diagnostics(probs, q if cfg.grow_on == "crf" else probs, cues, grown,
+                                   image_classes, cfg.fg_threshold, cfg.bg_threshold))
     if cfg.boundary_weight > 0:
         out["loss_boundary"] = cfg.boundary_weight * boundary_loss(probs, q, cfg.boundary_clip)
     return out

@@ -74,7 +74,7 @@ def evaluate_segmenter(net, index, split: str, settings: InferenceSettings, devi
                        crf: CRFParams | None = None, workers: int = 0, chunk: int | None = None,
                        out_dir=None, n_overlays: int = 0, save_predictions: bool = True,
                        save_no_crf: bool = False, rank: int = 0, world_size: int = 1,
-                       log=None) -> dict:
+                       log=None, ids=None) -> dict:
     """Predict every id of ``split`` and score it against the GT, with and without CRF.
 
     ``settings``: the network's inference (:class:`pipeline.inference.InferenceSettings`);
@@ -85,13 +85,14 @@ def evaluate_segmenter(net, index, split: str, settings: InferenceSettings, devi
     ``pred_nocrf/<id>.png`` when ``save_no_crf`` and the CRF is on, ``overlays/<id>.png`` for the
     first ``n_overlays`` ids of the split.
     Under DDP (``world_size > 1``) rank r handles ids ``r::world_size`` and the confusion matrices
-    are summed over ranks (every rank returns the same numbers).
+    are summed over ranks (every rank returns the same numbers). ``ids``: score these ids
+    (e.g. the images some pseudo-masks were scored on) instead of all of ``split``.
 
     Returns ``{"split", "images", "scored", "missing_gt", "crf_enabled", "protocol" (the test
     protocol that ran, :meth:`~pipeline.inference.InferenceSettings.describe`), "mIoU" (final),
     "no_crf": summary, "crf": summary | None, "confusion": {"no_crf", "crf"}}``.
     """
-    ids = index.ids(split)
+    ids = index.ids(split) if ids is None else list(ids)
     mine = ids[rank::world_size] if world_size > 1 else ids
     overlay_ids = set(ids[:n_overlays])
     out = Path(out_dir) if out_dir is not None else None

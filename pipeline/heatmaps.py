@@ -4,6 +4,8 @@
   EP weight map (docs/ALGORITHMS.md §1.6).
 * :func:`normalise_per_class` — ``ReLU(cam) / max(ReLU(cam))`` per class map.
 * :func:`class_specific_lambda` — ``λ_i^c = λ_i · p̂_i(c)`` (EP paper, Eq. 5).
+* :func:`infer_batch` — a classifier's aggregated CAM, λ, λ^c and image scores for a batch
+  (what the heatmaps stage runs).
 * :func:`save_heatmap` / :func:`load_heatmap` — one ``.npz`` file per image (format below).
 """
 from __future__ import annotations
@@ -92,6 +94,30 @@ def class_specific_lambda(lam, probs):
     if isinstance(lam, torch.Tensor):
         return lam.unsqueeze(-3) * probs
     return np.asarray(lam)[..., None, :, :] * np.asarray(probs)
+
+
+@torch.no_grad()
+def infer_batch(net, images: torch.Tensor, scales, flip: bool, with_lambda_c: bool, amp: bool) -> dict:
+    """Aggregated raw ``cam`` (B, K, h, w), ``lam`` (B, h, w), ``lambda_c`` (B, K, h, w) or None,
+    and ``scores`` (B, K) = σ(mean logit over scales/flips)."""
+    K = net.num_classes
+    logits = []
+    use_amp = amp and images.device.type == "cuda"
+
+    def forward(x):
+        with torch.autocast(device_type=images.device.type, dtype=torch.float16, enabled=use_amp):
+            out = net(x)
+        logits.append(out["logits"].float())
+        cam, lam = out["cam"].float(), out["lam"].float()
+        if with_lambda_c:
+            cam = torch.cat([cam, class_specific_lambda(lam, cam.softmax(dim=1))], dim=1)
+        return {"cam": cam, "lam": lam}
+
+    agg = aggregate_heatmaps(forward, images, scales=tuple(scales), flip=flip)
+    cam = agg["cam"]
+    return {"cam": cam[:, :K], "lam": agg["lam"],
+            "lambda_c": cam[:, K:] if with_lambda_c else None,
+            "scores": torch.sigmoid(torch.stack(logits).mean(0))}
 
 
 def save_heatmap(path, cam, classes, lam=None, extra: dict | None = None, compress: bool = True) -> None:

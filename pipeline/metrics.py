@@ -172,6 +172,8 @@ class SeedQuality:
     * precision = #(labelled and seed == GT) / #labelled
     * recall    = #(labelled and seed == GT) / #valid
     * fraction_labelled = #labelled / #valid
+    * bg_precision / fg_precision = precision of the labelled pixels whose seed is background
+      (0) / a foreground class (≥ 1): how far each cue can be trusted
     * per-class IoU / mIoU computed with a confusion matrix restricted to labelled pixels
       (i.e. IoU of the seeds where they exist; unlabelled pixels count neither as FP nor FN).
     """
@@ -197,8 +199,12 @@ class SeedQuality:
     def summary(self, class_names=None) -> dict:
         s = self.cm.summary(class_names)
         nan = float("nan")
+        m = self.cm.mat
+        n_bg, n_fg = int(m[:, 0].sum()), int(m[:, 1:].sum())
         return {
             "precision": self.correct / self.labelled if self.labelled else nan,
+            "bg_precision": int(m[0, 0]) / n_bg if n_bg else nan,
+            "fg_precision": int(np.trace(m[1:, 1:])) / n_fg if n_fg else nan,
             "recall": self.correct / self.valid if self.valid else nan,
             "fraction_labelled": self.labelled / self.valid if self.valid else nan,
             "IoU": s["IoU"],

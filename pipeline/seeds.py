@@ -3,7 +3,9 @@
 Seeds follow the recipe of the EP paper (Wan et al. ICCV 2019) §4.4 and DSRG
 (docs/ALGORITHMS.md §3): a pixel is foreground for a class c when it lies in the "top 30%" of
 the class heatmap, background when its normalised saliency is < 0.06, and ignored (255) when
-unclaimed or claimed by both foreground and background. Labels are dataset indices: 0
+unclaimed or claimed by both foreground and background. Without a saliency model the
+background can come from the heatmaps alone (every class map of the image at most 0.05, IRN's
+rule), or from both cues at once (:func:`background_cues`). Labels are dataset indices: 0
 background, classes[k] for heatmap k, 255 ignore.
 """
 from __future__ import annotations
@@ -42,38 +44,75 @@ def _fg_claims(heatmaps: np.ndarray, fg_top: float, fg_mode: str) -> np.ndarray:
     return (heatmaps >= thr[:, None, None]) & (heatmaps > 0)
 
 
+BG_SOURCES = ("saliency", "cam", "both")
+
+
+def background_cues(heatmaps, saliency=None, *, bg_source: str, bg_sal: float,
+                    bg_cam: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(background, veto)``, boolean (H, W) each (docs/ALGORITHMS.md §3): the pixels labelled
+    background, and the pixels where a background cue withdraws a foreground claim.
+
+    * ``'saliency'`` (EP paper §4.4, DSRG): ``s(u) < bg_sal``;
+    * ``'cam'`` (Ahn et al. CVPR 2019, IRN's ``conf_bg_thres`` = 0.05 on max-normalised CAMs):
+      ``max_c h_c(u) <= bg_cam`` over the image's class maps ``h_c`` (each normalised by its
+      max); IRN pads the maps with a constant ``bg_cam`` background map and takes the argmax,
+      whose ties go to the background, hence ``<=``. An image without classes is all
+      background. IRN also refines this map with a dense CRF; here it is used as it is;
+    * ``'both'``: background where both rules hold (AND), so the background seeds are as precise
+      as the two cues together make them (DSRG's growing extends them afterwards); each cue
+      keeps its veto on foreground claims (OR), as it has alone: saliency still withdraws the
+      class maps' spill onto non-salient background.
+    With one cue, ``veto`` equals ``background``. ``saliency`` may be None with ``'cam'``.
+    """
+    hm = np.asarray(heatmaps, dtype=np.float64)
+    if hm.ndim == 2:
+        hm = hm[None]
+    if bg_source not in BG_SOURCES:
+        raise ValueError(f"bg_source must be one of {BG_SOURCES}, got {bg_source!r}")
+    cam_bg = hm.max(axis=0, initial=-np.inf) <= bg_cam if bg_source != "saliency" else None
+    if bg_source == "cam":
+        return cam_bg, cam_bg
+    if saliency is None:
+        raise ValueError(f"bg_source={bg_source!r} needs a saliency map")
+    sal = np.asarray(saliency, dtype=np.float64)
+    if sal.shape != hm.shape[1:]:
+        raise ValueError(f"saliency shape {sal.shape} != heatmap size {hm.shape[1:]}")
+    sal_bg = sal < bg_sal
+    if cam_bg is None:
+        return sal_bg, sal_bg
+    return sal_bg & cam_bg, sal_bg | cam_bg
+
+
 def make_seeds(heatmaps, classes, saliency, *, fg_top: float, fg_mode: str, bg_sal: float,
-               overlap: str) -> np.ndarray:
+               overlap: str, bg_source: str, bg_cam: float) -> np.ndarray:
     """Seed label map (H, W) uint8 from per-class heatmaps and a saliency map.
 
     Args:
         heatmaps: (K_img, H, W) float, each map normalised to [0, 1] (by its max).
         classes: K_img dataset indices (>= 1) of the heatmaps.
-        saliency: (H, W) in [0, 1].
+        saliency: (H, W) in [0, 1]; may be None with ``bg_source='cam'``.
         fg_top, fg_mode: foreground rule, see :func:`_fg_claims` (EP paper §4.4: top 30 %).
-        bg_sal: background where ``saliency < bg_sal``.
+        bg_source, bg_sal, bg_cam: background rule, see :func:`background_cues` (EP paper §4.4:
+            ``saliency < bg_sal``).
         overlap: a pixel claimed by several classes gets the claimant with the highest
             (normalised) heatmap value (``'max'``; an exact tie for the highest value → 255),
             or 255 (``'ignore'``).
     Rules, in order: a pixel that is foreground (for any class, before overlap resolution) and
-    background at once → 255; unclaimed by both → 255; background only → 0.
+    vetoed by a background cue → 255; unclaimed by both → 255; background only → 0.
     """
     hm = np.asarray(heatmaps, dtype=np.float64)
-    sal = np.asarray(saliency, dtype=np.float64)
     if hm.ndim == 2:
         hm = hm[None]
     classes = [int(c) for c in classes]
     if hm.ndim != 3 or hm.shape[0] != len(classes):
         raise ValueError(f"heatmaps shape {hm.shape} does not match {len(classes)} classes")
-    if sal.shape != hm.shape[1:]:
-        raise ValueError(f"saliency shape {sal.shape} != heatmap size {hm.shape[1:]}")
     if any(c < 1 or c >= IGNORE_INDEX for c in classes):
         raise ValueError(f"foreground classes must be dataset indices in 1..254, got {classes}")
     if overlap not in ("max", "ignore"):
         raise ValueError(f"overlap must be 'max' or 'ignore', got {overlap!r}")
 
-    out = np.full(sal.shape, IGNORE_INDEX, dtype=np.uint8)
-    bg = sal < bg_sal
+    bg, veto = background_cues(hm, saliency, bg_source=bg_source, bg_sal=bg_sal, bg_cam=bg_cam)
+    out = np.full(bg.shape, IGNORE_INDEX, dtype=np.uint8)
     out[bg] = 0
     if not classes:
         return out
@@ -92,7 +131,7 @@ def make_seeds(heatmaps, classes, saliency, *, fg_top: float, fg_mode: str, bg_s
         out[multi & (n_best > 1)] = IGNORE_INDEX
     else:
         out[multi] = IGNORE_INDEX
-    out[bg & (n_claims > 0)] = IGNORE_INDEX
+    out[veto & (n_claims > 0)] = IGNORE_INDEX
     return out
 
 

@@ -20,6 +20,24 @@ def save_untrained_classifier(ctx) -> dict:
     return {"counts": {}, "metrics": {}}
 
 
+def seeds_from_masks(ctx, drop: float = 0.75) -> dict:
+    """A fake `seeds` stage ``run``: ``labels/<id>.png`` = each trainaug GT mask with a random
+    ``drop`` fraction of its pixels set to 255 (unlabelled), the same for every call."""
+    import numpy as np
+
+    from pipeline.data.index import DatasetIndex
+    from pipeline.voc import write_label_png
+
+    index = DatasetIndex.load(ctx.upstream_dir("data"))
+    (ctx.out / "labels").mkdir()
+    rng = np.random.default_rng(0)
+    for img_id in index.ids("trainaug"):
+        m = index.read_mask(img_id).copy()
+        m[rng.random(m.shape) < drop] = 255
+        write_label_png(ctx.out / "labels" / f"{img_id}.png", m)
+    return {"counts": {"images": len(index.ids("trainaug"))}}
+
+
 def tiny_work_dir(root, exp_text: str, classifier_run=save_untrained_classifier, bases=()):
     """Write ``exp_text`` to ``root/exp.py`` (inheriting the ``configs/_base_/`` files ``bases``),
     run the data stage and a fake classifier stage (``classifier_run``) into ``root/work``;

@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from pipeline.data.index import DatasetIndex
 from pipeline.data.transforms import parse_size, resize_image, to_tensor
 from pipeline.guards import check_array_finite
-from pipeline.heatmaps import aggregate_heatmaps, class_specific_lambda, normalise_per_class, save_heatmap
+from pipeline.heatmaps import infer_batch, normalise_per_class, save_heatmap
 from pipeline.rib import pick_negatives, rib_heatmaps
 from pipeline.writer import BackgroundWriter
 from stages.common import load_inference_classifier, main_for, split_ids
@@ -79,30 +79,6 @@ def _groups(items):
     for item in items:
         groups[tuple(item[0].shape)].append(item)
     return list(groups.values())
-
-
-@torch.no_grad()
-def infer_batch(net, images: torch.Tensor, scales, flip: bool, with_lambda_c: bool, amp: bool) -> dict:
-    """Aggregated raw ``cam`` (B, K, h, w), ``lam`` (B, h, w), ``lambda_c`` (B, K, h, w) or None,
-    and ``scores`` (B, K) = σ(mean logit over scales/flips)."""
-    K = net.num_classes
-    logits = []
-    use_amp = amp and images.device.type == "cuda"
-
-    def forward(x):
-        with torch.autocast(device_type=images.device.type, dtype=torch.float16, enabled=use_amp):
-            out = net(x)
-        logits.append(out["logits"].float())
-        cam, lam = out["cam"].float(), out["lam"].float()
-        if with_lambda_c:
-            cam = torch.cat([cam, class_specific_lambda(lam, cam.softmax(dim=1))], dim=1)
-        return {"cam": cam, "lam": lam}
-
-    agg = aggregate_heatmaps(forward, images, scales=tuple(scales), flip=flip)
-    cam = agg["cam"]
-    return {"cam": cam[:, :K], "lam": agg["lam"],
-            "lambda_c": cam[:, K:] if with_lambda_c else None,
-            "scores": torch.sigmoid(torch.stack(logits).mean(0))}
 
 
 def _to_image(x: torch.Tensor, hw) -> torch.Tensor:

@@ -34,7 +34,8 @@ import numpy as np
 from pipeline.ablation_table import format_cell, nested_get, table_columns
 from pipeline.report_html import (CSS, classifier_html, esc, final_scores, localize_html,
                                   seeds_html, segmentation_html, stages_html, submit_html, table)
-from pipeline.report_plots import plot_iou_bars, plot_training_curves, read_scalars
+from pipeline.report_plots import (plot_dsrg_diagnostics, plot_iou_bars, plot_training_curves,
+                                   read_scalars)
 from pipeline.io_utils import atomic_dir, write_json_atomic
 from pipeline.stage import config_digests, read_manifest
 from stages.common import add_opts_argument, expand_opts_line, stage_upstream
@@ -43,6 +44,13 @@ STAGES = ("data", "classifier", "heatmaps", "saliency", "seeds", "segmenter", "u
           "eval", "submit", "localize")
 TRAINING = ("classifier", "segmenter", "upper_bound")
 N_EXAMPLES = 6
+DSRG_NOTE = ("Per logging interval, on the training batches' output grid: cells labelled "
+             "background / foreground by the seeds (cov_*_before) and after region growing "
+             "(cov_*_after), cells predicted foreground (pred_fg), cells confident enough to grow "
+             "(conf_*), and the two seeding-loss terms. Markers: predicted-foreground fraction "
+             "of the final segmenter on the pseudo-mask images and on val (1 scale, no CRF); "
+             "grey lines: their GT foreground fractions. A collapse to background shows as "
+             "cov_bg_after → 1 and pred_fg → 0.")
 MIN_TILE, MAX_TILE = 128, 240       # example tile heights (px)
 
 # ---------------------------------------------------------------------------------- stages ---
@@ -225,6 +233,11 @@ def figures_html(work_dir: Path, man: dict, out_dir: Path) -> tuple[str, str, in
                                          out_dir / f"curves_{stage}.png"):
             curves.append(f"<p><img src='curves_{stage}.png' alt='{stage} training curves'></p>")
             n += 1
+            if plot_dsrg_diagnostics(recs, out_dir / f"dsrg_{stage}.png", f"{stage}: DSRG diagnostics",
+                                     (man[stage] or {}).get("metrics")):
+                curves.append(f"<p><img src='dsrg_{stage}.png' alt='{stage} DSRG diagnostics'></p>"
+                              f"<p class=note>{DSRG_NOTE}</p>")
+                n += 1
         else:
             curves.append(f"<p class=note>{esc(stage)}: no training log "
                           f"({'stage missing' if not man[stage] else 'no scalars.jsonl'}).</p>")

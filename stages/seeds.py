@@ -6,11 +6,12 @@ Image by image (nothing is held for the whole split) over the images of the heat
   weights λ^c (``'lambda_c'``, needs ``heatmaps.class_specific_lambda=True``), each normalised by
   its max (:func:`pipeline.heatmaps.normalise_per_class`);
 * saliency: ``saliency/maps/<id>.png`` / 255, rescaled to [0, 1] by its min/max first when
-  ``normalise_saliency`` (the paper's "normalized saliency");
+  ``normalise_saliency`` (the paper's "normalized saliency"); not read with ``bg_source='cam'``,
+  and the saliency stage is then no upstream of this one (:func:`upstream_for`);
 * ``labels/<id>.png``: :func:`pipeline.seeds.make_seeds` (foreground = top ``fg_top`` of each
-  class map, ``fg_mode`` relative|rank; background = saliency < ``bg_sal``; conflicts and
-  unclaimed pixels 255; ``overlap`` max|ignore) — EP paper (Wan et al. ICCV 2019) §4.4,
-  docs/ALGORITHMS.md §3;
+  class map, ``fg_mode`` relative|rank; background (``bg_source``) = saliency < ``bg_sal``, or
+  every class map <= ``bg_cam`` (IRN), or both; conflicts and unclaimed pixels 255;
+  ``overlap`` max|ignore) — EP paper (Wan et al. ICCV 2019) §4.4, docs/ALGORITHMS.md §3;
 * ``pseudo/<id>.png``: :func:`pipeline.seeds.pseudo_mask_argmax` with ``pseudo_bg_threshold``;
 * ``overlays/<id>.png`` for the first ``n_overlays`` images;
 * with ``export_dsrg_pickle``: ``dsrg_cues.pickle`` + ``input_list.txt`` (SEC/DSRG format,
@@ -43,6 +44,12 @@ STAGE = "seeds"
 UPSTREAM = ("data", "heatmaps", "saliency")
 
 
+def upstream_for(section) -> tuple[str, ...]:
+    """``data`` and ``heatmaps``, plus ``saliency`` unless the background comes from the class
+    maps alone (``seeds.bg_source='cam'``)."""
+    return UPSTREAM if section.bg_source != "cam" else ("data", "heatmaps")
+
+
 class _LabelFiles(Mapping):
     """``{id: seed map}`` read lazily from ``<dir>/<id>.png`` (keeps the DSRG export streaming)."""
 
@@ -65,9 +72,10 @@ def overlay(image, maps, lam, sal, seeds, pseudo, gt) -> np.ndarray:
     heat = maps.max(0) if maps.shape[0] else np.zeros(hw, np.float32)
     lam_disp = normalise_per_class(lam) if lam is not None else None      # λ / max λ, for display
     tiles = [image, heatmap_rgb(heat), heatmap_rgb(lam_disp) if lam is not None else blank(hw),
-             grey_rgb(sal), label_rgb(seeds), label_rgb(pseudo),
+             grey_rgb(sal) if sal is not None else blank(hw), label_rgb(seeds), label_rgb(pseudo),
              label_rgb(gt) if gt is not None else blank(hw, 255)]
-    names = ["image", "heatmap", "lambda", "saliency", "seeds", "pseudo", "GT" if gt is not None else "no GT"]
+    names = ["image", "heatmap", "lambda", "saliency" if sal is not None else "no saliency",
+             "seeds", "pseudo", "GT" if gt is not None else "no GT"]
     return panel_row(tiles, names, height=max(hw[0], 160))
 
 
@@ -76,18 +84,23 @@ def run(ctx) -> dict:
     if ctx.rank != 0:
         return {}
     index = DatasetIndex.load(ctx.upstream_dir("data"))
-    heat_dir, sal_dir = ctx.upstream_dir("heatmaps"), ctx.upstream_dir("saliency")
+    bg_src = sec.bg_source
+    heat_dir = ctx.upstream_dir("heatmaps")
+    sal_dir = ctx.upstream_dir("saliency") if bg_src != "cam" else None
     split = ctx.upstream_manifests["heatmaps"]["config"]["split"]
     ids = index.ids(split)
     source = sec.heatmap_source
     if source == "lambda_c" and not (heat_dir / "lambda_c").is_dir():
         raise StageError("seeds.heatmap_source='lambda_c' needs the λ^c maps: run "
                          "`make heatmaps OPTS=\"heatmaps.class_specific_lambda=True\"` first")
-    opts = dict(fg_top=sec.fg_top, fg_mode=sec.fg_mode, bg_sal=sec.bg_sal, overlap=sec.overlap)
+    opts = dict(fg_top=sec.fg_top, fg_mode=sec.fg_mode, bg_sal=sec.bg_sal, overlap=sec.overlap,
+                bg_source=bg_src, bg_cam=sec.bg_cam)
     norm_sal, bg_thr, n_overlays = sec.normalise_saliency, sec.pseudo_bg_threshold, sec.n_overlays
+    bg_rules = {"saliency": f"saliency < {opts['bg_sal']} (normalised: {norm_sal})",
+                "cam": f"every class map <= {opts['bg_cam']}"}
+    bg_rule = bg_rules.get(bg_src) or f"{bg_rules['saliency']} and {bg_rules['cam']}"
     ctx.log(f"{len(ids)} {split} images; source {source}; fg top {opts['fg_top']} ({opts['fg_mode']}), "
-            f"bg saliency < {opts['bg_sal']} (normalised: {norm_sal}), overlap {opts['overlap']}; "
-            f"pseudo-mask bg threshold {bg_thr}")
+            f"bg {bg_rule}, overlap {opts['overlap']}; pseudo-mask bg threshold {bg_thr}")
     for sub in ("labels", "pseudo") + (("overlays",) if n_overlays > 0 else ()):
         (ctx.out / sub).mkdir(exist_ok=True)
 
@@ -101,7 +114,8 @@ def run(ctx) -> dict:
             if source == "lambda_c":
                 hm["cam"] = load_heatmap(heat_dir / "lambda_c" / f"{img_id}.npz")["cam"]
             maps = normalise_per_class(hm["cam"])
-            sal = read_saliency(sal_dir / "maps" / f"{img_id}.png", size=maps.shape[1:], normalise=norm_sal)
+            sal = None if sal_dir is None else read_saliency(
+                sal_dir / "maps" / f"{img_id}.png", size=maps.shape[1:], normalise=norm_sal)
         except (FileNotFoundError, ValueError) as exc:
             raise StageError(f"image {img_id}: {exc}") from exc
         for key in ("cam", "lam"):
@@ -130,19 +144,22 @@ def run(ctx) -> dict:
             ctx.log(f"{k + 1}/{len(ids)} images")
 
     counts = {"images": len(ids), "evaluated": n_eval, "overlays": min(n_overlays, len(ids))}
-    metrics = {"seeds_fg_fraction": n_fg / n_pix if n_pix else None,
+    metrics = {"bg_source": bg_src, "seeds_fg_fraction": n_fg / n_pix if n_pix else None,
                "seeds_bg_fraction": n_bg / n_pix if n_pix else None}
     ctx.log(f"seeds cover {100 * n_fg / max(n_pix, 1):.1f}% foreground, {100 * n_bg / max(n_pix, 1):.1f}% "
             f"background, {100 * (n_pix - n_fg - n_bg) / max(n_pix, 1):.1f}% unlabelled pixels")
     if n_eval:
         sq = seed_q.summary(names)
         ps = pseudo_cm.summary(names)
-        metrics["seeds"] = {k: sq[k] for k in ("precision", "recall", "fraction_labelled", "mIoU")}
+        metrics["seeds"] = {k: sq[k] for k in ("precision", "recall", "fraction_labelled", "mIoU",
+                                               "bg_precision", "fg_precision")}
         metrics["seeds"]["IoU"] = dict(zip(names, sq["IoU"]))
         metrics["pseudo"] = {"mIoU": ps["mIoU"], "aAcc": ps["aAcc"], "IoU": dict(zip(names, ps["IoU"]))}
         ctx.log(f"seed quality on {n_eval} images with GT: precision {100 * sq['precision']:.2f}, "
                 f"recall {100 * sq['recall']:.2f}, labelled {100 * sq['fraction_labelled']:.2f}%, "
-                f"mIoU {100 * sq['mIoU']:.2f} (IoU over labelled pixels)\n"
+                f"mIoU {100 * sq['mIoU']:.2f} (IoU over labelled pixels); precision of the background "
+                f"seeds {100 * sq['bg_precision']:.2f}, of the foreground seeds "
+                f"{100 * sq['fg_precision']:.2f}\n"
                 + format_table(seed_q.cm.summary(names)))
         ctx.log(f"pseudo-masks (argmax, bg < {bg_thr}): mIoU {100 * ps['mIoU']:.2f}\n" + format_table(ps))
     else:

@@ -151,6 +151,7 @@ def test_seed_quality_hand_example():
     assert s["precision"] == pytest.approx(3 / 4)
     assert s["recall"] == pytest.approx(3 / 7)
     assert s["fraction_labelled"] == pytest.approx(4 / 7)
+    assert s["bg_precision"] == 1.0 and s["fg_precision"] == pytest.approx(2 / 3)
     assert s["IoU"] == pytest.approx([1.0, 0.5, 0.5])
     assert s["mIoU"] == pytest.approx(2 / 3)
     q = SeedQuality(3)

@@ -4,17 +4,23 @@ import pickle
 import numpy as np
 import pytest
 
-from pipeline.seeds import export_dsrg_cues, make_seeds, pseudo_mask_argmax, seeds_to_multihot
+from pipeline.seeds import (background_cues, export_dsrg_cues, make_seeds, pseudo_mask_argmax,
+                            seeds_to_multihot)
 
 I = 255
 A = np.array([[1.0, 0.8, 0.6, 0.0], [0.75, 0.2, 0.0, 0.0]])   # class 3
 B = np.array([[0.0, 0.9, 1.0, 0.71], [0.0, 0.0, 0.0, 0.1]])   # class 5
 SAL = np.array([[0.5, 0.5, 0.5, 0.03], [0.5, 0.01, 0.05, 0.5]])
-RULE = dict(fg_top=0.3, fg_mode="relative", bg_sal=0.06, overlap="max")   # EP paper §4.4
+BG = dict(bg_source="saliency", bg_sal=0.06, bg_cam=0.05)   # EP paper §4.4; IRN's 0.05
+RULE = dict(fg_top=0.3, fg_mode="relative", overlap="max", **BG)
 
 
 def seeds(maps, classes, sal, **changes):
     return make_seeds(maps, classes, sal, **{**RULE, **changes})
+
+
+def cues(maps, sal, **changes):
+    return background_cues(maps, sal, **{**BG, **changes})
 
 
 def test_relative_overlap_max():
@@ -63,6 +69,48 @@ def test_bad_arguments():
         seeds(A[None], [3], SAL, fg_mode="top")
     with pytest.raises(ValueError):
         seeds(A[None], [3], SAL, overlap="min")
+
+
+def test_background_from_class_maps_irn_rule():
+    # max over A, B: [[1, .9, 1, .71], [.75, .2, 0, .1]]; IRN: background where it is <= 0.05
+    cam, veto = cues(np.stack([A, B]), None, bg_source="cam", bg_cam=0.05)
+    assert cam.tolist() == [[False, False, False, False], [False, False, True, False]]
+    assert (veto == cam).all()
+    at_threshold, _ = cues(np.stack([A, B]), None, bg_source="cam", bg_cam=0.1)
+    assert at_threshold[1].tolist() == [False, False, True, True]          # 0.1 <= 0.1
+    # no class maps: every pixel is background (IRN: only the padded background map)
+    assert cues(np.zeros((0, 2, 4)), None, bg_source="cam")[0].all()
+    # saliency alone: < 0.06 at (0,3), (1,1), (1,2)
+    sal, veto = cues(np.stack([A, B]), SAL, bg_source="saliency", bg_sal=0.06)
+    assert sal.tolist() == [[False, False, False, True], [False, True, True, False]]
+    assert (veto == sal).all()
+    # both: background where both hold (AND), either cue vetoes foreground (OR);
+    # class maps <= 0.2 at (1,1), (1,2), (1,3)
+    both, veto = cues(np.stack([A, B]), SAL, bg_source="both", bg_sal=0.06, bg_cam=0.2)
+    assert both.tolist() == [[False, False, False, False], [False, True, True, False]]
+    assert veto.tolist() == [[False, False, False, True], [False, True, True, True]]
+    with pytest.raises(ValueError, match="needs a saliency map"):
+        cues(A[None], None, bg_source="both")
+    with pytest.raises(ValueError, match="bg_source must be one of"):
+        cues(A[None], SAL, bg_source="depth")
+
+
+def test_seeds_with_cam_background():
+    # A alone, relative top 30%: fg where A >= 0.7 -> (0,0), (0,1), (1,0); bg where A <= 0.05
+    out = seeds(A[None], [3], None, bg_source="cam", bg_cam=0.05)
+    assert out.tolist() == [[3, 3, I, 0], [3, I, 0, 0]]
+    # 'both' keeps only the background both cues agree on; saliency says (0,3), (1,1), (1,2)
+    out = seeds(A[None], [3], SAL, bg_source="both", bg_cam=0.05)
+    assert out.tolist() == [[3, 3, I, 0], [3, I, 0, I]]
+    # ... and saliency still withdraws a foreground claim the class maps do not call background
+    sal = SAL.copy()
+    sal[0, 1] = 0.01
+    assert seeds(A[None], [3], sal, bg_source="both", bg_cam=0.05)[0, 1] == I
+    assert seeds(A[None], [3], sal, bg_source="cam", bg_cam=0.05)[0, 1] == 3
+    # rank mode can claim pixels the class map also calls background: those become 255
+    m = np.array([[1.0, 0.04, 0.04, 0.0]])
+    out = seeds(m[None], [3], None, fg_top=0.75, fg_mode="rank", bg_source="cam", bg_cam=0.05)
+    assert out.tolist() == [[3, I, I, 0]]
 
 
 def test_pseudo_mask_argmax():

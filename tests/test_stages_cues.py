@@ -147,6 +147,44 @@ def test_lambda_c_source(cues, tmp_path):
         run_stage("seeds", stages.seeds.UPSTREAM, stages.seeds.run, cues.cfg, sec, wd, force=True)
 
 
+def test_cam_background_needs_no_saliency_stage(cues, tmp_path, capsys):
+    from pipeline.heatmaps import normalise_per_class
+    from pipeline.saliency import read_saliency
+    from pipeline.seeds import make_seeds
+
+    wd = tmp_path / "work"
+    for stage in ("data", "classifier", "heatmaps"):          # no saliency stage at all
+        shutil.copytree(cues.wd / stage, wd / stage)
+    man = _cli("seeds", cues.exp, wd, "seeds.bg_source=cam", "seeds.bg_cam=0.1",
+               "seeds.export_dsrg_pickle=False")
+    assert set(man["upstream"]) == {"data", "heatmaps"} and man["metrics"]["bg_source"] == "cam"
+    first = cues.ids[0]
+    hm = load_heatmap(wd / "heatmaps" / "maps" / f"{first}.npz")
+    maps = normalise_per_class(hm["cam"])
+    seeds = read_label_png(wd / "seeds" / "labels" / f"{first}.png")
+    rule = dict(fg_top=0.30, fg_mode="relative", bg_sal=0.06, overlap="max")     # EXP's seeds
+    assert (seeds == make_seeds(maps, hm["classes"], None, bg_source="cam", bg_cam=0.1, **rule)).all()
+    assert ((seeds == 0) == (maps.max(0) <= 0.1)).all()        # the relative fg never reaches 0.1
+    assert 0 < man["metrics"]["seeds_bg_fraction"] < 1
+    # 'both' needs the saliency stage; with it, its background is where both rules hold
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        _cli("seeds", cues.exp, wd, "seeds.bg_source=both")
+    assert exc.value.code == 1 and "needs the output of stage 'saliency'" in capsys.readouterr().err
+    shutil.copytree(cues.wd / "saliency", wd / "saliency")
+    both = _cli("seeds", cues.exp, wd, "seeds.bg_source=both", "seeds.bg_cam=0.1",
+                "seeds.export_dsrg_pickle=False")
+    assert set(both["upstream"]) == {"data", "heatmaps", "saliency"}
+    sal = read_saliency(wd / "saliency" / "maps" / f"{first}.png", size=maps.shape[1:], normalise=True)
+    seeds = read_label_png(wd / "seeds" / "labels" / f"{first}.png")
+    assert ((seeds == 0) == ((maps.max(0) <= 0.1) & (sal < cues.cfg.seeds.bg_sal))).all()
+    assert both["metrics"]["seeds_bg_fraction"] <= man["metrics"]["seeds_bg_fraction"]
+    with pytest.raises(SystemExit):                       # checked when the config is loaded
+        _cli("seeds", cues.exp, wd, "seeds.bg_source=depth")
+    assert ("seeds.bg_source='depth' is not allowed: it must be one of 'saliency', 'cam', 'both'"
+            in capsys.readouterr().err)
+
+
 def test_saliency_import(cues, tmp_path):
     import stages.saliency
 

@@ -58,8 +58,16 @@ seeds = dict(
     # foreground: pixels in the "top 30%" of each class heatmap (EP paper §4.4)
     fg_top=0.30,
     fg_mode="relative",        # 'relative': h >= (1 - fg_top)·max h (DSRG/SEC) | 'rank': top fg_top of pixels
+    # background cue: 'saliency' (EP paper §4.4, DSRG) | 'cam' (no saliency model: the image's
+    # class maps alone, IRN-style; the seeds stage then does not need the saliency stage) |
+    # 'both' (background where both rules hold: saliency < bg_sal AND every class map <= bg_cam)
+    bg_source="saliency",
     # background: saliency < bg_sal (EP paper §4.4: "normalized saliency < 0.06")
     bg_sal=0.06,
+    # bg_source 'cam' / 'both': background where every class map of the image (normalised by its
+    # max, as the foreground rule reads them) is <= bg_cam. 0.05 is IRN's `conf_bg_thres` on
+    # max-normalised CAMs (Ahn et al. CVPR 2019; docs/ALGORITHMS.md §3)
+    bg_cam=0.05,
     # rescale each saliency map to [0, 1] by its own min/max before thresholding (the paper's
     # "normalized saliency"); False uses the stored 8-bit values / 255 as they are
     normalise_saliency=True,

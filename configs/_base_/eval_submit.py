@@ -3,8 +3,9 @@
 # val / test numbers): scales 0.75 / 1 / 1.25 of the original image, no flip, logits upsampled to
 # the original size and summed, softmax floored at 1e-5, dense CRF with the DSRG test parameters.
 eval = dict(
-    # the model scored: "segmenter" (DSRG) | "retrain" (the `retrain` stage's mmseg segmentor);
-    # submit follows unless it sets its own `model`.
+    # the model scored: "segmenter" (the first-round DSRG segmenter) | "retrain" (the `retrain`
+    # stage's model: DSRG's second round, or an mmseg segmentor); submit follows unless it sets
+    # its own `model`.
     model="segmenter",
     split="val",
     # test protocol (pipeline/inference.py, PROTOCOLS): "test-ms-f" (DSRG's test-ms-f.py, above) |

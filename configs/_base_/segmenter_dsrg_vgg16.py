@@ -33,11 +33,17 @@ segmenter = dict(
     # training CRF at the output grid (docs/ALGORITHMS.md §7: DSRG test parameters, spatial
     # sigma / 12, P as unary);
     # any CRFParams field overrides the preset (bi_w, bi_xy, bi_rgb, pos_w, pos_xy, iterations,
-    # unary). workers: CRF process pool size per training process (0 = in-process), started
-    # with start_method; backend: "pydensecrf" (CPU) | "torch".
-    crf=dict(preset="dsrg_train", workers=4, start_method="spawn", backend="pydensecrf"),
+    # unary). backend: "pydensecrf" (permutohedral lattice, CPU; workers: process pool size per
+    # training process, 0 = in-process, started with start_method) | "torch" (exact mean-field
+    # on the training device, pipeline/crf_torch.py; workers unused). docs/CRF_TORCH.md compares
+    # the two.
+    crf=dict(preset="dsrg_train", backend="pydensecrf", workers=4, start_method="spawn"),
     ce=dict(resolution="input"),        # loss="ce": "input" = upsampled logits | "output" = grid
-    val=dict(split="val", size=321, batch_size=10),   # quick single-scale, no-CRF val mIoU
+    # quick single-scale, no-CRF val mIoU (+ the fraction of val pixels predicted foreground);
+    # score_train: also score the segmenter (same settings) on the images the seeds stage scored
+    # its pseudo-masks on, against their GT masks, next to the pseudo-mask mIoU (a warning when
+    # lower); False skips it (e.g. a training set without GT masks)
+    val=dict(split="val", size=321, batch_size=10, score_train=True),
 )
 
 # Fully supervised reference (`make upper_bound`): the segmenter above, same schedule, trained on

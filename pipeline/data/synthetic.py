@@ -14,9 +14,10 @@ distribution shared pairwise with another class plus a uniform-hue share, so col
 not classify. Backgrounds come from families shared by all classes, but each class prefers
 one family with probability ``context_prob`` (co-occurring context, as in real data, makes
 classifier heatmaps spill onto the background). 1..``max_objects`` objects of
-1..``max_classes_per_image`` classes per image, varied scale, painter's-order occlusion and
-objects cut by the image border. ``difficulty`` in [0, 1] scales overlap, noise, colour
-spread, texture contrast and jitter. Masks carry a 255 void band of ``void_band`` px on each
+1..``max_classes_per_image`` classes per image, varied scale (radius log-uniform in
+``object_radius`` × image size), painter's-order occlusion and objects cut by the image
+border. ``difficulty`` in [0, 1] scales overlap, noise, colour spread, texture contrast and
+jitter. Masks carry a 255 void band of ``void_band`` px on each
 side of every object boundary (0 disables; ``void_band_test`` overrides it for the held-out
 masks). XML boxes are the tight 1-based extents of each object's labelled (non-void) pixels;
 ``truncated`` marks objects touching the border. Test XMLs hold no objects (no label leak).
@@ -42,7 +43,7 @@ __all__ = ["DEFAULTS", "CLASS_NAMES", "BACKGROUNDS", "class_specs", "generate_sy
 
 DEFAULTS = dict(image_size=112, n_train=360, n_val=120, n_test=120, n_classes=6, max_objects=4,
                 max_classes_per_image=3, difficulty=0.5, context_prob=0.7, void_band=1,
-                void_band_test=None, min_visible=40, jpeg_quality=90)
+                void_band_test=None, min_visible=40, jpeg_quality=90, object_radius=(0.11, 0.3))
 CLASS_NAMES = ("background", "glorp", "zint", "quabble", "mervin", "tassel", "yonk",
                "fiddle", "brom", "snark", "wimble", "plonk", "drizz")
 SHAPES = ("ellipse", "rect", "triangle", "star", "ring", "blob", "cross", "crescent")
@@ -67,6 +68,7 @@ def _render(rng, cfg, specs, S, X, Y, void_w: int):
     """One image: (rgb uint8, label uint8, objects [(cls, bbox, truncated, drawn, visible)], bg)."""
     d, C = float(cfg["difficulty"]), len(specs)
     kmax = min(cfg["max_classes_per_image"], C, cfg["max_objects"])
+    r_lo, r_hi = (float(r) for r in cfg["object_radius"])
     p = 0.62 ** np.arange(kmax)
     for _attempt in range(60):
         k = int(rng.choice(np.arange(1, kmax + 1), p=p / p.sum()))
@@ -75,7 +77,7 @@ def _render(rng, cfg, specs, S, X, Y, void_w: int):
         obj_cls = rng.permutation(np.concatenate([chosen, rng.choice(chosen, n - k)]))
         inst, objs, ok = np.zeros((S, S), np.int16), [], True
         for j, c in enumerate(obj_cls):
-            R = S * np.exp(rng.uniform(np.log(0.11), np.log(0.3)))
+            R = S * np.exp(rng.uniform(np.log(r_lo), np.log(r_hi)))
             if objs and rng.random() < 0.2 + 0.6 * d:
                 pc, pr = objs[rng.integers(len(objs))][1:3]
                 ang, dist = rng.uniform(0, 2 * np.pi), (pr + R) * rng.uniform(0.35, 0.9)
@@ -143,6 +145,10 @@ def _config(cfg: dict | None) -> dict:
         raise ValueError("difficulty and context_prob must lie in [0, 1]")
     if cfg["max_objects"] < 1 or cfg["max_classes_per_image"] < 1 or cfg["image_size"] < 32:
         raise ValueError("need max_objects >= 1, max_classes_per_image >= 1, image_size >= 32")
+    r = cfg["object_radius"]
+    if len(r) != 2 or not 0 < float(r[0]) <= float(r[1]) <= 1:
+        raise ValueError(f"object_radius must be (min, max) fractions of the image size with "
+                         f"0 < min <= max <= 1, got {r!r}")
     return cfg
 
 

@@ -3,10 +3,11 @@
 Training follows the DSRG/DeepLab recipe (docs/ALGORITHMS.md §10): random rescale, random crop
 padded with the ImageNet mean (labels padded with 255 = ignore), horizontal flip; test images
 are either resized to a fixed square (DSRG ignores the aspect ratio) or kept at their size.
+OpenCV is imported by the functions that use it, so :func:`to_tensor` (and the test-time code
+that needs no resizing) runs on a plain torch + numpy install.
 """
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import torch
 
@@ -41,12 +42,14 @@ def parse_size(size) -> tuple[int, int] | None:
 
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear resize to ``size = (h, w)``."""
+    import cv2
     h, w = size
     return cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def resize_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize of a label map to ``size = (h, w)``."""
+    import cv2
     h, w = size
     return cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST)
 
@@ -65,6 +68,7 @@ def random_crop(image, label, crop: int, rng: np.random.Generator):
     h, w = image.shape[:2]
     ph, pw = max(crop - h, 0), max(crop - w, 0)
     if ph or pw:
+        import cv2
         mean = tuple(float(v) for v in IMAGENET_MEAN)
         image = cv2.copyMakeBorder(image, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=mean)
         if label is not None:

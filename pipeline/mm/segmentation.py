@@ -131,7 +131,7 @@ class DSRGSegmentor(BaseSegmentor):
         self.loss_type, self.ce_resolution = loss, ce_resolution
         crf = TrainingCRF.from_dict(dict(crf or {}), "crf")
         self.dsrg_cfg = DSRGConfig(**DSRGSettings.from_dict(dict(dsrg or {}), "dsrg").fields_dict(),
-                                   crf=crf.params())
+                                   crf=crf.params(), crf_backend=crf.backend)
         self.crf_workers = crf.workers
         self._crf_pool = None
         self.align_corners = False
@@ -165,7 +165,8 @@ class DSRGSegmentor(BaseSegmentor):
             if present is None:
                 present = [int(v) for v in labels[i].unique().tolist() if 0 < v < C]
             classes[i, [int(c) for c in present]] = True
-        if self.crf_workers > 0 and self._crf_pool is None:
+        pooled = self.crf_workers > 0 and self.dsrg_cfg.crf_backend == "pydensecrf"
+        if pooled and self._crf_pool is None:
             from pipeline.crf_pool import make_crf_pool
             self._crf_pool = make_crf_pool(self.crf_workers)
         return dsrg_losses(logits, labels, classes, self._raw_images(inputs), self.dsrg_cfg,

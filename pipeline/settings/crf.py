@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from pipeline.crf import CRF_PRESETS, CRFParams
+from pipeline.dsrg import CRF_BACKENDS
 
 from .checks import Bool, Float, Int, OneOf
 from .section import Section, key
@@ -43,7 +44,7 @@ class TrainingCRF(CRFOverrides):
     """``segmenter.crf``: the CRF of the DSRG loss; ``workers`` processes (0 = in-process)."""
     workers: int = key(Int(0))
     start_method: str = key(START_METHODS)
-    backend: str = key(OneOf("pydensecrf", "torch"))
+    backend: str = key(OneOf(*CRF_BACKENDS))    # pydensecrf (CPU, pool) | torch (on the device)
 
 
 @dataclasses.dataclass(frozen=True)

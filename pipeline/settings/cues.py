@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from pipeline.seeds import BG_SOURCES
+
 from .checks import Bool, Float, Int, Nullable, OneOf, Size, Str, TupleOf
 from .classifier import POOLING
 from .section import Section, Sub, key
@@ -85,7 +87,9 @@ class SeedsSettings(Section):
     heatmap_source: str = key(OneOf("cam", "lambda_c"))
     fg_top: float = key(Float(0, 1))
     fg_mode: str = key(OneOf("relative", "rank"))
+    bg_source: str = key(OneOf(*BG_SOURCES))       # background cue: saliency | cam | both
     bg_sal: float = key(Float(0, 1))
+    bg_cam: float = key(Float(0, 1))
     normalise_saliency: bool = key(Bool())
     overlap: str = key(OneOf("max", "ignore"))
     pseudo_bg_threshold: float = key(Float(0, 1))

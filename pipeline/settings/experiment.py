@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from pipeline.data.synthetic import CLASS_NAMES
-
-from .checks import Bool, Float, FreeDict, Int, Nullable, OneOf, Str
+from .checks import Bool, Float, FreeDict, Int, Nullable, OneOf, Str, TupleOf
 from .section import Section, Sub, key
 
 __all__ = ["ExperimentSettings", "SyntheticSettings", "DataSettings", "AblationSettings",
@@ -33,7 +31,7 @@ class SyntheticSettings(Section):
     n_train: int | None = key(Int(0), optional=True)
     n_val: int | None = key(Int(0), optional=True)
     n_test: int | None = key(Int(0), optional=True)
-    n_classes: int | None = key(Int(1, len(CLASS_NAMES) - 1), optional=True)
+    n_classes: int | None = key(Int(1), optional=True)   # at most the generator's class names
     max_objects: int | None = key(Int(1), optional=True)
     max_classes_per_image: int | None = key(Int(1), optional=True)
     difficulty: float | None = key(Float(0, 1), optional=True)
@@ -42,6 +40,12 @@ class SyntheticSettings(Section):
     void_band_test: int | None = key(Nullable(Int(0)), optional=True)
     min_visible: int | None = key(Int(0), optional=True)
     jpeg_quality: int | None = key(Int(1, 100), optional=True)
+    # (min, max) object radius as fractions of the image size
+    object_radius: tuple | None = key(TupleOf(Float(0, 1, lo_open=True), length=2), optional=True)
+
+    def check(self) -> None:
+        if self.object_radius is not None and self.object_radius[0] > self.object_radius[1]:
+            raise self.fail("object_radius", f"={self.object_radius} must be (min, max) with min <= max")
 
     def generator_options(self) -> dict:
         """The set generator parameters (all keys but ``seed``)."""

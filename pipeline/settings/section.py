@@ -43,7 +43,6 @@ KEYS_ADDED_LATER: dict[str, Any] = {
     "heatmaps.rib.loss_reduction": "sum",
     "heatmaps.rib.train_mode": False,
     "heatmaps.rib.seed": 0,
-    "segmenter.crf.backend": "pydensecrf",
     "segmenter.crf.start_method": "spawn",
     "eval.model": "segmenter",
 }

@@ -15,13 +15,16 @@ from .evaluation import FUSION, INFERENCE_SIZE, PROTOCOL, SIZES, Inference
 from .section import Partial, Section, Sub, key
 from .train import SPLIT, SegmenterTrain, TrainSettings
 
-__all__ = ["SegmenterModel", "DSRGSettings", "CESettings", "QuickVal", "SegmenterSettings",
+OWN_MODEL = "DeepLabV2VGG16"                     # the project's segmenter (retrain.model.type)
+RETRAIN_INITS = ("segmenter", "pretrained")      # its start in the second round
+
+__all__ = ["OWN_MODEL", "RETRAIN_INITS", "SegmenterModel", "DSRGSettings", "CESettings", "QuickVal", "SegmenterSettings",
            "UpperBoundSettings", "PseudoLabelSettings", "RetrainSettings"]
 
 @dataclasses.dataclass(frozen=True)
 class SegmenterModel(Section):
     """DeepLab v2 (ASPP-L) VGG-16 (pipeline.models.deeplab.DeepLabV2VGG16)."""
-    type: str = key(OneOf("DeepLabV2VGG16"))
+    type: str = key(OneOf(OWN_MODEL))
     fc_channels: int = key(Int(1))
     rates: tuple = key(TupleOf(Int(1), min_len=1))
     dropout: float = key(Float(0, 1, hi_open=True))
@@ -60,6 +63,13 @@ class QuickVal(Section):
 
 
 @dataclasses.dataclass(frozen=True)
+class SegmenterVal(QuickVal):
+    """``segmenter.val``: plus ``score_train``, also scoring the segmenter on the images the
+    seeds stage scored its pseudo-masks on."""
+    score_train: bool = key(Bool())
+
+
+@dataclasses.dataclass(frozen=True)
 class SegmenterSettings(Section):
     model: SegmenterModel = key(Sub(SegmenterModel))
     loss: str = key(OneOf("dsrg", "ce"))
@@ -67,11 +77,12 @@ class SegmenterSettings(Section):
     dsrg: DSRGSettings = key(Sub(DSRGSettings))
     crf: TrainingCRF = key(Sub(TrainingCRF))
     ce: CESettings = key(Sub(CESettings))
-    val: QuickVal = key(Sub(QuickVal))
+    val: SegmenterVal = key(Sub(SegmenterVal))
 
     def dsrg_config(self) -> DSRGConfig:
         """The parameters of pipeline.dsrg.dsrg_losses: ``dsrg`` and the ``crf`` preset."""
-        return DSRGConfig(**self.dsrg.fields_dict(), crf=self.crf.params())
+        return DSRGConfig(**self.dsrg.fields_dict(), crf=self.crf.params(),
+                          crf_backend=self.crf.backend)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,8 +120,26 @@ class PseudoLabelSettings(Section):
 
 @dataclasses.dataclass(frozen=True)
 class RetrainSettings(Section):
-    """Second round: pseudo-labels → any mmseg segmentor (``model``: an mmseg model dict)."""
+    """Second round: pseudo-labels → ``model``: ``type="DeepLabV2VGG16"`` (DSRG's second round:
+    the first round's network, ``init`` "segmenter" = its weights | "pretrained" = the
+    segmenter's own start; trained with cross-entropy at ``ce.resolution``) or any other type,
+    an mmseg segmentor config dict (``ce`` then unused and optional)."""
     pseudo: PseudoLabelSettings = key(Sub(PseudoLabelSettings))
     model: dict = key(FreeDict("type"))
+    ce: CESettings | None = key(Sub(CESettings), optional=True)
     train: TrainSettings = key(Sub(TrainSettings))
     val: QuickVal = key(Sub(QuickVal))
+
+    def check(self) -> None:
+        if self.model["type"] != OWN_MODEL:
+            return
+        extra = sorted(set(self.model) - {"type", "init"})
+        if extra:
+            raise self.fail(f"model.{extra[0]}", f"is not a key of type {OWN_MODEL!r}: the second "
+                                                  f"round takes the first round's architecture (keys: type, init)")
+        if "init" not in self.model:
+            raise self.fail("model.init", f"is not set: type {OWN_MODEL!r} needs init "
+                                          f"({' or '.join(repr(i) for i in RETRAIN_INITS)})")
+        OneOf(*RETRAIN_INITS)(self.model["init"], f"{self.path}.model.init")
+        if self.ce is None:
+            raise self.fail("ce", f"is not set: type {OWN_MODEL!r} needs ce=dict(resolution=...)")
