@@ -21,24 +21,31 @@ WORK_DIR ?=
 OPTS ?=
 FORCE ?= 0
 GPUS ?= 1
-# data-stage shortcuts: DATASET=voc|synthetic, VOC_ROOT (= DATA_ROOT) and SBD_ROOT
+# data-stage shortcuts: DATASET=voc|synthetic, VOC_ROOT (= DATA_ROOT), SBD_ROOT and AUG_DIR
+# (a SegmentationClassAug folder)
 DATASET ?=
 DATA_ROOT ?= $(VOC_ROOT)
 SBD_ROOT ?=
+AUG_DIR ?=
 
 DATA_OPTS := $(if $(DATASET),data.dataset=$(DATASET)) \
              $(if $(DATA_ROOT),data.root=$(abspath $(DATA_ROOT)) $(if $(DATASET),,data.dataset=voc)) \
-             $(if $(SBD_ROOT),data.sbd_root=$(abspath $(SBD_ROOT)))
-ALL_OPTS := $(strip $(DATA_OPTS) $(OPTS))
+             $(if $(SBD_ROOT),data.sbd_root=$(abspath $(SBD_ROOT))) \
+             $(if $(AUG_DIR),data.aug_dir=$(abspath $(AUG_DIR)))
+# OPTS reaches Python as ONE single-quoted shell word (--opts-line), split there like a shell
+# would: values may hold parentheses, spaces and quotes, e.g.
+#   make eval OPTS="eval.scales=(0.75,1.0) experiment.name='my run'"
+shell_quote = '$(subst ','\'',$(1))'
+ALL_OPTS = $(strip $(DATA_OPTS)) $(OPTS)
 STAGE_ARGS = --exp $(abspath $(EXP)) $(if $(WORK_DIR),--work-dir $(abspath $(WORK_DIR))) \
-             $(if $(ALL_OPTS),--opts $(ALL_OPTS)) $(if $(filter 1,$(FORCE)),--force)
+             $(if $(strip $(ALL_OPTS)),--opts-line $(call shell_quote,$(ALL_OPTS))) $(if $(filter 1,$(FORCE)),--force)
 # training stages go through torchrun when GPUS > 1
 LAUNCH = $(if $(filter-out 0 1,$(GPUS)),$(VENV)/bin/torchrun --standalone --nproc_per_node=$(GPUS) -m,$(PY) -m)
 
 STAGES := data classifier heatmaps saliency seeds segmenter retrain upper_bound eval submit localize report
 DEMO_STAGES := data classifier heatmaps saliency seeds segmenter upper_bound eval submit localize report
 
-.PHONY: help env env-mm test test-mm demo bench summary ablation $(STAGES) clean-work
+.PHONY: help env env-mm test test-mm demo bench gpu-check summary ablation $(STAGES) clean-work
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -62,6 +69,12 @@ test-mm: $(MM_STAMP) ## run the whole test suite in the OpenMMLab environment (r
 bench: $(ENV_STAMP) ## benchmarks -> bench/results/ (QUICK=1 tiny sizes; ONLY="growing crf" a subset)
 	$(PY) -m bench.run $(if $(filter 1,$(QUICK)),--quick) $(if $(ONLY),--only $(ONLY))
 
+# gpu-check needs only torch + numpy: the project's .venv when there is one, else python3
+GPU_CHECK_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
+GPU_EXP ?= configs/voc_ep_dsrg.py
+gpu-check: ## VOC-size training + inference on CUDA (synthetic inputs; no .venv or VOC needed) -> bench/results/gpu_check.*
+	$(GPU_CHECK_PY) -m bench.gpu_check --exp $(GPU_EXP)
+
 demo: $(ENV_STAMP) ## every stage on the embedded synthetic dataset (CPU), then the summary
 	@start=$$(date +%s); \
 	$(MAKE) --no-print-directory $(DEMO_STAGES) && \
@@ -71,7 +84,7 @@ demo: $(ENV_STAMP) ## every stage on the embedded synthetic dataset (CPU), then 
 summary: $(ENV_STAMP) ## print seed / pseudo-label / val / upper-bound numbers of an experiment
 	@$(PY) -m stages.summary $(STAGE_ARGS)
 
-data: $(ENV_STAMP) ## prepare the dataset index (DATASET=synthetic|voc, VOC_ROOT=, SBD_ROOT=)
+data: $(ENV_STAMP) ## prepare the dataset index (DATASET=synthetic|voc, VOC_ROOT=, SBD_ROOT= or AUG_DIR=)
 	$(PY) -m stages.data $(STAGE_ARGS)
 
 classifier: $(ENV_STAMP) ## train the VGG-16 multi-label classifier (EP by default; GPUS=N for DDP)
@@ -89,7 +102,7 @@ seeds: $(ENV_STAMP) ## seeds from heatmaps + saliency thresholds, with seed qual
 segmenter: $(ENV_STAMP) ## train DeepLab-ASPP (VGG-16) with DSRG from the seeds (GPUS=N for DDP)
 	$(LAUNCH) stages.segmenter $(STAGE_ARGS)
 
-retrain: $(ENV_STAMP) ## optional 2nd round: segmenter pseudo-labels (+CRF) -> any mmseg model, plain CE (.venv-mm)
+retrain: $(ENV_STAMP) ## DSRG 2nd round: 1st-round DeepLab-ASPP on its CRF pseudo-labels (mmseg models: .venv-mm)
 	$(subst $(VENV)/bin/,$(RETRAIN_VENV)/bin/,$(LAUNCH)) stages.retrain $(STAGE_ARGS)
 
 upper_bound: $(ENV_STAMP) ## the same segmenter trained on ground-truth masks (fully supervised reference)

@@ -1,4 +1,4 @@
-"""Shared helpers of the benchmarks: timing (median of repeats), result rows, table, atomic output.
+"""Shared helpers of the benchmarks: timing (median of repeats), result rows, table, JSON output.
 
 A benchmark module exposes ``NAME`` and ``run(cfg: dict, ctx: BenchContext) -> list[dict]``; each
 dict is one figure (:func:`row`). Timings are wall-clock (``time.perf_counter``) medians over
@@ -10,13 +10,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import statistics
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["BenchContext", "measure", "measure_interleaved", "row", "fmt", "markdown_table", "write_atomic", "to_json"]
+from pipeline.io_utils import json_safe
+
+__all__ = ["BenchContext", "measure", "measure_interleaved", "row", "fmt", "markdown_table",
+           "dump_json"]
 
 
 @dataclasses.dataclass
@@ -144,33 +146,7 @@ def _cell(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def to_json(obj):
-    """JSON-safe copy (NaN/inf → None, numpy scalars → Python, paths → str)."""
-    if isinstance(obj, dict):
-        return {str(k): to_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_json(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return str(obj)
-
-
-def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def dump_json(obj) -> str:
-    return json.dumps(to_json(obj), indent=2, sort_keys=False) + "\n"
+    """Indented JSON of ``obj`` made JSON-safe (NaN/inf → None, numpy scalars → Python,
+    anything else, e.g. paths, → str)."""
+    return json.dumps(json_safe(obj, default=str), indent=2, sort_keys=False) + "\n"

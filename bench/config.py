@@ -13,6 +13,8 @@ FULL = dict(
     growing=dict(batch=20, size=41, channels=21, max_fg=3, loop_repeats=3),
     # eval CRF: 8 images at 321x321 (DSRG base size), 21 classes, dsrg_test (10 iterations)
     crf=dict(images=8, height=321, width=321, classes=21, preset="dsrg_test", workers=None, repeats=3),
+    # DSRG training CRF: the recipe's batch of 20 crops 321x321 -> 41x41 grid, 21 classes
+    crf_train=dict(batch=20, size=321, grid=41, num_classes=21, workers=None),
     # demo heatmaps settings (the VOC network at 321 px x 8 passes is ~1.5 TFLOP per image)
     heatmaps=dict(images=32, batch=32, size=112, width=0.25, batch_norm=True,
                   scales=(1.0, 0.75, 1.25), flip=True, num_classes=7, repeats=3),
@@ -33,6 +35,7 @@ QUICK = dict(
     warmup=1,
     growing=dict(batch=4, size=17, channels=6, max_fg=3, loop_repeats=1),
     crf=dict(images=4, height=24, width=32, classes=5, preset="dsrg_test", workers=2),
+    crf_train=dict(batch=4, size=64, grid=9, num_classes=5, workers=2, min_argmax=0.9),
     heatmaps=dict(images=4, batch=4, size=32, width=0.125, batch_norm=True, scales=(1.0, 0.75),
                   flip=True, num_classes=4),
     training=dict(size=48, width=0.125, batch=2, num_classes=5, batch_norm=True,

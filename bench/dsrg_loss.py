@@ -20,7 +20,7 @@ import statistics
 import torch
 
 from bench.common import measure, measure_interleaved, row
-from bench.inputs import segmenter_batch
+from bench.inputs import segmenter_batch, smooth_logits
 from pipeline.crf_pool import make_crf_pool
 from pipeline.dsrg import DSRGConfig, dsrg_losses
 
@@ -30,14 +30,6 @@ DEFAULTS = dict(batch=20, size=321, num_classes=21, workers=None, seed=0,
                 # ASSUMPTION for the GPU estimate: sustained training throughput of one modern GPU
                 # (H100 at ~30 % of its 989 TFLOP/s dense fp16/bf16 peak; docs/SCALE.md)
                 assumed_gpu_tflops=300.0)
-
-
-def _logits(B, C, h, classes, seed):
-    """Smooth random logits (B,C,h,h) that favour the image's classes (confident regions grow)."""
-    g = torch.Generator().manual_seed(seed)
-    coarse = torch.randn(B, C, 5, 5, generator=g)
-    z = 6.0 * torch.nn.functional.interpolate(coarse, size=(h, h), mode="bicubic", align_corners=False)
-    return torch.where(classes[:, :, None, None], z + 2.0, z - 6.0)
 
 
 def _net_fwd_bwd_per_image(ncfg: dict, num_classes: int, ctx) -> tuple[float, str]:
@@ -67,7 +59,7 @@ def run(cfg: dict, ctx) -> list[dict]:
     from pipeline.models.deeplab import DeepLabV2VGG16
     h = DeepLabV2VGG16.output_size(S)
     batch = segmenter_batch(B, S, C, seed=int(cfg["seed"]))
-    base = _logits(B, C, h, batch["classes"], int(cfg["seed"]))
+    base = smooth_logits(B, C, h, batch["classes"], int(cfg["seed"]))
     dcfg = DSRGConfig()
     reps = ctx.reps(cfg)
 

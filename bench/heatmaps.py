@@ -1,6 +1,6 @@
 """Heatmaps stage inference: batched multi-scale + flip vs one image at a time (images per second).
 
-``stages.heatmaps.infer_batch`` (the stage's own code: ``pipeline.heatmaps.aggregate_heatmaps``
+``pipeline.heatmaps.infer_batch`` (the stage's own code: ``pipeline.heatmaps.aggregate_heatmaps``
 over ``scales`` × flips, CAM + λ + class-specific λ^c, scores) on N random images, in batches of
 ``batch`` and then one image per call. Default network and settings: the demo's (classifier
 width 0.25 with BatchNorm at 112 px, scales 1 / 0.75 / 1.25 + flips, batch 32): the VOC network at
@@ -21,7 +21,7 @@ DEFAULTS = dict(images=64, batch=32, size=112, width=0.25, batch_norm=True, scal
 
 
 def run(cfg: dict, ctx) -> list[dict]:
-    from stages.heatmaps import infer_batch
+    from pipeline.heatmaps import infer_batch
 
     cfg = {**DEFAULTS, **cfg}
     torch.manual_seed(int(cfg["seed"]))

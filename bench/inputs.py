@@ -14,6 +14,15 @@ def smooth_fields(rng, n, size, cells=6) -> torch.Tensor:
     return F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)[:, 0]
 
 
+def smooth_logits(batch: int, num_classes: int, size: int, classes: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """(B,C,size,size) smooth random logits (bicubic upsampled 5×5 noise × 6) raised by 2 on the
+    image's ``classes`` (B,C) and lowered by 6 elsewhere: confident regions that grow."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(int(batch), int(num_classes), 5, 5, generator=g)
+    z = 6.0 * F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
+    return torch.where(classes[:, :, None, None], z + 2.0, z - 6.0)
+
+
 def random_image_classes(rng, batch: int, num_classes: int, max_fg: int) -> torch.Tensor:
     """(B,C) bool: background plus 1..``max_fg`` foreground classes per image, uniform."""
     B, C = int(batch), int(num_classes)

@@ -4,6 +4,7 @@ Benchmarks (``bench/<name>.py``, run in this order; configurations in ``bench/co
 
 * ``growing``   DSRG region growing: vectorised vs per-pixel Python loop (≥ 50×, identical output)
 * ``crf``       dense-CRF post-processing: process pool vs one process (≥ 1.8× on 2 cores)
+* ``crf_train`` DSRG training CRF: exact torch mean-field vs pydensecrf (in-process, pooled), agreement
 * ``heatmaps``  heatmap inference: batched multi-scale vs one image at a time
 * ``training``  classifier / segmenter train step: pipeline.training vs mmengine vs plain torch vs bare fwd/bwd
 * ``dsrg_loss`` boundary-loss CRF per training iteration and its share of the iteration
@@ -31,10 +32,11 @@ import time
 import traceback
 from pathlib import Path
 
-from bench.common import BenchContext, dump_json, markdown_table, write_atomic
+from bench.common import BenchContext, dump_json, markdown_table
+from pipeline.io_utils import write_text_atomic
 
 REPO = Path(__file__).resolve().parent.parent
-ORDER = ("growing", "crf", "heatmaps", "training", "dsrg_loss", "seeds", "voc_costs", "flops", "demo")
+ORDER = ("growing", "crf", "crf_train", "heatmaps", "training", "dsrg_loss", "seeds", "voc_costs", "flops", "demo")
 FORMAT = "wsss-bench/1"
 
 
@@ -132,8 +134,8 @@ def main(argv=None) -> int:
     out = Path(args.out)
     stem = args.tag or (time.strftime("%Y%m%d-%H%M%S") + ("-quick" if args.quick else ""))
     for name in (stem, "latest"):
-        write_atomic(out / f"{name}.json", dump_json(results))
-        write_atomic(out / f"{name}.md", text)
+        write_text_atomic(out / f"{name}.json", dump_json(results))
+        write_text_atomic(out / f"{name}.md", text)
     _log(f"results: {out / (stem + '.json')} and {out / 'latest.md'}" + ("" if ok else " (FAILED checks/errors)"))
     return 0 if ok else 1
 

@@ -3,7 +3,7 @@
 # the networks train from scratch (no ImageNet weights here): BatchNorm + Adam for that.
 _base_ = ["_base_/classifier_vgg16_ep.py", "_base_/data_synthetic.py", "_base_/cues.py",
           "_base_/eval_submit.py", "_base_/segmenter_dsrg_vgg16.py", "_base_/localize.py",
-          "_base_/ablation.py"]
+          "_base_/ablation.py", "_base_/retrain_dsrg.py"]
 
 experiment = dict(name="demo_synthetic", seed=0, device="auto")
 
@@ -33,8 +33,10 @@ heatmaps = dict(size=112, scales=(1.0, 0.75, 1.25), batch_size=32, num_workers=0
 saliency = dict(workers=2)
 seeds = dict(fg_top=0.30, bg_sal=0.15)
 
-# eval / submit: the 112 px synthetic images, DSRG's 0.75/1/1.25 scales + flips and CRF.
-eval = dict(size=112, scales=(0.75, 1.0, 1.25), batch_size=16, amp=False,
+# eval / submit: the 112 px synthetic images resized to 112 (their own size), 0.75/1/1.25
+# scales + flips, logits averaged, CRF ("resized-square" at 112; the VOC configs use DSRG's
+# test-ms-f: scales of the original image, no flip, logits summed).
+eval = dict(protocol="resized-square", size=112, batch_size=16, amp=False,
             crf=dict(enabled=True, preset="dsrg_test", workers=2), n_overlays=8)
 submit = dict()   # same inference settings as eval
 
@@ -50,6 +52,21 @@ segmenter = dict(
                lr_mult=dict(_delete_=True), paramwise=dict(_delete_=True),
                amp=False, log_interval=50, checkpoint_interval=250),
     crf=dict(workers=0),
+    val=dict(size=112, batch_size=32),
+)
+
+# retrain (DSRG's second round; `make retrain` after `make demo`, then
+# `make eval OPTS="eval.model=retrain"`): the first-round segmenter labels the train images with
+# the demo's eval protocol (resized-square at 112 + flips, CRF), then the same network, started
+# from its weights, trains on them with cross-entropy: the segmenter's CPU schedule (Adam, no lr
+# multipliers) cut to 300 iterations (~1 min on 2 cores).
+retrain = dict(
+    pseudo=dict(protocol="resized-square", size=112, batch_size=16, amp=False, crf=dict(workers=2)),
+    train=dict(crop=112, resize=112, scale_range=(0.8, 1.2), batch_size=8, max_iters=300,
+               num_workers=0, optimizer=dict(_delete_=True, type="Adam", lr=1e-3, weight_decay=1e-4),
+               schedule=dict(_delete_=True, type="poly", power=0.9),
+               lr_mult=dict(_delete_=True), paramwise=dict(_delete_=True),
+               amp=False, log_interval=50, checkpoint_interval=150),
     val=dict(size=112, batch_size=32),
 )
 

@@ -1,4 +1,5 @@
-"""Fully connected CRF (Krähenbühl & Koltun, NIPS 2011) through ``pydensecrf`` (ALGORITHMS.md §7).
+"""Fully connected CRF (Krähenbühl & Koltun, NIPS 2011, Eq. 1-3) through ``pydensecrf``
+(docs/ALGORITHMS.md §7).
 
 Energy E(x) = Σ_u ψ_u(x_u) + Σ_{u<v} μ(x_u, x_v) k(f_u, f_v) with Potts μ and
 k = bi_w·exp(−|p_u−p_v|²/2bi_xy² − |I_u−I_v|²/2bi_rgb²) + pos_w·exp(−|p_u−p_v|²/2pos_xy²);

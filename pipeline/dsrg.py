@@ -1,14 +1,18 @@
-"""DSRG training loss of the segmenter (Huang et al. CVPR 2018; ALGORITHMS.md §5-§7), pure torch.
+"""DSRG training loss of the segmenter (Huang et al. CVPR 2018; docs/ALGORITHMS.md §5-§7).
+
+Pure torch.
 
 One training step, for logits z (B,C,h,w) at output stride 8 (41×41 for a 321 input):
 
 1. P = stable softmax of z (:func:`pipeline.losses.stable_softmax_probs`);
-2. cues: the seed label map (B,H,W) of the crop (255 = unlabelled) downsampled to the h×w
-   grid with the cell-centre nearest rule of :func:`pipeline.seeds.seeds_to_multihot`
-   (``y = floor((i + ½)·H/h)``, integer arithmetic, on the device) and made multi-hot;
-3. Q = dense CRF of P.detach() on the crop bilinearly downscaled to h×w
-   (:func:`pipeline.crf.downscale_image`; preset ``dsrg_train``: spatial σ / 12, probability
-   unary), one image per job in a process pool (:func:`pipeline.crf_pool.crf_batch`);
+2. cues: the seed label map (B,H,W) of the crop (255 = unlabelled) sampled on the h×w grid at
+   the pixel each cell sits on, ``y = min(8·i, H − 1)`` (:mod:`pipeline.geometry`; 321 → 41:
+   pixels 0, 8, …, 320), on the device, and made multi-hot;
+3. Q = dense CRF of P.detach() on the crop sampled the same way (:func:`grid_images`; preset
+   ``dsrg_train``: spatial σ / 12, probability unary), by the CRF backend ``crf_backend``:
+   ``"pydensecrf"`` one image per job on the CPU, in a process pool
+   (:func:`pipeline.crf_pool.crf_batch`), or ``"torch"`` the exact mean-field of the whole batch
+   on the logits' device (:func:`pipeline.crf_torch.dense_crf_torch`);
 4. grown seeds = :func:`pipeline.growing.grow_seeds` (thresholds 0.85 / 0.99, the image's
    classes only) on Q (``grow_on="crf"``, the reference) or on P (``grow_on="probs"``);
 5. loss = seed_weight · balanced seeding loss(P, grown) + boundary_weight · KL(Q‖P)
@@ -22,11 +26,15 @@ helper thread (it only waits on the pool) while the main thread computes the cue
 CRF. With ``grow_on="crf"`` (default) growing needs Q, so the CRF lies on the critical path:
 it is as short as the pool makes it (the batch is split over the workers). With no pool
 (``workers=0``) the CRF runs in-process, sequentially. The backward pass cannot start earlier
-because the optimised loss includes the boundary term.
+because the optimised loss includes the boundary term. The torch backend needs no pool: it runs
+in the main thread on the network's device (``crf_wait_s`` then includes a CUDA synchronise).
 
 Logged (non-optimised) values: ``seed_bg`` / ``seed_fg`` (the two seeding terms), ``cov_before``
 / ``cov_after`` (fraction of grid pixels carrying at least one seed before / after growing),
-``crf_wait_s`` (seconds the main thread waited for Q), ``grow_s`` (seconds spent growing).
+``crf_wait_s`` (seconds the main thread waited for Q), ``grow_s`` (seconds spent growing), and
+the collapse diagnostics of :func:`pipeline.dsrg_diagnostics.growing_diagnostics`: ``pred_fg``
+(cells predicted foreground), ``conf_bg`` / ``conf_fg`` (cells confident enough to grow),
+``cov_{bg,fg}_{before,after}`` (cells labelled background / foreground before / after growing).
 """
 from __future__ import annotations
 
@@ -38,23 +46,36 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.crf import CRFParams, downscale_image
+from pipeline.crf import CRFParams
 from pipeline.crf_pool import crf_batch
+from pipeline.crf_torch import dense_crf_torch
+from pipeline.geometry import cell_pixels, grid_to_frame
+from pipeline.dsrg_diagnostics import growing_diagnostics
 from pipeline.growing import grow_seeds
 from pipeline.losses import balanced_seeding_loss, boundary_loss, stable_softmax_probs
+from pipeline.voc import IGNORE_INDEX
 
-__all__ = ["DSRGConfig", "crf_params_from_cfg", "cues_on_grid", "grid_images", "dsrg_losses",
-           "ce_loss", "IGNORE_INDEX"]
+__all__ = ["DSRGConfig", "crf_params_from_cfg", "crf_backend_from_cfg", "CRF_BACKENDS",
+           "cues_on_grid", "grid_images", "dsrg_losses", "ce_loss"]
 
-IGNORE_INDEX = 255
-_CRF_RUNTIME_KEYS = ("workers", "start_method", "enabled")
+_CRF_RUNTIME_KEYS = ("workers", "start_method", "enabled", "backend")
+CRF_BACKENDS = ("pydensecrf", "torch")
 
 
 def crf_params_from_cfg(crf_cfg) -> CRFParams:
     """``dict(preset="dsrg_train", workers=..., **CRFParams overrides)`` → :class:`CRFParams`
-    (``workers`` / ``start_method`` describe the pool and are ignored here)."""
+    (``workers`` / ``start_method`` describe the pool, ``backend`` the implementation: both
+    are ignored here)."""
     cfg = {k: v for k, v in dict(crf_cfg or {}).items() if k not in _CRF_RUNTIME_KEYS}
     return CRFParams.preset(cfg.pop("preset", "dsrg_train"), **cfg)
+
+
+def crf_backend_from_cfg(crf_cfg) -> str:
+    """``crf.backend`` of the segmenter's training CRF (default ``"pydensecrf"``), checked."""
+    backend = dict(crf_cfg or {}).get("backend", "pydensecrf")
+    if backend not in CRF_BACKENDS:
+        raise ValueError(f"segmenter.crf.backend must be one of {CRF_BACKENDS}, got {backend!r}")
+    return backend
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,29 +88,36 @@ class DSRGConfig:
     boundary_weight: float = 1.0
     boundary_clip: tuple | None = (0.05, 20.0)
     crf: CRFParams = CRFParams.preset("dsrg_train")
+    crf_backend: str = "pydensecrf"     # "pydensecrf" (CPU, process pool) | "torch" (on the device)
 
     def __post_init__(self):
         if self.grow_on not in ("crf", "probs"):
             raise ValueError(f"dsrg.grow_on must be 'crf' or 'probs', got {self.grow_on!r}")
+        if self.crf_backend not in CRF_BACKENDS:
+            raise ValueError(f"segmenter.crf.backend must be one of {CRF_BACKENDS}, "
+                             f"got {self.crf_backend!r}")
 
     @classmethod
     def from_cfg(cls, dsrg=None, crf=None) -> "DSRGConfig":
         """From the ``dsrg`` and ``crf`` config sections (plain dicts or ConfigDicts)."""
         d = dict(dsrg or {})
-        known = {f.name for f in dataclasses.fields(cls)} - {"crf"}
+        known = {f.name for f in dataclasses.fields(cls)} - {"crf", "crf_backend"}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown dsrg keys {unknown}; known {sorted(known)}")
         clip = d.get("boundary_clip", cls.boundary_clip)
         if clip is not None:
             d["boundary_clip"] = (float(clip[0]), float(clip[1]))
-        return cls(**d, crf=crf_params_from_cfg(crf))
+        return cls(**d, crf=crf_params_from_cfg(crf), crf_backend=crf_backend_from_cfg(crf))
 
 
 def _grid_index(n_in: int, n_out: int, device) -> torch.Tensor:
-    """Cell-centre nearest indices floor((2i+1)·n_in / (2·n_out)) (seeds_to_multihot 'nearest')."""
-    i = torch.arange(n_out, device=device)
-    return torch.div((2 * i + 1) * n_in, 2 * n_out, rounding_mode="floor").clamp_max(n_in - 1)
+    """The input pixel each of the ``n_out`` grid cells sits on: ``min(8·i, n_in − 1)``
+    (:func:`pipeline.geometry.cell_pixels`; the label map is the network input's frame). A
+    label map already at the grid size (``n_in == n_out``) is taken as it is."""
+    if n_in == n_out:
+        return torch.arange(n_out, device=device)
+    return torch.as_tensor(cell_pixels(n_out, n_in), device=device)
 
 
 def cues_on_grid(labels: torch.Tensor, num_classes: int, size) -> torch.Tensor:
@@ -105,17 +133,27 @@ def cues_on_grid(labels: torch.Tensor, num_classes: int, size) -> torch.Tensor:
 
 
 def grid_images(raw: torch.Tensor | np.ndarray, size) -> np.ndarray:
-    """(B,H,W,3) uint8 crops → (B,h,w,3) uint8 on the output grid (for the training CRF)."""
+    """(B,H,W,3) uint8 crops → (B,h,w,3) uint8 on the output grid (for the training CRF): the
+    pixel each cell sits on (:func:`pipeline.geometry.cell_pixels`; for 321 → 41 the same
+    pixels as DSRG's ``scipy.ndimage.zoom``, which samples the image at 8·i)."""
     raw = raw.detach().cpu().numpy() if torch.is_tensor(raw) else np.asarray(raw)
-    return np.stack([downscale_image(im, tuple(size)) for im in raw])
+    H, W = raw.shape[1:3]
+    ys, xs = cell_pixels(int(size[0]), H), cell_pixels(int(size[1]), W)
+    return np.ascontiguousarray(raw[:, ys][:, :, xs].astype(np.uint8, copy=False))
 
 
 _THREAD: ThreadPoolExecutor | None = None
 
 
-def _start_crf(images: np.ndarray, probs: torch.Tensor, params: CRFParams, pool):
+def _start_crf(images: np.ndarray, probs: torch.Tensor, params: CRFParams, pool,
+               backend: str = "pydensecrf"):
     """Start the CRF of ``probs`` (detached); returns a function that waits for Q (B,C,h,w)."""
     global _THREAD
+    if backend == "torch":
+        q = dense_crf_torch(images, probs, params)
+        if q.is_cuda:
+            torch.cuda.synchronize(q.device)
+        return lambda: q
     p = probs.detach().float().cpu().numpy()
     if pool is None:
         q = crf_batch(images, p, params)
@@ -133,9 +171,11 @@ def dsrg_losses(logits: torch.Tensor, labels: torch.Tensor, classes: torch.Tenso
     ``logits`` (B,C,h,w); ``labels`` (B,H,W) seed label maps of the crops (255 = none);
     ``classes`` (B,C) bool image classes ([0] = background, forced on); ``raw_images``
     (B,H,W,3) uint8 crops; ``cfg`` a :class:`DSRGConfig` (or a ``dsrg`` dict); ``crf_pool``
-    an executor from :func:`pipeline.crf_pool.make_crf_pool` or None (in-process CRF).
+    an executor from :func:`pipeline.crf_pool.make_crf_pool` or None (in-process CRF; the
+    pool is not used by the torch backend).
     Returns ``{"loss_seed", "loss_boundary" (when boundary_weight > 0), "seed_bg", "seed_fg",
-    "cov_before", "cov_after", "crf_wait_s", "grow_s"}`` (scalar tensors on the logits' device).
+    "cov_before", "cov_after", "crf_wait_s", "grow_s"}`` and the diagnostics of
+    :func:`pipeline.dsrg_diagnostics.growing_diagnostics` (scalar tensors on the logits' device).
     """
     if not isinstance(cfg, DSRGConfig):
         cfg = DSRGConfig.from_cfg(cfg)
@@ -145,7 +185,8 @@ def dsrg_losses(logits: torch.Tensor, labels: torch.Tensor, classes: torch.Tenso
     probs = stable_softmax_probs(logits)
     need_crf = cfg.grow_on == "crf" or cfg.boundary_weight > 0
     t0 = time.perf_counter()
-    wait_q = _start_crf(grid_images(raw_images, (h, w)), probs, cfg.crf, crf_pool) if need_crf else None
+    wait_q = (_start_crf(grid_images(raw_images, (h, w)), probs, cfg.crf, crf_pool, cfg.crf_backend)
+              if need_crf else None)
     crf_wait = time.perf_counter() - t0            # in-process CRF: all of it; pool: submission
     cues = cues_on_grid(labels.to(dev), C, (h, w))
     image_classes = classes.to(dev).bool()
@@ -168,6 +209,8 @@ def dsrg_losses(logits: torch.Tensor, labels: torch.Tensor, classes: torch.Tenso
            "seed_bg": parts["bg"].detach(), "seed_fg": parts["fg"].detach(),
            "cov_before": cues.any(dim=1).float().mean(), "cov_after": grown.any(dim=1).float().mean(),
            "crf_wait_s": torch.tensor(crf_wait, device=dev), "grow_s": torch.tensor(grow_t, device=dev)}
+    out.update(growing_diagnostics(probs, q if cfg.grow_on == "crf" else probs, cues, grown,
+                                   image_classes, cfg.fg_threshold, cfg.bg_threshold))
     if cfg.boundary_weight > 0:
         out["loss_boundary"] = cfg.boundary_weight * boundary_loss(probs, q, cfg.boundary_clip)
     return out
@@ -176,15 +219,16 @@ def dsrg_losses(logits: torch.Tensor, labels: torch.Tensor, classes: torch.Tenso
 def ce_loss(logits: torch.Tensor, labels: torch.Tensor, resolution: str = "input") -> torch.Tensor:
     """Cross-entropy with 255 ignored, averaged over the labelled pixels (0 when none).
 
-    ``resolution="input"``: logits bilinearly upsampled (align_corners=False) to the label
-    size (mmseg / DeepLab v3 practice); ``"output"``: labels downsampled to the logit grid with
-    the cell-centre nearest rule of :func:`cues_on_grid` (DeepLab v2 Caffe practice).
+    ``resolution="input"``: logits bilinearly upsampled to the label size with the stride-8
+    alignment (:func:`pipeline.geometry.grid_to_frame`; mmseg / DeepLab v3 practice);
+    ``"output"``: labels sampled on the logit grid as :func:`cues_on_grid` (DeepLab v2 Caffe
+    practice).
     """
     logits = logits.float()
     labels = labels.to(logits.device).long()
     if resolution == "input":
         if logits.shape[-2:] != labels.shape[-2:]:
-            logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+            logits = grid_to_frame(logits, labels.shape[-2:])
     elif resolution == "output":
         h, w = logits.shape[-2:]
         H, W = labels.shape[-2:]

@@ -1,4 +1,4 @@
-"""Scoring of segmentations on a split: one confusion matrix per split (ALGORITHMS.md §9).
+"""Scoring of segmentations on a split: one confusion matrix per split (docs/ALGORITHMS.md §9.2).
 
 * :func:`evaluate_segmenter` — run a segmentation network over a split
   (:mod:`pipeline.inference`: multi-scale + flip, optional dense CRF) and score it with and
@@ -16,14 +16,14 @@ class accuracy (mAcc), frequency-weighted IoU (fwIoU). Summaries are JSON-ready:
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.inference import InferenceSettings, crf_from_cfg, iter_segmentation, open_crf_pool
-from pipeline.metrics import IGNORE_INDEX, ConfusionMatrix
-from pipeline.voc import read_label_png, write_label_png
+from pipeline.io_utils import json_safe
+from pipeline.metrics import ConfusionMatrix
+from pipeline.voc import IGNORE_INDEX, read_label_png, write_label_png
 
 __all__ = ["read_gt", "summary_json", "evaluate_segmenter", "score_label_dir", "write_overlay",
            "UNLABELLED_MODES"]
@@ -39,17 +39,9 @@ def read_gt(index, img_id: str) -> np.ndarray | None:
     return gt
 
 
-def _clean(v):
-    if isinstance(v, float) and math.isnan(v):
-        return None
-    if isinstance(v, list):
-        return [_clean(x) for x in v]
-    return v
-
-
 def summary_json(summary: dict) -> dict:
     """A ``ConfusionMatrix.summary`` with NaN replaced by None (valid JSON)."""
-    return {k: _clean(v) for k, v in summary.items()}
+    return json_safe(summary)
 
 
 def _all_reduce_ints(values: list[int], world_size: int) -> list[int]:
@@ -78,7 +70,7 @@ def write_overlay(path, image, pred, pred_crf=None, gt=None, alpha: float = 0.6)
 
 
 def evaluate_segmenter(net, index, split: str, eval_cfg, device="cpu", out_dir=None,
-                       rank: int = 0, world_size: int = 1, log=None) -> dict:
+                       rank: int = 0, world_size: int = 1, log=None, ids=None) -> dict:
     """Predict every id of ``split`` and score it against the GT, with and without CRF.
 
     ``eval_cfg``: the inference keys (``size``, ``scales``, ``flip``, ``batch_size``, ``amp``,
@@ -87,15 +79,17 @@ def evaluate_segmenter(net, index, split: str, eval_cfg, device="cpu", out_dir=N
     (palette PNG of the final prediction: with CRF when enabled), ``pred_nocrf/<id>.png`` when
     ``save_no_crf`` and the CRF is on, ``overlays/<id>.png``.
     Under DDP (``world_size > 1``) rank r handles ids ``r::world_size`` and the confusion matrices
-    are summed over ranks (every rank returns the same numbers).
+    are summed over ranks (every rank returns the same numbers). ``ids``: score these ids
+    (e.g. the images some pseudo-masks were scored on) instead of all of ``split``.
 
-    Returns ``{"split", "images", "scored", "missing_gt", "crf_enabled", "mIoU" (final),
+    Returns ``{"split", "images", "scored", "missing_gt", "crf_enabled", "protocol" (the test
+    protocol that ran, :meth:`~pipeline.inference.InferenceSettings.describe`), "mIoU" (final),
     "no_crf": summary, "crf": summary | None, "confusion": {"no_crf", "crf"}}``.
     """
     get = eval_cfg.get
     settings = InferenceSettings.from_cfg(eval_cfg)
     crf, workers = crf_from_cfg(get("crf"))
-    ids = index.ids(split)
+    ids = index.ids(split) if ids is None else list(ids)
     mine = ids[rank::world_size] if world_size > 1 else ids
     n_overlays = int(get("n_overlays", 0) or 0)
     overlay_ids = set(ids[:n_overlays])
@@ -141,7 +135,8 @@ def evaluate_segmenter(net, index, split: str, eval_cfg, device="cpu", out_dir=N
     with_crf = summary_json(cm_crf.summary(index.classes)) if crf is not None else None
     final = with_crf if with_crf is not None else plain
     return {"split": split, "images": n_pred, "scored": n_scored, "missing_gt": n_missing,
-            "crf_enabled": crf is not None, "mIoU": final["mIoU"], "no_crf": plain, "crf": with_crf,
+            "crf_enabled": crf is not None, "protocol": settings.describe(), "mIoU": final["mIoU"],
+            "no_crf": plain, "crf": with_crf,
             "confusion": {"no_crf": cm.mat.tolist(),
                           "crf": cm_crf.mat.tolist() if crf is not None else None}}
 

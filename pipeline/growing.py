@@ -1,4 +1,4 @@
-"""DSRG seeded region growing (Huang et al., CVPR 2018; ALGORITHMS.md §5 steps 1-4).
+"""DSRG seeded region growing (Huang et al., CVPR 2018; docs/ALGORITHMS.md §5.3, steps 1-4).
 
 Shapes: ``probs`` (B,C,H,W) class probabilities (channel 0 = background), ``cues`` (B,C,H,W)
 multi-hot original seeds (a pixel may carry no class or several), ``image_classes`` (B,C) bool

@@ -1,21 +1,25 @@
 """Class heatmaps (CAM) and entropy-weight maps (λ): test-time aggregation, normalisation, storage.
 
 * :func:`aggregate_heatmaps` — multi-scale / horizontal-flip averaging of a model's CAM and
-  EP weight map (ALGORITHMS.md §1).
+  EP weight map (docs/ALGORITHMS.md §1.6).
 * :func:`normalise_per_class` — ``ReLU(cam) / max(ReLU(cam))`` per class map.
 * :func:`class_specific_lambda` — ``λ_i^c = λ_i · p̂_i(c)`` (EP paper, Eq. 5).
+* :func:`infer_batch` — a classifier's aggregated CAM, λ, λ^c and image scores for a batch
+  (what the heatmaps stage runs).
 * :func:`save_heatmap` / :func:`load_heatmap` — one ``.npz`` file per image (format below).
 """
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from pipeline.geometry import STRIDE, grid_to_frame
+from pipeline.io_utils import atomic_file
 
 HEATMAP_FORMAT = "wsss-heatmap/1"
 
@@ -26,15 +30,25 @@ def _resize(x: torch.Tensor, size) -> torch.Tensor:
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
+def _to_frame(grid: torch.Tensor, input_size, size, flipped: bool, stride: int) -> torch.Tensor:
+    """Upsample a grid to the frame (cell i on input pixel stride·i); a mirrored input's grid
+    to the mirrored frame, then mirrored back (its cells sit stride·i px from the right edge)."""
+    up = grid_to_frame(grid.float(), input_size, size, stride)
+    return up.flip(-1) if flipped else up
+
+
 def aggregate_heatmaps(forward_fn, image: torch.Tensor, scales=(1.0,), flip: bool = True,
-                       no_grad: bool = True) -> dict:
-    """Average ``forward_fn`` outputs over scales and horizontal flips at the input resolution.
+                       no_grad: bool = True, stride: int = STRIDE) -> dict:
+    """Average ``forward_fn`` outputs over scales and horizontal flips at the input resolution
+    (docs/ALGORITHMS.md §1.6).
 
     ``forward_fn(x)`` returns ``{'cam': (B, K, h, w), 'lam': (B, h, w)}`` ('lam' optional).
     For each scale s the input (B, 3, H, W) is resized to ``(round(sH), round(sW))``
-    (bilinear, align_corners=False); with ``flip`` the mirrored input is also run and its
-    outputs mirrored back. Every output is upsampled to (H, W) (bilinear, align_corners=False)
-    and the ``len(scales) · (1 + flip)`` results are averaged (raw values; normalise afterwards).
+    (bilinear, align_corners=False); with ``flip`` the mirrored input is also run. Every output
+    grid is upsampled to (H, W) with the networks' alignment, cell i on input pixel ``stride``·i
+    (:func:`pipeline.geometry.grid_to_frame`; a mirrored one to the mirrored frame, then
+    mirrored back), and the ``len(scales) · (1 + flip)`` results are averaged (raw values;
+    normalise afterwards).
     Returns ``{'cam': (B, K, H, W), 'lam': (B, H, W) or None}``.
     """
     if image.ndim != 4:
@@ -48,15 +62,10 @@ def aggregate_heatmaps(forward_fn, image: torch.Tensor, scales=(1.0,), flip: boo
             x = _resize(image, size)
             for flipped in ((False, True) if flip else (False,)):
                 out = forward_fn(x.flip(-1) if flipped else x)
-                cam = out["cam"]
-                lam = out.get("lam")
-                if flipped:
-                    cam = cam.flip(-1)
-                    lam = lam.flip(-1) if lam is not None else None
-                cam = _resize(cam.float(), (H, W))
+                cam = _to_frame(out["cam"], size, (H, W), flipped, stride)
                 cam_sum = cam if cam_sum is None else cam_sum + cam
-                if lam is not None:
-                    lam = _resize(lam.float().unsqueeze(1), (H, W)).squeeze(1)
+                if out.get("lam") is not None:
+                    lam = _to_frame(out["lam"], size, (H, W), flipped, stride)
                     lam_sum = lam if lam_sum is None else lam_sum + lam
                 n += 1
     return {"cam": cam_sum / n, "lam": lam_sum / n if lam_sum is not None else None}
@@ -87,8 +96,32 @@ def class_specific_lambda(lam, probs):
     return np.asarray(lam)[..., None, :, :] * np.asarray(probs)
 
 
+@torch.no_grad()
+def infer_batch(net, images: torch.Tensor, scales, flip: bool, with_lambda_c: bool, amp: bool) -> dict:
+    """Aggregated raw ``cam`` (B, K, h, w), ``lam`` (B, h, w), ``lambda_c`` (B, K, h, w) or None,
+    and ``scores`` (B, K) = σ(mean logit over scales/flips)."""
+    K = net.num_classes
+    logits = []
+    use_amp = amp and images.device.type == "cuda"
+
+    def forward(x):
+        with torch.autocast(device_type=images.device.type, dtype=torch.float16, enabled=use_amp):
+            out = net(x)
+        logits.append(out["logits"].float())
+        cam, lam = out["cam"].float(), out["lam"].float()
+        if with_lambda_c:
+            cam = torch.cat([cam, class_specific_lambda(lam, cam.softmax(dim=1))], dim=1)
+        return {"cam": cam, "lam": lam}
+
+    agg = aggregate_heatmaps(forward, images, scales=tuple(scales), flip=flip)
+    cam = agg["cam"]
+    return {"cam": cam[:, :K], "lam": agg["lam"],
+            "lambda_c": cam[:, K:] if with_lambda_c else None,
+            "scores": torch.sigmoid(torch.stack(logits).mean(0))}
+
+
 def save_heatmap(path, cam, classes, lam=None, extra: dict | None = None, compress: bool = True) -> None:
-    """Store one image's heatmaps atomically as ``.npz`` (tmp file + ``os.replace``).
+    """Store one image's heatmaps atomically as ``.npz`` (:func:`pipeline.io_utils.atomic_file`).
 
     Format ``wsss-heatmap/1`` (arrays in the npz):
       * ``cam``: float16 (k, H, W) — the maps of the image's classes only (normalised maps
@@ -116,16 +149,8 @@ def save_heatmap(path, cam, classes, lam=None, extra: dict | None = None, compre
         if k in arrays and not np.isfinite(arrays[k]).all():
             raise ValueError(f"{path}: {k} has non-finite values (or exceeds float16 range)")
     arrays["meta"] = np.array(json.dumps({"format": HEATMAP_FORMAT, "extra": extra or {}}))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            (np.savez_compressed if compress else np.savez)(fh, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_file(path) as tmp, open(tmp, "wb") as fh:
+        (np.savez_compressed if compress else np.savez)(fh, **arrays)
 
 
 def load_heatmap(path) -> dict:

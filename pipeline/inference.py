@@ -1,19 +1,30 @@
-"""Test-time segmentation: multi-scale + flip inference and dense-CRF post-processing.
+"""Test-time segmentation: multi-scale (+ flip) inference and dense-CRF post-processing.
 
-DSRG test protocol (ALGORITHMS.md §5 "Test", §7):
+Three protocols (docs/ALGORITHMS.md §5.6, §7; ``protocol`` of an inference section,
+:data:`PROTOCOLS`), each a set of network passes and a fusion of their logits:
 
-* every image is resized to a base size (``size`` × ``size``, aspect ratio ignored, as DSRG's
-  321×321; or its own size when ``size`` is None), then to ``round(base · s)`` for each scale
-  ``s`` (e.g. 0.75 / 1 / 1.25) and, with ``flip``, also mirrored horizontally;
-* the logits of every (scale, flip) pass (flipped ones mirrored back) are upsampled bilinearly
-  (``align_corners=False``) to the ORIGINAL image size and averaged:
-  ``z̄ = (1/|S||F|) Σ_{s,f} up(f⁻¹(net(f(resize_s(x)))))``; then ``P = softmax_c(z̄)``;
-* optional dense CRF (``CRFParams.preset('dsrg_test')``: log-probability unary, bilateral
-  10/80/13, Gaussian 3/3, 10 iterations) on ``P`` at full resolution, one image per job in a
-  process pool; the labels are ``argmax_c`` of ``P`` (resp. of the CRF marginals).
+* ``test-ms-f`` (DSRG's ``test-ms-f.py``, its published val / test numbers): scales 0.75 / 1 /
+  1.25 of the ORIGINAL image, no flip, ``fusion='sum'``;
+* ``test-ms`` (DSRG's ``test-ms.py``, the second round's trainaug pseudo-labels): fixed squares
+  241 / 321 / 401 (aspect ratio ignored), no flip, ``fusion='sum'``;
+* ``resized-square`` (scales 0.75 / 1 / 1.25 of a 321×321 resize + horizontal flips,
+  ``fusion='mean'``): the usual multi-scale + flip averaging; the synthetic demo's setting.
 
-Images that share a base size are batched (all of them with a fixed ``size``). Pure torch /
-numpy; no OpenMMLab.
+Each pass's logits are upsampled bilinearly to the original image size with the networks'
+stride-8 alignment (:func:`pipeline.geometry.grid_to_frame`; a mirrored pass to the mirrored
+image, then mirrored back: its grid sits 8·i px from the *right* edge), then
+
+* ``fusion='sum'`` (DSRG): ``z = Σ_passes up(z_p)``, ``P = max(softmax_c(z), 1e-5)`` (the
+  reference floors P at ``eps = 1e-5`` before the CRF and does not renormalise);
+* ``fusion='mean'``: ``z = (1/N) Σ_passes up(z_p)``, ``P = softmax_c(z)``.
+
+Optional dense CRF (``CRFParams.preset('dsrg_test')``: log-probability unary, bilateral
+10/80/13, Gaussian 3/3, 10 iterations) on ``P`` at full resolution, one image per job in a
+process pool; the labels are ``argmax_c`` of ``P`` (resp. of the CRF marginals). Images are
+resized with OpenCV's bilinear filter (the reference uses ``scipy.ndimage.zoom``).
+
+Images that share a base size are batched (all of them with a fixed ``size`` or ``sizes``).
+Pure torch / numpy; no OpenMMLab.
 """
 from __future__ import annotations
 
@@ -23,81 +34,18 @@ from typing import Iterable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from pipeline.crf import CRFParams, crf_output, label_map
 from pipeline.crf_pool import CRFJobs, make_crf_pool
-from pipeline.data.transforms import resize_image, to_tensor
+from pipeline.data.transforms import parse_size, resize_image, to_tensor
+from pipeline.geometry import STRIDE, grid_to_frame
+from pipeline.inference_settings import (DSRG_PROB_FLOOR, FUSIONS, INFERENCE_KEYS, PROTOCOLS,
+                                         InferenceSettings, crf_from_cfg, merge_inference_cfg)
 
 __all__ = ["InferenceSettings", "predict_logits", "predict_probs", "crf_postprocess",
            "iter_segmentation", "Segmentation", "crf_from_cfg", "merge_inference_cfg",
-           "INFERENCE_KEYS", "open_crf_pool"]
-
-# config keys of an inference section (eval / submit); see configs/_base_/eval_submit.py
-INFERENCE_KEYS = ("size", "scales", "flip", "batch_size", "amp", "crf")
-
-
-@dataclasses.dataclass(frozen=True)
-class InferenceSettings:
-    """``size``: int (square base), (h, w), or None / 'original' (each image's own size; a
-    missing key means 321); ``scales`` relative to the base; ``flip`` adds mirrored passes;
-    ``amp``: float16 autocast on CUDA only. ``from_cfg``: None values take the defaults."""
-    size: int | tuple | None = 321
-    scales: tuple = (1.0,)
-    flip: bool = True
-    batch_size: int = 1
-    amp: bool = False
-
-    @classmethod
-    def from_cfg(cls, cfg) -> "InferenceSettings":
-        def g(key, default):
-            v = cfg.get(key)
-            return default if v is None else v
-
-        size = cfg.get("size", 321)
-        if isinstance(size, str) and size.lower() in ("original", "none"):
-            size = None
-        if isinstance(size, (list, tuple)):
-            size = tuple(int(v) for v in size)
-        elif size is not None:
-            size = int(size)
-        scales = g("scales", (1.0,))
-        scales = (float(scales),) if np.isscalar(scales) else tuple(float(s) for s in scales)
-        if not scales or min(scales) <= 0:
-            raise ValueError(f"scales must be positive, got {scales}")
-        return cls(size=size, scales=scales, flip=bool(g("flip", True)),
-                   batch_size=max(1, int(g("batch_size", 1))), amp=bool(g("amp", False)))
-
-
-def merge_inference_cfg(base, override) -> dict:
-    """Inference keys of ``override`` (e.g. the submit section) where they are not None, else
-    those of ``base`` (the eval section). ``crf``: base's dict updated with override's keys.
-    (A None ``size`` in the result means "original size"; override it with ``'original'``.)"""
-    out = {}
-    for k in INFERENCE_KEYS:
-        if not any(d is not None and k in d for d in (base, override)):
-            continue
-        b = base.get(k) if base is not None else None
-        o = override.get(k) if override is not None else None
-        if k == "crf":
-            merged = dict(b or {})
-            merged.update(dict(o or {}))
-            out[k] = merged
-        else:
-            out[k] = b if o is None else o
-    return {k: v for k, v in out.items() if v is not None or k == "size"}
-
-
-def crf_from_cfg(crf_cfg) -> tuple[CRFParams | None, int]:
-    """``crf=dict(enabled, preset, workers, **param overrides)`` → (params or None, workers)."""
-    crf_cfg = dict(crf_cfg or {})
-    enabled = bool(crf_cfg.pop("enabled", False))
-    preset = crf_cfg.pop("preset", "dsrg_test")
-    workers = int(crf_cfg.pop("workers", 0) or 0)
-    crf_cfg.pop("start_method", None)
-    if not enabled:
-        return None, workers
-    return CRFParams.preset(preset, **crf_cfg), workers
+           "INFERENCE_KEYS", "open_crf_pool", "settings_probs", "PROTOCOLS", "FUSIONS",
+           "DSRG_PROB_FLOOR"]
 
 
 def _net_logits(out):
@@ -107,53 +55,65 @@ def _net_logits(out):
 
 
 def _base_size(shape, size) -> tuple[int, int]:
-    if size is None:
-        return int(shape[0]), int(shape[1])
-    if isinstance(size, (tuple, list)):
-        return int(size[0]), int(size[1])
-    return int(size), int(size)
+    return parse_size(size) or (int(shape[0]), int(shape[1]))
+
+
+def _pass_sizes(base, scales, sizes) -> list[tuple[int, int]]:
+    """Network input sizes of the passes: the ``sizes`` squares, else ``round(base · s)``."""
+    if sizes is not None:
+        return [(int(v), int(v)) for v in sizes]
+    bh, bw = base
+    return [(max(1, round(bh * s)), max(1, round(bw * s))) for s in scales]
 
 
 @torch.no_grad()
 def predict_logits(net, images: list, scales=(1.0,), flip: bool = True, size=321,
-                   device="cpu", batch_size: int = 1, amp: bool = False) -> list[torch.Tensor]:
-    """Average of the (scale, flip) logits upsampled to each image's own size (module doc).
+                   device="cpu", batch_size: int = 1, amp: bool = False, *, sizes=None,
+                   fusion: str = "mean") -> list[torch.Tensor]:
+    """Fused logits of the passes upsampled to each image's own size (module doc): their mean
+    (``fusion='mean'``) or sum (``'sum'``). Passes: ``sizes`` squares, else ``scales`` of the
+    base ``size``; each also mirrored with ``flip``.
 
     ``images``: list of (H, W, 3) uint8 RGB. Returns a list of (C, H, W) float32 tensors on
-    ``device``. The network is put in eval mode for the call (its mode is restored after).
+    ``device``. The network's grid cell i sits on input pixel ``net.output_stride``·i (8 when
+    the attribute is absent: the VGG-16 networks). The network is put in eval mode for the call
+    (its mode is restored after).
     """
+    if fusion not in FUSIONS:
+        raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
     device = torch.device(device)
     scales = tuple(float(s) for s in scales)
-    n_pass = len(scales) * (2 if flip else 1)
     use_amp = bool(amp) and device.type == "cuda"
+    stride = int(getattr(net, "output_stride", STRIDE))     # cell i on input pixel stride·i
     groups: dict[tuple[int, int], list[int]] = {}
     for i, img in enumerate(images):
-        groups.setdefault(_base_size(np.shape(img), size), []).append(i)
+        key = (0, 0) if sizes is not None else _base_size(np.shape(img), size)
+        groups.setdefault(key, []).append(i)
     out: list = [None] * len(images)
     was_training = net.training
     net.eval()
     try:
-        for (bh, bw), idx in groups.items():
+        for base, idx in groups.items():
+            passes = _pass_sizes(base, scales, sizes)
+            n_pass = len(passes) * (2 if flip else 1)
             for start in range(0, len(idx), max(1, int(batch_size))):
                 chunk = idx[start:start + max(1, int(batch_size))]
                 acc = [None] * len(chunk)
-                for s in scales:
-                    sh, sw = max(1, round(bh * s)), max(1, round(bw * s))
+                for sh, sw in passes:
                     x = torch.stack([to_tensor(_resized(images[i], (sh, sw))) for i in chunk]).to(device)
                     if flip:
                         x = torch.cat([x, x.flip(-1)])
                     with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
                         z = _net_logits(net(x))
                     z = z.float()
-                    if flip:
-                        z = z[:len(chunk)] + z[len(chunk):].flip(-1)
                     for j, i in enumerate(chunk):
-                        h, w = np.shape(images[i])[:2]
-                        up = F.interpolate(z[j:j + 1], size=(h, w), mode="bilinear",
-                                           align_corners=False)[0]
+                        hw = np.shape(images[i])[:2]
+                        up = grid_to_frame(z[j], (sh, sw), hw, stride)
+                        if flip:          # the mirrored grid sits on the mirrored frame
+                            up = up + grid_to_frame(z[len(chunk) + j], (sh, sw), hw, stride).flip(-1)
                         acc[j] = up if acc[j] is None else acc[j] + up
                 for j, i in enumerate(chunk):
-                    out[i] = acc[j] / n_pass
+                    out[i] = acc[j] / n_pass if fusion == "mean" else acc[j]
     finally:
         net.train(was_training)
     return out
@@ -165,11 +125,24 @@ def _resized(image, hw):
 
 
 def predict_probs(net, images: list, scales=(1.0,), flip: bool = True, size=321, device="cpu",
-                  batch_size: int = 1, amp: bool = False) -> list[np.ndarray]:
-    """Softmax of :func:`predict_logits`: a list of (C, H, W) float32 numpy arrays, one per image
-    at its original size."""
-    logits = predict_logits(net, images, scales, flip, size, device, batch_size, amp)
-    return [torch.softmax(z, dim=0).cpu().numpy().astype(np.float32, copy=False) for z in logits]
+                  batch_size: int = 1, amp: bool = False, *, sizes=None,
+                  fusion: str = "mean") -> list[np.ndarray]:
+    """``softmax_c`` of :func:`predict_logits` (floored at :data:`DSRG_PROB_FLOOR` for
+    ``fusion='sum'``): a list of (C, H, W) float32 numpy arrays, one per image at its size."""
+    logits = predict_logits(net, images, scales, flip, size, device, batch_size, amp,
+                            sizes=sizes, fusion=fusion)
+    probs = [torch.softmax(z, dim=0).cpu().numpy().astype(np.float32, copy=False) for z in logits]
+    if fusion == "sum":
+        probs = [np.maximum(p, np.float32(DSRG_PROB_FLOOR)) for p in probs]
+    return probs
+
+
+def settings_probs(net, images: list, settings: InferenceSettings,
+                   device="cpu") -> list[np.ndarray]:
+    """:func:`predict_probs` with the passes and fusion of ``settings``."""
+    return predict_probs(net, images, settings.scales, settings.flip, settings.size, device,
+                         settings.batch_size, settings.amp, sizes=settings.sizes,
+                         fusion=settings.fusion)
 
 
 def crf_postprocess(images: list, probs: list, params: CRFParams, pool=None,
@@ -224,8 +197,7 @@ def iter_segmentation(net, items: Iterable, settings: InferenceSettings, device=
     buf: list = []
 
     def flush():
-        probs = predict_probs(net, [im for _, im in buf], settings.scales, settings.flip,
-                              settings.size, device, settings.batch_size, settings.amp)
+        probs = settings_probs(net, [im for _, im in buf], settings, device)
         jobs = None
         if crf is not None and pool is not None:
             jobs = CRFJobs(pool, [im for _, im in buf], probs, crf, chunksize=1, labels=True)

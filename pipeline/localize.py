@@ -2,8 +2,8 @@
 
 * :func:`smallest_box_holding_mass` — the smallest axis-aligned rectangle holding a fraction
   (0.98) of the total mass of a non-negative map: the EP paper's box from the class-specific
-  entropy weights λ^top5 (seed 001, §4.3, Eq. 5; ALGORITHMS.md §1). Exact; see its docstring
-  for the algorithm and complexity.
+  entropy weights λ^top5 (Wan et al. ICCV 2019, §4.3, Eq. 5; docs/ALGORITHMS.md §12). Exact;
+  see its docstring for the algorithm and complexity.
 * :func:`topk_lambda` — ``λ^top-k = Σ_{c ∈ top-k} λ^c`` from the per-class maps λ^c.
 * :func:`cam_baseline_box` — the CAM baseline of Zhou et al. (CVPR 2016): box around the
   largest connected component of the min-max normalised map ``>= threshold`` (0.2).

@@ -1,7 +1,7 @@
 """Segmentation, classification and seed-quality metrics (pure numpy; torch only for all_reduce).
 
 Confusion matrix ``M`` (rows = ground truth, columns = prediction), accumulated over a whole
-split with GT 255 ignored (ALGORITHMS.md §9, the VOC protocol):
+split with GT 255 ignored (docs/ALGORITHMS.md §9.2, the VOC protocol):
 
 * ``IoU_c = M_cc / (Σ_j M_cj + Σ_i M_ic − M_cc)``  (TP / (TP + FN + FP));
   undefined (NaN) for a class absent from both GT and prediction.
@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-IGNORE_INDEX = 255
+from pipeline.voc import IGNORE_INDEX
 
 
 def _np(a) -> np.ndarray:
@@ -62,13 +62,6 @@ class ConfusionMatrix:
             raise ValueError(f"ground-truth values must lie in 0..{n - 1} or be 255")
         self.mat += np.bincount(gt * n + pred, minlength=n * n).reshape(n, n)
 
-    def merge(self, other: "ConfusionMatrix") -> "ConfusionMatrix":
-        """Add another matrix of the same size into this one (returns self)."""
-        if other.num_classes != self.num_classes:
-            raise ValueError("cannot merge confusion matrices of different sizes")
-        self.mat += other.mat
-        return self
-
     def reduce_(self, group=None) -> "ConfusionMatrix":
         """Sum the matrix over all ranks with ``torch.distributed.all_reduce`` (in place).
 
@@ -89,9 +82,6 @@ class ConfusionMatrix:
         dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
         self.mat = t.cpu().numpy().astype(np.int64)
         return self
-
-    def reset(self) -> None:
-        self.mat[...] = 0
 
     def summary(self, class_names=None) -> dict:
         """Return ``{"IoU": [...], "Acc": [...], "mIoU", "aAcc", "mAcc", "fwIoU", "class_names",
@@ -140,7 +130,7 @@ def format_table(summary: dict, digits: int = 2) -> str:
 
 
 def average_precision(scores, targets) -> dict:
-    """Per-class average precision and mAP for multi-label classification.
+    """Per-class average precision and mAP of multi-label scores (docs/ALGORITHMS.md §9.3).
 
     ``scores`` (N, K) real, ``targets`` (N, K) in {0, 1}. For class k, with samples ranked by
     decreasing score and thresholds at every distinct score value (tied scores form one
@@ -174,13 +164,16 @@ def average_precision(scores, targets) -> dict:
 
 
 class SeedQuality:
-    """Quality of partial label maps (seeds; 255 = unlabelled), accumulated over images.
+    """Quality of partial label maps (seeds; 255 = unlabelled), accumulated over images
+    (docs/ALGORITHMS.md §9.2).
 
     Over pixels with GT ≠ 255 (``valid``), with ``labelled`` = valid pixels whose seed ≠ 255:
 
     * precision = #(labelled and seed == GT) / #labelled
     * recall    = #(labelled and seed == GT) / #valid
     * fraction_labelled = #labelled / #valid
+    * bg_precision / fg_precision = precision of the labelled pixels whose seed is background
+      (0) / a foreground class (≥ 1): how far each cue can be trusted
     * per-class IoU / mIoU computed with a confusion matrix restricted to labelled pixels
       (i.e. IoU of the seeds where they exist; unlabelled pixels count neither as FP nor FN).
     """
@@ -203,18 +196,15 @@ class SeedQuality:
         self.correct += int((lab & (seeds == gt)).sum())
         self.cm.update(seeds[lab], gt[lab])
 
-    def merge(self, other: "SeedQuality") -> "SeedQuality":
-        self.cm.merge(other.cm)
-        self.valid += other.valid
-        self.labelled += other.labelled
-        self.correct += other.correct
-        return self
-
     def summary(self, class_names=None) -> dict:
         s = self.cm.summary(class_names)
         nan = float("nan")
+        m = self.cm.mat
+        n_bg, n_fg = int(m[:, 0].sum()), int(m[:, 1:].sum())
         return {
             "precision": self.correct / self.labelled if self.labelled else nan,
+            "bg_precision": int(m[0, 0]) / n_bg if n_bg else nan,
+            "fg_precision": int(np.trace(m[1:, 1:])) / n_fg if n_fg else nan,
             "recall": self.correct / self.valid if self.valid else nan,
             "fraction_labelled": self.labelled / self.valid if self.valid else nan,
             "IoU": s["IoU"],
@@ -223,10 +213,3 @@ class SeedQuality:
             "valid_pixels": self.valid,
             "labelled_pixels": self.labelled,
         }
-
-
-def seed_quality(seeds, gt, num_classes: int) -> dict:
-    """One-shot :class:`SeedQuality` summary for a single seed map (or a batch of them)."""
-    q = SeedQuality(num_classes)
-    q.update(seeds, gt)
-    return q.summary()

@@ -110,6 +110,11 @@ def segmentation_html(ev, ub, seg) -> str:
             rows.append([label, "missing", "", "", "", ""])
     if seg:
         rows.append(["segmenter quick val (1 scale, no CRF)", pct(seg.get("val_mIoU")), "", "", "", ""])
+        if seg.get("train_mIoU") is not None:
+            rows.append([f"segmenter on the {seg.get('train_scored', '?')} pseudo-mask images (train, "
+                         "1 scale, no CRF)", pct(seg["train_mIoU"]), "", "", "", ""])
+        if seg.get("pseudo_mIoU") is not None:
+            rows.append(["argmax pseudo-masks (same images)", pct(seg["pseudo_mIoU"]), "", "", "", ""])
     out += table(["", "mIoU no CRF (%)", "mIoU CRF (%)", "mIoU final (%)", "pixel acc. no CRF (%)",
                   "mean acc. no CRF (%)"], rows)
     if ev and ub and ev.get("mIoU") is not None and ub.get("mIoU"):
@@ -119,6 +124,14 @@ def segmentation_html(ev, ub, seg) -> str:
         out += f"<p><b>WSSS / upper bound = {ratio}</b>{r2}</p>"
     else:
         out += "<p class=note>WSSS / upper bound: needs both <code>eval</code> and <code>upper_bound</code>.</p>"
+    if seg and seg.get("train_below_pseudo"):
+        out += ("<p class=error>The segmenter scores below its own argmax pseudo-masks on the training "
+                "images: see the DSRG diagnostics under Training curves.</p>")
+    if seg and seg.get("val_pred_fg") is not None:
+        out += (f"<p class=note>Predicted foreground (segmenter, 1 scale, no CRF): "
+                f"{pct(seg.get('train_pred_fg'))} % of the pseudo-mask images' pixels (GT "
+                f"{pct(seg.get('train_gt_fg'))} %), {pct(seg['val_pred_fg'])} % of val pixels (GT "
+                f"{pct(seg.get('val_gt_fg'))} %).</p>")
     cols = [(f"{lab} {'CRF' if key == 'crf' else 'no CRF'}", nested_get(m, key))
             for lab, m in (("WSSS", ev), ("upper bound", ub)) if m for key in ("no_crf", "crf") if nested_get(m, key)]
     if cols:

@@ -14,7 +14,8 @@ import math
 import os
 from pathlib import Path
 
-__all__ = ["read_scalars", "plot_training_curves", "plot_iou_bars"]
+__all__ = ["read_scalars", "plot_training_curves", "plot_dsrg_diagnostics", "plot_iou_bars",
+           "DSRG_DIAGNOSTICS"]
 
 # logged keys that are not worth a curve
 SKIP_KEYS = {"iter", "step", "epoch", "time", "data_time", "memory", "lr", "base_lr"}
@@ -74,6 +75,60 @@ def plot_training_curves(records: list[dict], title: str, path: str | os.PathLik
         elif len(ks) > 1 or name == "loss":
             ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+# the DSRG collapse diagnostics of the training log (pipeline.dsrg_diagnostics): panel -> keys
+DSRG_DIAGNOSTICS = {
+    "grid cells labelled / predicted": ("cov_bg_before", "cov_bg_after", "cov_fg_before",
+                                        "cov_fg_after", "pred_fg"),
+    "cells confident enough to grow": ("conf_bg", "conf_fg"),
+    "seeding loss terms": ("seed_bg", "seed_fg"),
+}
+
+
+def plot_dsrg_diagnostics(records: list[dict], path: str | os.PathLike, title: str = "",
+                          final: dict | None = None) -> bool:
+    """The DSRG diagnostics vs iteration, one panel per :data:`DSRG_DIAGNOSTICS` group (False
+    when the records hold none). ``final``: the segmenter's end-of-training fractions
+    (``val_pred_fg``, ``train_pred_fg``, ``train_gt_fg``, ``val_gt_fg``), drawn as markers at
+    the last iteration (predicted) and dotted lines (GT) on the first panel."""
+    panels = [(name, [k for k in keys if any(k in r for r in records)])
+              for name, keys in DSRG_DIAGNOSTICS.items()]
+    panels = [(n, ks) for n, ks in panels if ks]
+    if not panels:
+        return False
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    final = {k: v for k, v in (final or {}).items() if v is not None}
+    last = max(r["iter"] for r in records)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.4), squeeze=False)
+    for j, (ax, (name, ks)) in enumerate(zip(axes[0], panels)):
+        for k in ks:
+            x, y = _series(records, k)
+            colour = "tab:green" if k == "pred_fg" else "tab:blue" if "bg" in k else "tab:red"
+            ax.plot(x, y, label=k, lw=1.2, ls="--" if k.endswith("_before") else "-", color=colour,
+                    marker="." if len(x) < 30 else None)
+        if j == 0:
+            for key, mark in (("train_pred_fg", "o"), ("val_pred_fg", "s")):
+                if key in final:
+                    ax.plot([last], [final[key]], mark, ms=7, color="tab:green", mfc="none",
+                            label=f"{key} (end)")
+            for key, ls in (("train_gt_fg", ":"), ("val_gt_fg", "-.")):
+                if key in final:
+                    ax.axhline(final[key], color="grey", ls=ls, lw=1, label=key)
+            ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("iteration")
+        ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

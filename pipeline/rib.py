@@ -1,7 +1,7 @@
-"""RIB heatmaps: per-image fine-tuning that reduces the information bottleneck (ALGORITHMS.md §8).
+"""RIB heatmaps: per-image fine-tuning that reduces the information bottleneck.
 
 Lee et al., "Reducing Information Bottleneck for Weakly Supervised Semantic Segmentation"
-(NeurIPS 2021; seed ``003_fe818f4cdedf9f2d.txt``). For one target image with classes Y:
+(NeurIPS 2021; docs/ALGORITHMS.md §8.2). For one target image with classes Y:
 
 1. the trained classifier is fine-tuned for a few ``steps`` (10) on a batch made of the target
    image at several ``scales`` with horizontal flips plus images that share no class with it
@@ -40,6 +40,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from pipeline.geometry import grid_to_frame
 from pipeline.heatmaps import normalise_per_class
 
 __all__ = ["RIB_DEFAULTS", "rib_heatmaps", "plain_cam", "pick_negatives"]
@@ -83,11 +84,12 @@ def _views(image: torch.Tensor, scales, flip: bool) -> list[torch.Tensor]:
     return out
 
 
-def _merged_cam(cam: torch.Tensor, flip: bool, size) -> torch.Tensor:
-    """ReLU CAM of a view batch (1 or 2 with flip) → (K, H, W) flip-merged, at ``size``."""
-    cam = cam.detach().float().clamp_min(0)
-    merged = cam[0] + cam[1].flip(-1) if flip else cam[0]
-    return F.interpolate(merged[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
+def _merged_cam(cam: torch.Tensor, flip: bool, view_size, size) -> torch.Tensor:
+    """ReLU CAM of a view batch (1 or 2 with flip) of input size ``view_size`` → (K, H, W)
+    flip-merged, at ``size`` (stride-8 alignment, :func:`pipeline.geometry.grid_to_frame`; the
+    mirrored view's map is mirrored back after upsampling)."""
+    cam = grid_to_frame(cam.detach().float().clamp_min(0), view_size, size)
+    return cam[0] + cam[1].flip(-1) if flip else cam[0]
 
 
 def _raw_logit_sum(out: dict, targets: torch.Tensor, aux_weight: float) -> torch.Tensor:
@@ -116,7 +118,7 @@ def plain_cam(net, image: torch.Tensor, labels: torch.Tensor, scales=(1.0,), fli
         present = labels.to(device) > 0
         acc = torch.zeros((len(labels), *image.shape[-2:]), device=device)
         for x in _views(image, scales, flip):
-            acc += _merged_cam(net(x)["cam"], flip, image.shape[-2:])
+            acc += _merged_cam(net(x)["cam"], flip, x.shape[-2:], image.shape[-2:])
         acc[~present] = 0
         return normalise_per_class(acc)
     finally:
@@ -225,7 +227,7 @@ def _finetune(net, optimizer, base_lrs, image, labels, present, negatives, negat
             for i, x in enumerate(views):
                 tgt = labels.expand(x.shape[0], -1)
                 out = net(x, labels=tgt)
-                cam = _merged_cam(out["cam"], flip, acc.shape[-2:])
+                cam = _merged_cam(out["cam"], flip, x.shape[-2:], acc.shape[-2:])
                 if i == 0 and step > 0:
                     cov = _coverage(cam, present, float(cfg["explode_th"]))
                     info["coverage"].append(cov)

@@ -1,19 +1,22 @@
 """Seed (partial label map) generation from class heatmaps and saliency; DSRG/SEC cue export.
 
-Seeds follow the EP paper §4.4 / DSRG recipe (ALGORITHMS.md §3): a pixel is foreground for a
-class c when it lies in the "top 30%" of the class heatmap, background when its normalised
-saliency is < 0.06, and ignored (255) when unclaimed or claimed by both foreground and
-background. Labels are dataset indices: 0 background, classes[k] for heatmap k, 255 ignore.
+Seeds follow the recipe of the EP paper (Wan et al. ICCV 2019) §4.4 and DSRG
+(docs/ALGORITHMS.md §3): a pixel is foreground for a class c when it lies in the "top 30%" of
+the class heatmap, background when its normalised saliency is < 0.06, and ignored (255) when
+unclaimed or claimed by both foreground and background. Without a saliency model the
+background can come from the heatmaps alone (every class map of the image at most 0.05, IRN's
+rule), or from both cues at once (:func:`background_cues`). Labels are dataset indices: 0
+background, classes[k] for heatmap k, 255 ignore.
 """
 from __future__ import annotations
 
-import os
 import pickle
-from pathlib import Path
 
 import numpy as np
 
-IGNORE_INDEX = 255
+from pipeline.geometry import cell_pixels, input_len_for_grid, pixel_cells
+from pipeline.io_utils import atomic_file
+from pipeline.voc import IGNORE_INDEX
 
 
 def _fg_claims(heatmaps: np.ndarray, fg_top: float, fg_mode: str) -> np.ndarray:
@@ -41,38 +44,76 @@ def _fg_claims(heatmaps: np.ndarray, fg_top: float, fg_mode: str) -> np.ndarray:
     return (heatmaps >= thr[:, None, None]) & (heatmaps > 0)
 
 
+BG_SOURCES = ("saliency", "cam", "both")
+
+
+def background_cues(heatmaps, saliency=None, bg_source: str = "saliency", bg_sal: float = 0.06,
+                    bg_cam: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """``(background, veto)``, boolean (H, W) each (docs/ALGORITHMS.md §3): the pixels labelled
+    background, and the pixels where a background cue withdraws a foreground claim.
+
+    * ``'saliency'`` (EP paper §4.4, DSRG): ``s(u) < bg_sal``;
+    * ``'cam'`` (Ahn et al. CVPR 2019, IRN's ``conf_bg_thres`` = 0.05 on max-normalised CAMs):
+      ``max_c h_c(u) <= bg_cam`` over the image's class maps ``h_c`` (each normalised by its
+      max); IRN pads the maps with a constant ``bg_cam`` background map and takes the argmax,
+      whose ties go to the background, hence ``<=``. An image without classes is all
+      background. IRN also refines this map with a dense CRF; here it is used as it is;
+    * ``'both'``: background where both rules hold (AND), so the background seeds are as precise
+      as the two cues together make them (DSRG's growing extends them afterwards); each cue
+      keeps its veto on foreground claims (OR), as it has alone: saliency still withdraws the
+      class maps' spill onto non-salient background.
+    With one cue, ``veto`` equals ``background``. ``saliency`` may be None with ``'cam'``.
+    """
+    hm = np.asarray(heatmaps, dtype=np.float64)
+    if hm.ndim == 2:
+        hm = hm[None]
+    if bg_source not in BG_SOURCES:
+        raise ValueError(f"bg_source must be one of {BG_SOURCES}, got {bg_source!r}")
+    cam_bg = hm.max(axis=0, initial=-np.inf) <= bg_cam if bg_source != "saliency" else None
+    if bg_source == "cam":
+        return cam_bg, cam_bg
+    if saliency is None:
+        raise ValueError(f"bg_source={bg_source!r} needs a saliency map")
+    sal = np.asarray(saliency, dtype=np.float64)
+    if sal.shape != hm.shape[1:]:
+        raise ValueError(f"saliency shape {sal.shape} != heatmap size {hm.shape[1:]}")
+    sal_bg = sal < bg_sal
+    if cam_bg is None:
+        return sal_bg, sal_bg
+    return sal_bg & cam_bg, sal_bg | cam_bg
+
+
 def make_seeds(heatmaps, classes, saliency, fg_top: float = 0.30, fg_mode: str = "relative",
-               bg_sal: float = 0.06, overlap: str = "max") -> np.ndarray:
+               bg_sal: float = 0.06, overlap: str = "max", bg_source: str = "saliency",
+               bg_cam: float = 0.05) -> np.ndarray:
     """Seed label map (H, W) uint8 from per-class heatmaps and a saliency map.
 
     Args:
         heatmaps: (K_img, H, W) float, each map normalised to [0, 1] (by its max).
         classes: K_img dataset indices (>= 1) of the heatmaps.
-        saliency: (H, W) in [0, 1].
+        saliency: (H, W) in [0, 1]; may be None with ``bg_source='cam'``.
         fg_top, fg_mode: foreground rule, see :func:`_fg_claims`.
-        bg_sal: background where ``saliency < bg_sal``.
+        bg_source, bg_sal, bg_cam: background rule, see :func:`background_cues` (default:
+            ``saliency < bg_sal``).
         overlap: a pixel claimed by several classes gets the claimant with the highest
             (normalised) heatmap value (``'max'``; an exact tie for the highest value → 255),
             or 255 (``'ignore'``).
     Rules, in order: a pixel that is foreground (for any class, before overlap resolution) and
-    background at once → 255; unclaimed by both → 255; background only → 0.
+    vetoed by a background cue → 255; unclaimed by both → 255; background only → 0.
     """
     hm = np.asarray(heatmaps, dtype=np.float64)
-    sal = np.asarray(saliency, dtype=np.float64)
     if hm.ndim == 2:
         hm = hm[None]
     classes = [int(c) for c in classes]
     if hm.ndim != 3 or hm.shape[0] != len(classes):
         raise ValueError(f"heatmaps shape {hm.shape} does not match {len(classes)} classes")
-    if sal.shape != hm.shape[1:]:
-        raise ValueError(f"saliency shape {sal.shape} != heatmap size {hm.shape[1:]}")
     if any(c < 1 or c >= IGNORE_INDEX for c in classes):
         raise ValueError(f"foreground classes must be dataset indices in 1..254, got {classes}")
     if overlap not in ("max", "ignore"):
         raise ValueError(f"overlap must be 'max' or 'ignore', got {overlap!r}")
 
-    out = np.full(sal.shape, IGNORE_INDEX, dtype=np.uint8)
-    bg = sal < bg_sal
+    bg, veto = background_cues(hm, saliency, bg_source, bg_sal, bg_cam)
+    out = np.full(bg.shape, IGNORE_INDEX, dtype=np.uint8)
     out[bg] = 0
     if not classes:
         return out
@@ -91,7 +132,7 @@ def make_seeds(heatmaps, classes, saliency, fg_top: float = 0.30, fg_mode: str =
         out[multi & (n_best > 1)] = IGNORE_INDEX
     else:
         out[multi] = IGNORE_INDEX
-    out[bg & (n_claims > 0)] = IGNORE_INDEX
+    out[veto & (n_claims > 0)] = IGNORE_INDEX
     return out
 
 
@@ -114,21 +155,17 @@ def pseudo_mask_argmax(heatmaps, classes, bg_threshold: float) -> np.ndarray:
     return lab
 
 
-def _grid_bins(n_in: int, n_out: int) -> np.ndarray:
-    """Output cell of each input row/column: ``floor(i · n_out / n_in)`` (equal-width blocks)."""
-    return (np.arange(n_in) * n_out) // n_in
-
-
 def seeds_to_multihot(label, num_classes: int, out_size=None, mode: str = "nearest") -> np.ndarray:
     """Label map (H, W) (255 = none) → bool (num_classes, h, w) one-hot cue tensor.
 
-    ``out_size=(h, w)`` resamples to an output grid that spans the whole image (aspect ratio
-    not kept, as DSRG's 321×321 → 41×41):
-      * ``'nearest'``: cell (i, j) takes the pixel at the cell centre,
-        ``y = floor((i + 0.5) · H / h)``, ``x = floor((j + 0.5) · W / w)``;
-      * ``'majority'``: cell (i, j) takes the most frequent value among the pixels whose
-        block ``(floor(y·h/H), floor(x·w/W))`` is (i, j), counting 255 as a value; ties go to
-        255 first, then to the lowest class. Requires ``H >= h`` and ``W >= w``.
+    ``out_size=(h, w)`` resamples to the output grid of a network input made by resizing the
+    whole map to ``8·(h−1)+1 × 8·(w−1)+1`` (DSRG's 321×321 → 41×41, aspect ratio not kept),
+    with the grid geometry of :mod:`pipeline.geometry`:
+      * ``'nearest'``: cell (i, j) takes the pixel it sits on (:func:`~pipeline.geometry.cell_pixels`,
+        ``y = round((8i + ½)·H/n − ½)``; 321 → 41: pixels 0, 8, …, 320);
+      * ``'majority'``: cell (i, j) takes the most frequent value among the pixels whose nearest
+        cell it is (:func:`~pipeline.geometry.pixel_cells`), counting 255 as a value; ties go
+        to 255 first, then to the lowest class. Requires ``H >= h`` and ``W >= w``.
     Cells whose value is 255 have no class set.
     """
     lab = np.asarray(label).astype(np.int64)
@@ -141,13 +178,15 @@ def seeds_to_multihot(label, num_classes: int, out_size=None, mode: str = "neare
     if out_size is not None:
         h, w = int(out_size[0]), int(out_size[1])
         if mode == "nearest":
-            ys = np.minimum(((np.arange(h) + 0.5) * H / h).astype(np.int64), H - 1)
-            xs = np.minimum(((np.arange(w) + 0.5) * W / w).astype(np.int64), W - 1)
+            ys = cell_pixels(h, input_len_for_grid(h), H)
+            xs = cell_pixels(w, input_len_for_grid(w), W)
             lab = lab[ys[:, None], xs[None, :]]
         elif mode == "majority":
             if H < h or W < w:
                 raise ValueError(f"majority downsampling needs an input at least {h}x{w}, got {H}x{W}")
-            cell = _grid_bins(H, h)[:, None] * w + _grid_bins(W, w)[None, :]
+            rows = pixel_cells(H, h, input_len_for_grid(h))
+            cols = pixel_cells(W, w, input_len_for_grid(w))
+            cell = rows[:, None] * w + cols[None, :]
             val = np.where(lab == IGNORE_INDEX, 0, lab + 1)  # 0 = ignore slot, wins ties
             counts = np.bincount((cell * (num_classes + 1) + val).ravel(),
                                  minlength=h * w * (num_classes + 1)).reshape(h, w, num_classes + 1)
@@ -189,9 +228,6 @@ def export_dsrg_cues(label_maps: dict, path, grid: int = 41, num_classes: int | 
         fg = image_labels[key] if image_labels is not None else np.unique(lab[(lab != IGNORE_INDEX) & (lab > 0)])
         data["%d_labels" % i] = np.array(sorted({0, *(int(c) for c in fg)}), dtype=np.int64)
         data["%d_cues" % i] = np.array(np.nonzero(cues), dtype=np.int64).reshape(3, -1)
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
+    with atomic_file(path) as tmp, open(tmp, "wb") as fh:
         pickle.dump(data, fh, protocol=2)
-    os.replace(tmp, path)
     return dict(index_of)

@@ -5,7 +5,8 @@ A stage ``S`` with upstream stages ``U1..Un`` writes ``WORK_DIR/S/`` containing 
 
 * ``config_digest`` — digest of the config sections the stage reads, without the execution-only
   keys (:data:`EXECUTION_KEYS`: process pools and writer threads, whose outputs are the same
-  for any count), so widening a pool on a bigger machine keeps the stage fresh,
+  for any count, and the stalled-loss warning's patience), so widening a pool on a bigger
+  machine keeps the stage fresh,
 * ``upstream`` — ``{name: run_digest}`` of the upstream manifests it consumed,
 * ``run_digest`` — a fresh digest for every completed run (downstream stages record it),
 * counts, metrics, timings.
@@ -18,7 +19,10 @@ changing only ``seeds.*`` options leaves classifier and heatmaps fresh.
 Outputs are written into ``WORK_DIR/.partial/S/`` and renamed to ``WORK_DIR/S/`` only when the
 stage returns; an interrupted run leaves the previous complete output (if any) untouched. The
 partial folder is reused on the next run (so training can resume from its checkpoints) only
-when config and upstream digests are unchanged; otherwise it is wiped.
+when config and upstream digests are unchanged; otherwise it is wiped. A partial folder that
+already holds its manifest (a run stopped between finishing and renaming) is published by
+the next run. One run per stage and work dir at a time, and no swap while a downstream stage
+reads the folder: :mod:`pipeline.locks`.
 """
 from __future__ import annotations
 
@@ -33,11 +37,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from pipeline import locks
+from pipeline.io_utils import replace_dir, write_json_atomic
+
 MANIFEST = "manifest.json"
 
 
 class StageError(RuntimeError):
     """A stage cannot run (missing upstream, bad input); the message says what to do."""
+
+
+class StageLockedError(StageError):
+    """Another process runs the same stage in the same work dir (its PID is in the message)."""
 
 
 def digest(obj: Any) -> str:
@@ -46,7 +57,7 @@ def digest(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-EXECUTION_KEYS = frozenset({"workers", "writers", "start_method"})
+EXECUTION_KEYS = frozenset({"workers", "writers", "start_method", "stall_iters"})
 
 
 def _without_execution_keys(obj: Any) -> Any:
@@ -74,14 +85,6 @@ def read_manifest(stage_dir: str | os.PathLike) -> dict | None:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise StageError(f"{path}: corrupt manifest ({exc}); delete the folder or re-run with FORCE=1") from exc
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON to ``path`` through a temporary file and ``os.replace``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -161,9 +164,45 @@ def run_stage(name: str, upstream: tuple[str, ...], run_fn: Callable[[StageConte
     """Run one stage with freshness check, resumable partial folder and atomic rename.
 
     Every process of a distributed run calls this; only rank 0 touches the file system
-    layout (others wait at barriers). Returns the stage's manifest.
+    layout (others wait at barriers) and holds the locks (:mod:`pipeline.locks`): the stage's
+    writer lock (a concurrent run of the same stage fails at once, naming this PID) and a
+    shared publication lock on each upstream stage. Returns the stage's manifest.
     """
     work_dir = Path(work_dir).resolve()
+    if rank != 0:
+        return _run_stage(name, upstream, run_fn, cfg, section, work_dir, force=force, device=device,
+                          rank=rank, world_size=world_size, extra_manifest=extra_manifest)
+    try:
+        writer = locks.acquire_writer(work_dir, name, tuple(upstream))
+    except locks.LockBusy as exc:
+        raise StageLockedError(locks.busy_message(name, work_dir, exc)) from None
+    readers = []
+    try:
+        readers = [locks.acquire_reader(work_dir, up) for up in upstream]
+        _publish_pending(work_dir, name)
+        return _run_stage(name, upstream, run_fn, cfg, section, work_dir, force=force, device=device,
+                          rank=rank, world_size=world_size, extra_manifest=extra_manifest)
+    finally:
+        for fd in (*readers, writer):
+            locks.release(fd)
+
+
+def _publish_pending(work_dir: Path, name: str) -> None:
+    """Finish a publication an earlier run was stopped in: a partial folder with its manifest
+    is complete (the manifest is written last), so it is swapped in; old folders moved aside
+    by a stopped swap are deleted."""
+    partial_dir = work_dir / ".partial" / name
+    if (partial_dir / MANIFEST).is_file():
+        print(f"[{name}] publishing the complete output of an earlier run left in {partial_dir}", flush=True)
+        with locks.publishing(work_dir, name):
+            _swap_into_place(work_dir, name)
+        (work_dir / ".partial" / f"{name}.json").unlink(missing_ok=True)
+    for trash in (work_dir / ".partial").glob(f"{name}.old*"):
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def _run_stage(name, upstream, run_fn, cfg, section, work_dir: Path, *, force, device, rank,
+               world_size, extra_manifest) -> dict:
     final_dir = work_dir / name
     partial_dir = work_dir / ".partial" / name
     marker = work_dir / ".partial" / f"{name}.json"
@@ -230,20 +269,18 @@ def run_stage(name: str, upstream: tuple[str, ...], run_fn: Callable[[StageConte
     }
     write_json_atomic(partial_dir / MANIFEST, manifest)
     (partial_dir / ".run_state.json").unlink(missing_ok=True)
-    _swap_into_place(partial_dir, final_dir)
+    with locks.publishing(work_dir, name, log=lambda msg: print(f"[{name}] {msg}", flush=True)):
+        _swap_into_place(work_dir, name)
     marker.unlink(missing_ok=True)
     print(f"[{name}] done in {wall:.1f}s -> {final_dir}", flush=True)
     _barrier(world_size)
     return manifest
 
 
-def _swap_into_place(src: Path, dst: Path) -> None:
-    """Replace ``dst`` by ``src``: the old folder is moved aside first, then deleted."""
-    trash = dst.parent / ".partial" / f"{dst.name}.old{os.getpid()}"
-    if dst.exists():
-        os.replace(dst, trash)
-    os.replace(src, dst)
-    shutil.rmtree(trash, ignore_errors=True)
+def _swap_into_place(work_dir: Path, name: str) -> None:
+    """``.partial/<name>`` → ``<name>``, the old folder moved aside to ``.partial`` first."""
+    replace_dir(work_dir / ".partial" / name, work_dir / name,
+                trash=work_dir / ".partial" / f"{name}.old{os.getpid()}")
 
 
 def _plain(obj: Any) -> Any:

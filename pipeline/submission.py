@@ -1,18 +1,18 @@
 """PASCAL VOC 2012 test-server submission: prediction PNGs, validation, tar.gz archive.
 
-Server format (ALGORITHMS.md §9): ``results/VOC2012/Segmentation/comp6_test_cls/<id>.png``,
+Server format (docs/ALGORITHMS.md §9.1): ``results/VOC2012/Segmentation/comp6_test_cls/<id>.png``,
 single-channel palette PNG with the VOC palette, the original image size, values
 ``0..num_classes-1`` only (no 255), every test id present; uploaded as a tar.gz of ``results/``.
 """
 from __future__ import annotations
 
-import os
 import tarfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from .io_utils import atomic_file
 from .voc import voc_palette, write_label_png
 
 SUBMISSION_SUBDIR = "results/VOC2012/Segmentation/{comp}_test_cls"
@@ -29,15 +29,8 @@ def write_prediction_png(path, label, num_classes: int) -> None:
     if label.size and (label.min() < 0 or label.max() >= num_classes):
         bad = np.unique(label[(label < 0) | (label >= num_classes)])
         raise ValueError(f"{path}: prediction values must lie in 0..{num_classes - 1}, found {bad[:10].tolist()}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    try:
+    with atomic_file(path) as tmp:
         write_label_png(tmp, label)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _check_png(f: Path, jpg: Path, num_classes: int, ref_pal: list) -> list:
@@ -117,15 +110,7 @@ def make_submission_archive(results_root, tgz_path, comp: str = "comp6") -> int:
     files = sorted(p for p in src.iterdir() if p.is_file() and p.suffix == ".png" and not p.name.startswith("."))
     if not files:
         raise ValueError(f"{src}: no PNG predictions to pack")
-    tgz = Path(tgz_path)
-    tgz.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tgz.with_name(f".{tgz.name}.tmp{os.getpid()}")
-    try:
-        with tarfile.open(tmp, "w:gz") as tar:
-            for p in files:
-                tar.add(p, arcname=f"{sub}/{p.name}", recursive=False)
-        os.replace(tmp, tgz)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_file(tgz_path) as tmp, tarfile.open(tmp, "w:gz") as tar:
+        for p in files:
+            tar.add(p, arcname=f"{sub}/{p.name}", recursive=False)
     return len(files)

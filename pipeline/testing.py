@@ -4,25 +4,6 @@ from __future__ import annotations
 
 import torch
 
-# output channels of VGG-16's 13 convolutions (torchvision's ``vgg16().features``)
-VGG16_CHANNELS = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
-
-
-def random_vgg16_state() -> dict:
-    """A random state dict with the keys and shapes of torchvision's ``vgg16()`` (no torchvision
-    needed): the 13 ``features.<i>`` convolutions plus one classifier key (the fc layers, 120M
-    parameters, are left out to keep files small)."""
-    from pipeline.models.imagenet import VGG16_CONV_INDICES
-
-    state, c_in = {}, 3
-    for index, c_out in zip(VGG16_CONV_INDICES, VGG16_CHANNELS):
-        state[f"features.{index}.weight"] = torch.randn(c_out, c_in, 3, 3) * 0.05
-        state[f"features.{index}.bias"] = torch.randn(c_out) * 0.05
-        c_in = c_out
-    state["classifier.6.bias"] = torch.zeros(1000)
-    return state
-
-
 def save_untrained_classifier(ctx) -> dict:
     """A fake `classifier` stage ``run``: an untrained classifier of ``ctx.section['model']``
     whose class maps vary in sign (std-1 classifier weights), saved as ``model.pth``."""
@@ -37,6 +18,24 @@ def save_untrained_classifier(ctx) -> dict:
     torch.nn.init.normal_(net.classifier.weight, std=1.0)
     save_model(ctx.out / "model.pth", net, "classifier", cfg, index.num_classes - 1, index.classes)
     return {"counts": {}, "metrics": {}}
+
+
+def seeds_from_masks(ctx, drop: float = 0.75) -> dict:
+    """A fake `seeds` stage ``run``: ``labels/<id>.png`` = each trainaug GT mask with a random
+    ``drop`` fraction of its pixels set to 255 (unlabelled), the same for every call."""
+    import numpy as np
+
+    from pipeline.data.index import DatasetIndex
+    from pipeline.voc import write_label_png
+
+    index = DatasetIndex.load(ctx.upstream_dir("data"))
+    (ctx.out / "labels").mkdir()
+    rng = np.random.default_rng(0)
+    for img_id in index.ids("trainaug"):
+        m = index.read_mask(img_id).copy()
+        m[rng.random(m.shape) < drop] = 255
+        write_label_png(ctx.out / "labels" / f"{img_id}.png", m)
+    return {"counts": {"images": len(index.ids("trainaug"))}}
 
 
 def tiny_work_dir(root, exp_text: str, classifier_run=save_untrained_classifier):
@@ -56,6 +55,28 @@ def tiny_work_dir(root, exp_text: str, classifier_run=save_untrained_classifier)
     run_stage("data", (), stages.data.run, cfg, cfg.data, wd)
     run_stage("classifier", ("data",), classifier_run, cfg, cfg.classifier, wd)
     return exp, wd, cfg
+
+
+def vgg16_layout_state(seed: int = 0, fc: bool = True) -> dict:
+    """A random state dict in torchvision's ``vgg16`` layout (no torchvision needed): the 13
+    ``features.<i>`` convs and, with ``fc``, ``classifier.0`` (4096×25088) and ``classifier.3``
+    (4096×4096). The fc weights are strided views of a small random storage (element (r, k) =
+    base[7r + k]), so a saved file stays a few MB."""
+    from pipeline.models.imagenet import VGG16_CONV_INDICES
+
+    gen = torch.Generator().manual_seed(seed)
+    widths = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
+    state, cin = {}, 3
+    for idx, cout in zip(VGG16_CONV_INDICES, widths):
+        state[f"features.{idx}.weight"] = 0.05 * torch.randn(cout, cin, 3, 3, generator=gen)
+        state[f"features.{idx}.bias"] = 0.01 * torch.randn(cout, generator=gen)
+        cin = cout
+    if fc:
+        for key, cols in (("classifier.0", 25088), ("classifier.3", 4096)):
+            base = 0.01 * torch.randn(7 * 4095 + cols, generator=gen)
+            state[f"{key}.weight"] = base.as_strided((4096, cols), (7, 1))
+            state[f"{key}.bias"] = 0.01 * torch.randn(4096, generator=gen)
+    return state
 
 
 # ------------------------------------------------------------------ DDP on two CPU processes ---
@@ -129,3 +150,34 @@ def ddp_worker(rank: int, world_size: int, port: int, root: str, work: str) -> N
             torch.save(net.state_dict(), Path(root) / f"{kind}_rank{rank}.pt")
     finally:
         dist.destroy_process_group()
+def write_exp(tmp_path, text: str):
+    """Write an experiment file ``tmp_path/exp.py`` (``text`` dedented); return its path."""
+    import textwrap
+    from pathlib import Path
+
+    path = Path(tmp_path) / "exp.py"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def run_stage_cli(module: str, exp, work, *opts: str, force: bool = False):
+    """A stage through its command-line entry (``main_for``), as ``make`` runs it."""
+    from stages.common import main_for
+
+    argv = ["--exp", str(exp), "--work-dir", str(work)] + (["--opts", *opts] if opts else [])
+    return main_for(module, argv + (["--force"] if force else []))
+
+
+def expect_one_line_error(capsys, fn, *needles, code: int = 1) -> str:
+    """Run ``fn``: it must exit with ``code`` and at most two stderr lines, no traceback,
+    containing every needle; returns stderr."""
+    import pytest
+
+    with pytest.raises(SystemExit) as exc:
+        fn()
+    err = capsys.readouterr().err
+    assert exc.value.code == code, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 2, err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    return err

@@ -11,11 +11,11 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import cv2
 import numpy as np
 
+from pipeline.io_utils import atomic_file
 from pipeline.voc import colorize
 
 __all__ = ["to_uint8", "heatmap_rgb", "grey_rgb", "label_rgb", "blend", "caption", "panel_row",
@@ -121,9 +121,6 @@ def panel_row(images: list, labels: list[str] | None = None, height: int | None 
 
 def save_rgb(path: str | os.PathLike, img) -> None:
     """Write an RGB uint8 image (format from the extension) via a temporary file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    if not cv2.imwrite(str(tmp), cv2.cvtColor(_rgb(img), cv2.COLOR_RGB2BGR)):
-        raise OSError(f"could not write image {path}")
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(_rgb(img), cv2.COLOR_RGB2BGR)):
+            raise OSError(f"could not write image {path}")

@@ -1,8 +1,8 @@
 """PASCAL VOC conventions: class names, colour palette and palette-PNG I/O.
 
 Palette formula (VOC devkit ``VOClabelcolormap``): for index i, bits of i are spread
-over the high bits of r, g, b (ALGORITHMS.md §9): 1 -> (128,0,0), 2 -> (0,128,0),
-255 -> (224,224,192).
+over the high bits of r, g, b (docs/ALGORITHMS.md §9.1): 1 -> (128,0,0), 2 -> (0,128,0),
+255 -> (224,224,192). Pillow is imported by the PNG functions only.
 """
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 IGNORE_INDEX = 255
 
@@ -45,6 +44,7 @@ def write_label_png(path: str | os.PathLike, label: np.ndarray) -> None:
         raise ValueError(f"{path}: label map must be 2-D, got shape {label.shape}")
     if label.size and (label.min() < 0 or label.max() > 255):
         raise ValueError(f"{path}: label values must lie in 0..255")
+    from PIL import Image
     img = Image.fromarray(label.astype(np.uint8), mode="P")
     img.putpalette(_PALETTE_FLAT)
     img.save(path)
@@ -52,6 +52,7 @@ def write_label_png(path: str | os.PathLike, label: np.ndarray) -> None:
 
 def read_label_png(path: str | os.PathLike) -> np.ndarray:
     """Read a palette (or grey) PNG label map as ``HxW`` uint8 indices (no colour conversion)."""
+    from PIL import Image
     try:
         with Image.open(path) as img:
             if img.mode not in ("P", "L"):

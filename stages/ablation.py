@@ -33,9 +33,10 @@ import traceback
 from pathlib import Path
 
 from pipeline.ablation_table import COLUMNS, FULL_COLUMNS, STATUS_COLUMN, format_markdown, nested_get
+from pipeline.io_utils import write_json_atomic, write_text_atomic
 from pipeline.stage import (StageError, _plain, config_digests, read_manifest, run_stage,
-                            stage_status, write_json_atomic)
-from stages.common import stage_upstream
+                            stage_status)
+from stages.common import add_opts_argument, expand_opts_line, stage_upstream
 
 SHARED = ("data", "saliency")
 CUE_STAGES = ("classifier", "heatmaps", "seeds")
@@ -222,12 +223,6 @@ def _idle_status(spec: dict, vcfgs: dict, root: Path, stages) -> str:
     return f"{word} (not run now)"
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 # -------------------------------------------------------------------------------- driver ---
 def run_ablation(cfg, work_dir, *, variants=None, full: bool | None = None, force: bool = False,
                  device: str = "cpu", log=print) -> dict:
@@ -330,37 +325,30 @@ def run_ablation(cfg, work_dir, *, variants=None, full: bool | None = None, forc
                "rows": rows, "errors": errors}
     md = format_markdown(results)
     write_json_atomic(root / "results.json", results)
-    _write_text_atomic(root / "results.md", md)
+    write_text_atomic(root / "results.md", md)
     log(f"\nAblation ({cfg.experiment.get('name')}) -> {root / 'results.md'}\n\n{md}")
     return results
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from mmengine.config import DictAction
-
     p = argparse.ArgumentParser(prog="python -m stages.ablation", description=__doc__.split("\n")[0])
     p.add_argument("--exp", default=None, help="experiment config file")
     p.add_argument("--work-dir", default=None, help="main work dir (default work_dirs/<experiment>)")
-    p.add_argument("--opts", nargs="+", action=DictAction, default={},
-                   help="config overrides for every variant, e.g. classifier.train.max_iters=100")
+    add_opts_argument(p)
     p.add_argument("--force", action="store_true", help="re-run the variants' stages even when fresh")
     p.add_argument("--full", action="store_true", default=None,
                    help="also train the segmenter and score it (eval) per variant")
     p.add_argument("--variants", nargs="+", default=None, help="run only these variants")
-    return p.parse_args(argv)
+    return p.parse_args(expand_opts_line(argv))
 
 
 def main(argv=None) -> int:
-    from stages.common import DEFAULT_EXP, default_work_dir, load_experiment
+    from stages.common import DEFAULT_EXP, choose_device, default_work_dir, load_experiment
 
     a = parse_args(argv)
     cfg = load_experiment(a.exp or DEFAULT_EXP, a.opts)
     work_dir = Path(a.work_dir).expanduser().resolve() if a.work_dir else default_work_dir(cfg)
-    import torch
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    if str(cfg.experiment.get("device", "auto")) == "cpu":
-        device = "cpu"
+    device = choose_device(cfg)
     variants = [v for item in (a.variants or []) for v in item.replace(",", " ").split()]
     try:
         res = run_ablation(cfg, work_dir, variants=variants or None, full=a.full, force=a.force,

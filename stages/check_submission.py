@@ -13,23 +13,23 @@ import argparse
 import sys
 import tarfile
 import tempfile
+import zlib
 from pathlib import Path
 
 from pipeline.submission import SUBMISSION_SUBDIR, validate_submission
+from stages.common import add_opts_argument, expand_opts_line
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from mmengine.config import DictAction
-
     p = argparse.ArgumentParser(prog="python -m stages.check_submission", description=__doc__.split("\n")[0])
     p.add_argument("--dir", default=None, help="predictions folder, results root or .tgz")
     p.add_argument("--exp", default=None, help="experiment config (for WORK_DIR and submit.comp)")
     p.add_argument("--work-dir", default=None, help="work dir holding data/ (dataset index)")
-    p.add_argument("--opts", nargs="+", action=DictAction, default={}, help="config overrides")
+    add_opts_argument(p)
     p.add_argument("--force", action="store_true", help="ignored (accepted for make)")
     p.add_argument("--split", default=None, help="split the submission covers (default: submit.split or test)")
     p.add_argument("--comp", default=None, help="competition folder prefix (default: submit.comp or comp6)")
-    return p.parse_args(argv)
+    return p.parse_args(expand_opts_line(argv))
 
 
 def _extract(tgz: Path, dest: Path, sub: str) -> list[str]:
@@ -57,7 +57,11 @@ def check(result_path, index, split: str = "test", comp: str = "comp6") -> list[
     args = (index.ids(split), index.root / "JPEGImages", index.num_classes)
     if path.is_file() and path.name.endswith((".tgz", ".tar.gz", ".tar")):
         with tempfile.TemporaryDirectory() as tmp:
-            problems = _extract(path, Path(tmp), sub)
+            try:
+                problems = _extract(path, Path(tmp), sub)
+            except (EOFError, zlib.error, tarfile.TarError) as exc:
+                return [f"{path}: truncated or corrupt archive ({exc or type(exc).__name__}): "
+                        "re-create it (make submit FORCE=1) or copy it again"]
             probs = validate_submission(Path(tmp) / sub, *args)
             return problems + [p.replace(tmp, f"{path}!") for p in probs]
     if (path / sub).is_dir():

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from pipeline.data.datasets import ClassificationDataset
 from pipeline.data.index import DatasetIndex
+from pipeline.guards import training_guard
 from pipeline.metrics import average_precision
 from pipeline.models.checkpoint import save_model
 from pipeline.models.classifier import build_classifier
@@ -21,6 +22,8 @@ from stages.common import main_for, resolve_path
 
 STAGE = "classifier"
 UPSTREAM = ("data",)
+EP_STALL_CAUSE = ("EP normalisation (classifier.model.pooling.normalize='hw' pools features far smaller "
+                  "than GAP's when trained from scratch; 'lambda' is the λ-weighted mean)")
 
 
 def model_config(section) -> dict:
@@ -80,12 +83,15 @@ def run(ctx) -> dict:
     ctx.log(f"VGG-16 classifier, pooling={net.pooling_name}, {index.num_classes - 1} classes, "
             f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f}M parameters, pretrained="
             f"{model_cfg.get('pretrained')}")
+    if net.backbone.init_report is not None:
+        ctx.log(net.backbone.init_report.describe())
     train_ds = ClassificationDataset(index, tr.get("split", "trainaug"), tr["crop"], train=True,
                                      scale_range=tuple(tr.get("scale_range", (1.0, 1.0))),
                                      resize=tr.get("resize"))
+    guard = training_guard(tr, STAGE, causes=(EP_STALL_CAUSE,) if net.pooling_name == "ep" else ())
     net = train_from_section(net, make_loss_fn(tr.get("loss", "multilabel_soft_margin")), train_ds, tr,
                              work_dir=ctx.out / "train", seed=seed, world_size=ctx.world_size,
-                             device=ctx.device, log=ctx.log)
+                             device=ctx.device, log=ctx.log, hooks=[guard])
     counts = {"train_images": len(train_ds), "iterations": int(tr["max_iters"])}
     metrics = {}
     if ctx.rank == 0:
@@ -97,7 +103,8 @@ def run(ctx) -> dict:
                    "other_poolings": {k: v["mAP"] for k, v in res.items() if k != trained}}
         ctx.log(f"val mAP ({trained}) = {100 * res[trained]['mAP']:.2f}" + "".join(
             f"; {k} inference mAP = {100 * v['mAP']:.2f}" for k, v in res.items() if k != trained))
-        save_model(ctx.out / "model.pth", net, "classifier", model_cfg, index.num_classes - 1, index.classes)
+        save_model(ctx.out / "model.pth", net, "classifier", model_cfg, index.num_classes - 1, index.classes,
+                   section=STAGE)
         counts["val_images"] = len(index.ids(val.get("split", "val")))
     return {"counts": counts, "metrics": metrics}
 

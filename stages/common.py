@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -16,18 +18,60 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_EXP = REPO_ROOT / "configs" / "demo_synthetic.py"
 
 
-def parse_args(stage: str, argv=None) -> argparse.Namespace:
+OPTS_KEY = re.compile(r"^[A-Za-z_][\w.]*=")
+
+
+def expand_opts_line(argv=None) -> list[str]:
+    """``--opts-line WORD`` → ``--opts k=v ...``. Make passes ``OPTS`` as one shell-quoted word,
+    so that values with parentheses, spaces or quotes survive the recipe's shell; it is split
+    here like a shell splits (quotes group), and a word that does not start with ``key=`` is
+    joined to the previous value (``eval.scales=(0.75, 1.0)`` stays one override)."""
+    argv, out = list(sys.argv[1:] if argv is None else argv), []
+    words = iter(argv)
+    for arg in words:
+        if arg != "--opts-line":
+            out.append(arg)
+            continue
+        line = next(words, "")
+        try:
+            parts = shlex.split(line)
+        except ValueError as exc:
+            raise SystemExit(f"OPTS={line!r}: {exc}: balance the quotes") from None
+        items: list[str] = []
+        for word in parts:
+            if items and not OPTS_KEY.match(word):
+                items[-1] += " " + word
+            else:
+                items.append(word)
+        out += ["--opts", *items] if items else []
+    return out
+
+
+def add_opts_argument(p: argparse.ArgumentParser) -> None:
+    """``--opts k=v ...`` parsed like mmengine's ``--cfg-options`` (tuples, lists, numbers),
+    except that spaces inside a plain value (a path) are kept."""
     from mmengine.config import DictAction
 
+    class OptsAction(DictAction):
+        @staticmethod
+        def _parse_iterable(val: str):
+            if not any(c in val for c in "()[],"):
+                return DictAction._parse_int_float_bool(val.strip("'\""))
+            return DictAction._parse_iterable(val)
+
+    p.add_argument("--opts", nargs="+", action=OptsAction, default={},
+                   help="config overrides, e.g. seeds.fg_top=0.2 eval.scales=(0.75,1.0)")
+
+
+def parse_args(stage: str, argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=f"python -m stages.{stage}",
                                 description=f"Run the {stage!r} stage of an experiment.")
     p.add_argument("--exp", default=str(DEFAULT_EXP), help="experiment config file")
     p.add_argument("--work-dir", default=None,
                    help="output folder (default: <repo>/work_dirs/<experiment name>)")
-    p.add_argument("--opts", nargs="+", action=DictAction, default={},
-                   help="config overrides, e.g. seeds.fg_top=0.2 classifier.train.max_iters=50")
+    add_opts_argument(p)
     p.add_argument("--force", action="store_true", help="re-run even when the stage is fresh")
-    return p.parse_args(argv)
+    return p.parse_args(expand_opts_line(argv))
 
 
 def load_experiment(exp: str | os.PathLike, opts: dict | None = None):
@@ -64,6 +108,7 @@ def load_upstream_model(ctx, stage: str, kind: str, num_classes: int):
     """``(net, meta)`` from ``WORK_DIR/<stage>/model.pth``, checked against the dataset's classes
     (K foreground classes for a classifier, C with background for a segmenter)."""
     from pipeline.mm import MMSegUnavailable
+    from pipeline.guards import check_model_finite
     from pipeline.models.checkpoint import load_model
     from pipeline.stage import StageError
 
@@ -72,6 +117,8 @@ def load_upstream_model(ctx, stage: str, kind: str, num_classes: int):
         net, meta = load_model(path, kind=kind)
     except (FileNotFoundError, ValueError, MMSegUnavailable) as exc:
         raise StageError(str(exc)) from exc
+    check_model_finite(net, str(path), f"re-run `make {stage}` (lower {stage}.train.optimizer.lr "
+                       f"or set {stage}.train.amp=False if it diverges again)")
     if int(meta["num_classes"]) != int(num_classes):
         raise StageError(f"{path}: the {kind} has {meta['num_classes']} classes, the dataset "
                          f"{num_classes}: re-run `make {stage}` on this dataset")
@@ -99,8 +146,22 @@ def load_inference_classifier(ctx, index, section) -> tuple:
     return net.eval().to(ctx.device), trained
 
 
-def setup_distributed() -> tuple[int, int, str]:
-    """Initialise torch.distributed when launched by torchrun; return (rank, world, device)."""
+def choose_device(cfg, rank_device: str | None = None) -> str:
+    """The device a stage process uses: "cpu" when the experiment config says
+    ``experiment.device="cpu"``; otherwise ``rank_device`` (this rank's GPU under torchrun,
+    from :func:`setup_distributed`) when given, else "cuda" when CUDA is available, else "cpu"."""
+    import torch
+
+    if str(cfg.get("experiment", {}).get("device", "auto")) == "cpu":
+        return "cpu"
+    if rank_device is not None:
+        return rank_device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def setup_distributed() -> tuple[int, int, str | None]:
+    """Initialise torch.distributed when launched by torchrun; return (rank, world, device of
+    this rank); the device is None outside torchrun (:func:`choose_device` picks it)."""
     import torch
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -115,7 +176,7 @@ def setup_distributed() -> tuple[int, int, str]:
             dist.init_process_group(backend)
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
         return dist.get_rank(), world, device
-    return 0, 1, "cuda" if torch.cuda.is_available() else "cpu"
+    return 0, 1, None
 
 
 def stage_upstream(mod, section) -> tuple[str, ...]:
@@ -126,26 +187,32 @@ def stage_upstream(mod, section) -> tuple[str, ...]:
 
 
 def main_for(module_name: str, argv=None) -> dict:
-    """Entry point used by each ``stages/<name>.py`` under ``if __name__ == '__main__'``."""
-    from pipeline.stage import StageError, run_stage
+    """Entry point used by each ``stages/<name>.py`` under ``if __name__ == '__main__'``.
+    Expected failures (bad input or config, missing upstream, permissions, full disk, Ctrl-C)
+    end in a one-line message and a non-zero exit, unless ``DEBUG=1``
+    (:func:`pipeline.errors.reported_errors`)."""
+    from pipeline.errors import reported_errors
 
     mod = sys.modules[module_name] if module_name in sys.modules else importlib.import_module(module_name)
+    with reported_errors(mod.STAGE) as where:
+        return _run_main(mod, argv, where)
+
+
+def _run_main(mod, argv, where) -> dict:
+    from pipeline.stage import run_stage
+
     stage = mod.STAGE
     args = parse_args(stage, argv)
     cfg = load_experiment(args.exp, args.opts)
     work_dir = Path(args.work_dir).expanduser().resolve() if args.work_dir else default_work_dir(cfg)
-    rank, world, device = setup_distributed()
-    want = str(cfg.experiment.get("device", "auto"))
-    if want == "cpu":
-        device = "cpu"
+    where.work_dir = work_dir
+    rank, world, rank_device = setup_distributed()
+    device = choose_device(cfg, rank_device)
     sections = getattr(mod, "SECTIONS", (stage,))
     missing = [s for s in sections if s not in cfg]
     if missing:
         raise SystemExit(f"{args.exp}: no config section {missing[0]!r} for stage {stage!r}")
     section = {s: cfg[s] for s in sections} if len(sections) > 1 else cfg[stage]
-    try:
-        return run_stage(stage, stage_upstream(mod, section), mod.run, cfg, section, work_dir,
-                         force=args.force, device=device, rank=rank, world_size=world,
-                         extra_manifest={"experiment": str(Path(args.exp).resolve())})
-    except StageError as exc:
-        raise SystemExit(f"[{stage}] error: {exc}") from None
+    return run_stage(stage, stage_upstream(mod, section), mod.run, cfg, section, work_dir,
+                     force=args.force, device=device, rank=rank, world_size=world,
+                     extra_manifest={"experiment": str(Path(args.exp).resolve())})

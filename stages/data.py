@@ -1,17 +1,26 @@
-"""Stage `data`: index a VOC-format tree (VOC 2012 [+ SBD], or a generated synthetic one).
+"""Stage `data`: index a VOC-format tree (VOC 2012 [+ SBD or + SegmentationClassAug], or a
+generated synthetic one).
 
 Output ``WORK_DIR/data/``: ``dataset.json``, ``lists/<split>.txt``, ``labels.json`` (see
 docs/DESIGN.md), ``SegmentationClassAug/`` when SBD is used, and for ``dataset='synthetic'``
 the generated tree itself (``synthetic/VOC2012``) with its test masks kept aside
 (``synthetic/heldout``). Paths inside the folder are stored relative to it.
+
+Before publishing, the stage checks what later stages will read: every split named by a
+``split`` key of the experiment is non-empty (``submit``'s only warns), every listed JPEG
+decodes completely (``data.workers`` processes), every mask is readable with values in range;
+XML/mask label disagreements are counted and listed in ``label_disagreements.json``.
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import time
 
-from pipeline.data.prepare import prepare_dataset
+from pipeline.data.prepare import DatasetError, prepare_dataset
 from pipeline.data.synthetic import generate_synthetic
+from pipeline.data.validate import splits_needed
 from pipeline.stage import StageError
 from stages.common import main_for, resolve_path
 
@@ -44,11 +53,30 @@ def run(ctx) -> dict:
 
     index_tmp = ctx.out / "_index"
     shutil.rmtree(index_tmp, ignore_errors=True)
-    summary = prepare_dataset(root, index_tmp, sbd_root=sbd_root,
-                              label_source=sec.get("label_source", "xml"), name=name,
-                              heldout_seg_dir=heldout)
+    aug_dir = sec.get("aug_dir", "auto") if kind == "voc" else None
+    workers = int(sec.get("workers", min(4, os.cpu_count() or 1)))
+    ctx.log(f"indexing {root}; every listed image is decoded ({workers} worker process(es))")
+    started = time.perf_counter()
+    try:
+        summary = prepare_dataset(root, index_tmp, sbd_root=sbd_root,
+                                  label_source=sec.get("label_source", "xml"), name=name,
+                                  heldout_seg_dir=heldout,
+                                  aug_dir=(aug_dir if aug_dir in (None, "auto")
+                                           else resolve_path(aug_dir)),
+                                  aug_list=resolve_path(sec.get("aug_list")), workers=workers,
+                                  required_splits=splits_needed(ctx.cfg))
+    except FileNotFoundError as exc:
+        raise StageError(f"{exc}: check data.root={sec.get('root')!r} and data.sbd_root="
+                         f"{sec.get('sbd_root')!r} (make data VOC_ROOT=... SBD_ROOT=...)") from exc
+    except DatasetError as exc:
+        raise StageError(f"{exc} (dataset data.root={sec.get('root')!r})") from exc
     for warning in summary.get("warnings", []):
         ctx.log(f"warning: {warning}")
+    examples = summary["disagreement_examples"]
+    if examples:
+        ctx.log(f"{summary['label_disagreements']} images whose XML and mask labels disagree (all in "
+                f"{ctx.out / 'label_disagreements.json'}), e.g. " + "; ".join(
+                    f"{d['id']}: xml {d['xml']} mask {d['mask']}" for d in examples[:5]))
     for item in index_tmp.iterdir():          # move the index to the top of the stage folder
         dst = ctx.out / item.name
         if dst.exists():
@@ -62,7 +90,8 @@ def run(ctx) -> dict:
             f"; label disagreements xml/mask: {ds.get('label_disagreements')}")
     counts = dict(ds["splits"])
     counts["classes"] = len(ds["classes"]) - 1
-    metrics = {"label_disagreements": ds.get("label_disagreements")}
+    metrics = {"label_disagreements": ds.get("label_disagreements"),
+               "index_and_validate_s": round(time.perf_counter() - started, 3)}
     if gen:
         metrics["synthetic"] = {k: v for k, v in gen.items() if isinstance(v, (int, float, str))}
     return {"counts": counts, "metrics": metrics}

@@ -1,10 +1,12 @@
 """Stage `eval`: mIoU of the trained segmenter on the validation split, with and without CRF.
 
-Inference (``pipeline.inference``): base size ``eval.size`` (321×321 as DSRG, aspect ratio
-ignored; None = original size) × ``eval.scales`` (+ horizontal flips), logits upsampled to the
-original image size and averaged, softmax, optional dense CRF (``eval.crf``, DSRG test
-parameters, ``crf.workers`` processes). Scoring (``pipeline.evaluation``): one confusion matrix
-over the split, GT 255 ignored; per-class IoU, mIoU, pixel accuracy, mean accuracy, fwIoU.
+Inference (``pipeline.inference``): the test protocol ``eval.protocol`` (``test-ms-f``: DSRG's
+scales 0.75 / 1 / 1.25 of the original image, logits summed, softmax floored at 1e-5;
+``resized-square``: scales of a 321×321 resize + flips, logits averaged; or explicit keys),
+logits upsampled to the original image size, optional dense CRF (``eval.crf``, DSRG test
+parameters, ``crf.workers`` processes). The protocol that ran is in the metrics. Scoring
+(``pipeline.evaluation``): one confusion matrix over the split, GT 255 ignored; per-class IoU,
+mIoU, pixel accuracy, mean accuracy, fwIoU.
 
 Writes ``metrics.json`` (both tables + confusion matrices), ``pred/<id>.png`` (colour palette
 PNG of the final prediction: with CRF when enabled), ``overlays/<id>.png`` for the first
@@ -17,8 +19,10 @@ import torch
 
 from pipeline.data.index import DatasetIndex
 from pipeline.evaluation import evaluate_segmenter
+from pipeline.inference import InferenceSettings
+from pipeline.io_utils import write_json_atomic
 from pipeline.metrics import format_table
-from pipeline.stage import StageError, write_json_atomic
+from pipeline.stage import StageError
 from stages.common import load_upstream_model, main_for
 
 STAGE = "eval"
@@ -28,7 +32,7 @@ MODEL_STAGES = ("segmenter", "retrain")
 
 def model_stage(section) -> str:
     """Which trained model the section scores: ``model`` = 'segmenter' (default, DSRG) or
-    'retrain' (the second round's mmseg segmentor)."""
+    'retrain' (the second round: DSRG's DeepLab-ASPP or an mmseg segmentor)."""
     name = str(section.get("model", "segmenter"))
     if name not in MODEL_STAGES:
         raise StageError(f"model must be one of {MODEL_STAGES}, got {name!r}")
@@ -61,9 +65,8 @@ def run(ctx) -> dict:
     net, _ = load_segmenter(ctx, index)
     split = sec.get("split", "val")
     torch.manual_seed(int(ctx.cfg.get("experiment", {}).get("seed", 0)))
-    ctx.log(f"scoring {split} ({len(index.ids(split))} images): size={sec.get('size')}, "
-            f"scales={tuple(sec.get('scales', (1.0,)))}, flip={sec.get('flip', True)}, "
-            f"crf={dict(sec.get('crf', {}))}")
+    ctx.log(f"scoring {split} ({len(index.ids(split))} images): test protocol "
+            f"{InferenceSettings.from_cfg(sec).describe()}, crf={dict(sec.get('crf', {}))}")
     res = evaluate_segmenter(net, index, split, sec, ctx.device, out_dir=ctx.out,
                              rank=ctx.rank, world_size=ctx.world_size, log=ctx.log)
     if res["scored"] == 0:

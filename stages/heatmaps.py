@@ -33,8 +33,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from pipeline.data.index import DatasetIndex
-from pipeline.data.transforms import resize_image, to_tensor
-from pipeline.heatmaps import aggregate_heatmaps, class_specific_lambda, normalise_per_class, save_heatmap
+from pipeline.data.transforms import parse_size, resize_image, to_tensor
+from pipeline.guards import check_array_finite
+from pipeline.heatmaps import infer_batch, normalise_per_class, save_heatmap
 from pipeline.rib import pick_negatives, rib_heatmaps
 from pipeline.stage import StageError
 from pipeline.writer import BackgroundWriter
@@ -42,22 +43,15 @@ from stages.common import load_inference_classifier, main_for, split_ids
 
 STAGE = "heatmaps"
 UPSTREAM = ("data", "classifier")
-
-
-def _size_hw(size):
-    if size in (None, 0, "none", "None"):
-        return None
-    if isinstance(size, (int, float)):
-        return int(size), int(size)
-    h, w = size
-    return int(h), int(w)
+NONFINITE_FIX = ("the classifier (WORK_DIR/classifier/model.pth) gives non-finite outputs: re-run "
+                 "`make classifier` with a lower classifier.train.optimizer.lr")
 
 
 class _Images(Dataset):
     """Items ``(3xhxw tensor, id, (H, W) original size)``; resized to ``size`` when given."""
 
     def __init__(self, index: DatasetIndex, ids: list[str], size):
-        self.index, self.ids, self.size = index, ids, _size_hw(size)
+        self.index, self.ids, self.size = index, ids, parse_size(size)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -88,32 +82,10 @@ def _groups(items):
     return list(groups.values())
 
 
-@torch.no_grad()
-def infer_batch(net, images: torch.Tensor, scales, flip: bool, with_lambda_c: bool, amp: bool) -> dict:
-    """Aggregated raw ``cam`` (B, K, h, w), ``lam`` (B, h, w), ``lambda_c`` (B, K, h, w) or None,
-    and ``scores`` (B, K) = σ(mean logit over scales/flips)."""
-    K = net.num_classes
-    logits = []
-    use_amp = amp and images.device.type == "cuda"
-
-    def forward(x):
-        with torch.autocast(device_type=images.device.type, dtype=torch.float16, enabled=use_amp):
-            out = net(x)
-        logits.append(out["logits"].float())
-        cam, lam = out["cam"].float(), out["lam"].float()
-        if with_lambda_c:
-            cam = torch.cat([cam, class_specific_lambda(lam, cam.softmax(dim=1))], dim=1)
-        return {"cam": cam, "lam": lam}
-
-    agg = aggregate_heatmaps(forward, images, scales=tuple(scales), flip=flip)
-    cam = agg["cam"]
-    return {"cam": cam[:, :K], "lam": agg["lam"],
-            "lambda_c": cam[:, K:] if with_lambda_c else None,
-            "scores": torch.sigmoid(torch.stack(logits).mean(0))}
-
-
 def _to_image(x: torch.Tensor, hw) -> torch.Tensor:
-    """(k, h, w) → (k, H, W) bilinear (align_corners=False)."""
+    """(k, S, S) maps of the resized input → (k, H, W) of the image: the inverse of the
+    input's bilinear resize (align_corners=False = OpenCV's half-pixel convention); the grid →
+    input step already used the stride-8 geometry (:func:`pipeline.heatmaps.aggregate_heatmaps`)."""
     if tuple(x.shape[-2:]) == tuple(hw):
         return x
     if x.shape[0] == 0:
@@ -152,6 +124,9 @@ def run(ctx) -> dict:
             for group in _groups(batch):
                 x = torch.stack([it[0] for it in group]).to(ctx.device)
                 out = infer_batch(net, x, scales, flip, with_lc, amp)
+                for key in ("cam", "lam"):
+                    check_array_finite(out[key], f"the classifier's {key} maps of images "
+                                       f"{group[0][1]}..{group[-1][1]}", NONFINITE_FIX)
                 for b, (_, img_id, hw) in enumerate(group):
                     classes = [int(c) for c in index.labels(img_id)]
                     ch = torch.as_tensor([c - 1 for c in classes], dtype=torch.long, device=x.device)
@@ -195,7 +170,7 @@ class RIBSource:
         self.cfg.setdefault("scales", tuple(float(s) for s in sec.get("scales", (1.0,))))
         self.cfg.setdefault("flip", bool(sec.get("flip", True)))
         self.labels = {i: index.labels(i) for i in ids}
-        self.size = _size_hw(sec.get("size", 321))
+        self.size = parse_size(sec.get("size", 321))
         self.stops: dict[str, int] = defaultdict(int)
 
     def _image(self, img_id):

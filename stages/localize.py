@@ -1,13 +1,14 @@
 """Stage `localize`: weakly-supervised object localisation with the trained classifier.
 
-EP paper §4.3 (seed 001; ALGORITHMS.md §1). Per image of ``localize.split`` (val), resized to
-``size`` for the network (averaged over ``scales`` / flips like the heatmaps stage) and mapped
-back to the image's own size (bilinear):
+EP paper (Wan et al. ICCV 2019) §4.3, Eq. 5; docs/ALGORITHMS.md §12. Per image of
+``localize.split`` (val), resized to ``size`` for the network (averaged over ``scales`` / flips
+like the heatmaps stage) and mapped back to the image's own size (bilinear):
 
 * class-specific entropy weights ``λ^c = λ · p̂(c)`` (p̂ = softmax over the K classes of the
   localized predictions, computed at feature resolution, then upsampled);
 * ``λ^top-k = Σ_{c ∈ top-k} λ^c`` over the ``min(topk, K)`` best-scored classes (or, with
-  ``use_image_classes``, the image's own classes — the multi-label *choice* of ALGORITHMS §1);
+  ``use_image_classes``, the image's own classes — the multi-label *choice* of
+  docs/ALGORITHMS.md §12);
 * boxes = the smallest rectangles holding ``mass`` (98%) of a map
   (:func:`pipeline.localize.smallest_box_holding_mass`, exact, at image resolution):
   ``lambda_topk`` — one box from λ^top-k, used for every class (the paper's method);
@@ -33,11 +34,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.data.transforms import resize_image, to_tensor
+from pipeline.data.transforms import parse_size, resize_image, to_tensor
 from pipeline.heatmaps import aggregate_heatmaps, class_specific_lambda
+from pipeline.io_utils import write_json_atomic
 from pipeline.localize import (CorLocAccumulator, Top1LocAccumulator, cam_baseline_box,
                                from_voc, smallest_box_holding_mass, to_voc, topk_lambda)
-from pipeline.stage import write_json_atomic
 from pipeline.visualize import heatmap_rgb, panel_row, save_rgb
 from stages.common import load_inference_classifier, main_for, split_ids
 
@@ -47,20 +48,12 @@ METHODS = ("lambda_topk", "lambda_c", "cam")
 COLOURS = {"gt": (255, 0, 0), "lambda_topk": (0, 255, 0), "cam": (255, 255, 0)}
 
 
-def _size_hw(size):
-    if size in (None, 0, "none", "None"):
-        return None
-    if isinstance(size, (int, float)):
-        return int(size), int(size)
-    return int(size[0]), int(size[1])
-
-
 @torch.no_grad()
 def infer(net, image: np.ndarray, size, scales, flip: bool, device) -> dict:
     """Maps of one image at its own size: ``cam`` (K, H, W), ``lambda_c`` (K, H, W), ``lam``
     (H, W) as float32 numpy, and ``scores`` (K,) = mean logit over the views."""
     H, W = image.shape[:2]
-    hw = _size_hw(size)
+    hw = parse_size(size)
     x = to_tensor(resize_image(image, hw) if hw and hw != (H, W) else image)[None].to(device)
     K = net.num_classes
     logits = []
@@ -73,6 +66,8 @@ def infer(net, image: np.ndarray, size, scales, flip: bool, device) -> dict:
 
     agg = aggregate_heatmaps(forward, x, scales=scales, flip=flip)
     maps = torch.cat([agg["cam"], agg["lam"][:, None]], 1)
+    # input frame → image: the inverse of the input's resize (half-pixel, as OpenCV's); the grid
+    # → input step used the stride-8 geometry (aggregate_heatmaps, pipeline.geometry)
     maps = F.interpolate(maps, size=(H, W), mode="bilinear", align_corners=False)[0].cpu().numpy()
     return {"cam": maps[:K], "lambda_c": np.clip(maps[K:2 * K], 0, None), "lam": maps[2 * K],
             "scores": torch.stack(logits).mean(0)[0].cpu().numpy()}

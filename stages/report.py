@@ -24,10 +24,7 @@ import argparse
 import importlib
 import json
 import math
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,14 +33,23 @@ import numpy as np
 from pipeline.ablation_table import format_cell, nested_get, table_columns
 from pipeline.report_html import (CSS, classifier_html, esc, final_scores, localize_html,
                                   seeds_html, segmentation_html, stages_html, submit_html, table)
-from pipeline.report_plots import plot_iou_bars, plot_training_curves, read_scalars
-from pipeline.stage import _plain, config_digests, read_manifest, write_json_atomic
-from stages.common import stage_upstream
+from pipeline.report_plots import (plot_dsrg_diagnostics, plot_iou_bars, plot_training_curves,
+                                   read_scalars)
+from pipeline.io_utils import atomic_dir, write_json_atomic
+from pipeline.stage import _plain, config_digests, read_manifest
+from stages.common import add_opts_argument, expand_opts_line, stage_upstream
 
 STAGES = ("data", "classifier", "heatmaps", "saliency", "seeds", "segmenter", "upper_bound",
           "eval", "submit", "localize")
 TRAINING = ("classifier", "segmenter", "upper_bound")
 N_EXAMPLES = 6
+DSRG_NOTE = ("Per logging interval, on the training batches' output grid: cells labelled "
+             "background / foreground by the seeds (cov_*_before) and after region growing "
+             "(cov_*_after), cells predicted foreground (pred_fg), cells confident enough to grow "
+             "(conf_*), and the two seeding-loss terms. Markers: predicted-foreground fraction "
+             "of the final segmenter on the pseudo-mask images and on val (1 scale, no CRF); "
+             "grey lines: their GT foreground fractions. A collapse to background shows as "
+             "cov_bg_after → 1 and pred_fg → 0.")
 MIN_TILE, MAX_TILE = 128, 240       # example tile heights (px)
 
 # ---------------------------------------------------------------------------------- stages ---
@@ -114,9 +120,8 @@ def _segmenter_outputs(cfg, work_dir, index, ids, images, seeds, device):
     net, _ = load_model(work_dir / "segmenter" / "model.pth", kind="segmenter")
     net = net.to(device).eval()
     ev = cfg.get("eval") or {}
-    size = ev.get("size", 321)
-    size = None if isinstance(size, str) else size
-    probs = predict_probs(net, images, scales=(1.0,), flip=False, size=size, device=device, batch_size=8)
+    probs = predict_probs(net, images, scales=(1.0,), flip=False, size=ev.get("size", 321),
+                          device=device, batch_size=8)
     preds = [p.argmax(0).astype(np.uint8) for p in probs]
     grown = []
     dsrg = (cfg.get("segmenter") or {}).get("dsrg") or {}
@@ -228,6 +233,11 @@ def figures_html(work_dir: Path, man: dict, out_dir: Path) -> tuple[str, str, in
                                          out_dir / f"curves_{stage}.png"):
             curves.append(f"<p><img src='curves_{stage}.png' alt='{stage} training curves'></p>")
             n += 1
+            if plot_dsrg_diagnostics(recs, out_dir / f"dsrg_{stage}.png", f"{stage}: DSRG diagnostics",
+                                     (man[stage] or {}).get("metrics")):
+                curves.append(f"<p><img src='dsrg_{stage}.png' alt='{stage} DSRG diagnostics'></p>"
+                              f"<p class=note>{DSRG_NOTE}</p>")
+                n += 1
         else:
             curves.append(f"<p class=note>{esc(stage)}: no training log "
                           f"({'stage missing' if not man[stage] else 'no scalars.jsonl'}).</p>")
@@ -253,8 +263,7 @@ def build_report(cfg, work_dir, device: str = "cpu", exp_path=None, log=print) -
     t0 = time.time()
     work_dir = Path(work_dir).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".report.tmp-", dir=work_dir))
-    try:
+    with atomic_dir(work_dir / "report", overwrite=True) as tmp:
         states = stage_states(cfg, work_dir)
         man = {s["stage"]: s["manifest"] for s in states}
         met = {k: (v or {}).get("metrics") for k, v in man.items()}
@@ -292,41 +301,24 @@ def build_report(cfg, work_dir, device: str = "cpu", exp_path=None, log=print) -
             "stage": "report", "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t0)),
             "wall_time_s": round(time.time() - t0, 3), "counts": {"figures": n_png},
             "metrics": {"missing_stages": missing}, "managed": False})
-        _swap(tmp, work_dir / "report")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     out = work_dir / "report" / "index.html"
     log(f"[report] {out} ({time.time() - t0:.1f}s); missing stages: {', '.join(missing) or 'none'}")
     return out
 
 
-def _swap(src: Path, dst: Path) -> None:
-    os.chmod(src, 0o755)                  # mkdtemp makes it 0700
-    trash = dst.with_name(f".report.old{os.getpid()}")
-    if dst.exists():
-        os.replace(dst, trash)
-    os.replace(src, dst)
-    shutil.rmtree(trash, ignore_errors=True)
-
-
 def main(argv=None) -> int:
-    from mmengine.config import DictAction
-
-    from stages.common import DEFAULT_EXP, default_work_dir, load_experiment
+    from stages.common import DEFAULT_EXP, choose_device, default_work_dir, load_experiment
 
     p = argparse.ArgumentParser(prog="python -m stages.report", description=__doc__.split("\n")[0])
     p.add_argument("--exp", default=None, help="experiment config file")
     p.add_argument("--work-dir", default=None, help="work dir (default work_dirs/<experiment>)")
-    p.add_argument("--opts", nargs="+", action=DictAction, default={}, help="config overrides")
+    add_opts_argument(p)
     p.add_argument("--force", action="store_true", help="ignored (the report always regenerates)")
-    a = p.parse_args(argv)
+    a = p.parse_args(expand_opts_line(argv))
     exp = a.exp or str(DEFAULT_EXP)
     cfg = load_experiment(exp, a.opts)
     work_dir = Path(a.work_dir).expanduser().resolve() if a.work_dir else default_work_dir(cfg)
-    import torch
-
-    device = "cuda" if torch.cuda.is_available() and str(cfg.experiment.get("device", "auto")) != "cpu" else "cpu"
+    device = choose_device(cfg)
     build_report(cfg, work_dir, device=device, exp_path=str(Path(exp).resolve()))
     return 0
 

@@ -1,41 +1,50 @@
-"""Stage `retrain` (optional second round of DSRG, ALGORITHMS.md §5): pseudo-labels → any mmseg model.
+"""Stage `retrain`: DSRG's second round (docs/ALGORITHMS.md §5.7): pseudo-labels → a segmenter.
 
 1. The trained segmenter (``WORK_DIR/segmenter/model.pth``) predicts every image of
-   ``retrain.pseudo.split`` (trainaug) with the inference settings of ``retrain.pseudo`` (DSRG:
-   multi-scale + flip, dense CRF; :func:`pipeline.inference.iter_segmentation`) → ``pseudo/<id>.png``
+   ``retrain.pseudo.split`` (trainaug) with the inference settings of ``retrain.pseudo`` (DSRG's
+   ``test-ms`` protocol: squares 241 / 321 / 401, scores summed, dense CRF;
+   :func:`pipeline.inference.iter_segmentation`) → ``pseudo/<id>.png``
    (their quality against the GT masks is scored when those exist). Existing files are kept on
    resume; under DDP every rank predicts its share.
-2. ``retrain.model`` — any mmsegmentation segmentor config dict (default: DeepLabV3+ ResNet-50-D8;
-   ``decode_head.num_classes`` / ``auxiliary_head.num_classes`` are set to the dataset's) — is
-   trained on the pseudo-labels with its own decode/auxiliary losses (plain cross-entropy, 255
-   ignored) through :func:`pipeline.training.train_from_section` (checkpoints, resume, scalars
-   log, AMP, DDP).
-3. Quick single-scale, no-CRF val mIoU; ``model.pth`` in the ``wsss-mmseg-model/1`` format
-   (:func:`pipeline.mm.segmentation.load_mmseg_model` → a logits network for
-   :mod:`pipeline.inference` / :func:`pipeline.evaluation.evaluate_segmenter`).
+2. A segmenter is trained on the pseudo-labels with cross-entropy (255 ignored), by
+   ``retrain.model.type``:
 
-Steps 2-3 need mmsegmentation and a compiled mmcv (``make env-mm``); without them the stage stops
-with one line saying so, before any work.
+   * ``"DeepLabV2VGG16"`` (DSRG's ``train-f.prototxt`` / ``run.sh``): the first round's
+     DeepLab-ASPP VGG-16, started from its weights (``model.init="segmenter"``) or from the
+     segmenter's own ``pretrained`` start (``"pretrained"``), trained by the segmenter stage's
+     code (:func:`stages.segmenter.train_segmenter`, ``loss="ce"``, ``retrain.ce.resolution``)
+     with the ``retrain.train`` schedule; ``model.pth`` in the segmenter's format;
+   * any other type: an mmsegmentation segmentor config dict (``decode_head.num_classes`` /
+     ``auxiliary_head.num_classes`` set to the dataset's), trained with its own decode /
+     auxiliary losses; needs mmsegmentation and a compiled mmcv (``make env-mm``; without them
+     the stage stops with one line saying so, before any work) and weights from local files
+     (:func:`local_weights`); ``model.pth`` in the ``wsss-mmseg-model/1`` format.
+3. Quick single-scale, no-CRF val mIoU. ``make eval OPTS="eval.model=retrain"`` scores the
+   model with the full test protocol.
 """
 from __future__ import annotations
 
-import os
+from pathlib import Path
 
 import torch
 
-from pipeline.data.datasets import SegmentationDataset
 from pipeline.data.index import DatasetIndex
-from pipeline.evaluation import evaluate_segmenter, score_label_dir
+from pipeline.evaluation import score_label_dir
+from pipeline.guards import training_guard
 from pipeline.inference import InferenceSettings, crf_from_cfg, iter_segmentation, open_crf_pool
+from pipeline.io_utils import atomic_file
 from pipeline.mm import MMSegUnavailable, segmentation_edge
-from pipeline.models.deeplab import load_segmenter
+from pipeline.models.deeplab import build_segmenter, load_segmenter
 from pipeline.stage import StageError
-from pipeline.training import train_from_section
 from pipeline.voc import write_label_png
-from stages.common import main_for
+from stages.common import main_for, resolve_path
 
 STAGE = "retrain"
 UPSTREAM = ("data", "segmenter")
+OWN_MODEL = "DeepLabV2VGG16"
+INITS = ("segmenter", "pretrained")
+# what mmengine would fetch from the internet at run time
+_REMOTE = ("open-mmlab://", "openmmlab://", "mmcls://", "torchvision://", "http://", "https://")
 
 
 def make_pseudo_labels(ctx, index: DatasetIndex, pcfg) -> int:
@@ -51,14 +60,13 @@ def make_pseudo_labels(ctx, index: DatasetIndex, pcfg) -> int:
         settings = InferenceSettings.from_cfg(pcfg)
         crf, workers = crf_from_cfg(pcfg.get("crf"))
         pool = open_crf_pool(crf, workers)
-        ctx.log(f"pseudo-labels of {len(todo)} images (scales {settings.scales}, flip "
-                f"{settings.flip}, CRF {crf})")
+        ctx.log(f"pseudo-labels of {len(todo)} images (test protocol {settings.describe()}, "
+                f"CRF {crf})")
         try:
             for seg in iter_segmentation(net, ((i, index.read_image(i)) for i in todo), settings,
                                          ctx.device, crf=crf, pool=pool):
-                tmp = out / f".{seg.key}.tmp.png"
-                write_label_png(tmp, seg.final)
-                os.replace(tmp, out / f"{seg.key}.png")
+                with atomic_file(out / f"{seg.key}.png") as tmp:
+                    write_label_png(tmp, seg.final)
         finally:
             if pool is not None:
                 pool.shutdown()
@@ -68,56 +76,137 @@ def make_pseudo_labels(ctx, index: DatasetIndex, pcfg) -> int:
     return len(todo)
 
 
-def mm_edge():
+def local_weights(model_cfg, key: str = "retrain.model"):
+    """A copy of an mmseg model dict whose ``pretrained`` / ``init_cfg.checkpoint`` paths are
+    resolved against the repository root. Each must be an existing local file: nothing is
+    downloaded at run time. Raises :class:`StageError` naming the key, the file and the fix."""
+    if isinstance(model_cfg, (list, tuple)):
+        return type(model_cfg)(local_weights(v, f"{key}[{i}]") for i, v in enumerate(model_cfg))
+    if not hasattr(model_cfg, "items"):
+        return model_cfg
+    out = {}
+    for name, value in model_cfg.items():
+        where = f"{key}.{name}"
+        if name in ("pretrained", "checkpoint") and isinstance(value, str):
+            if value.startswith(_REMOTE):
+                raise StageError(f"{where}={value!r} would be downloaded at run time: download the "
+                                 "file yourself and set the key to its local path (or None)")
+            value = resolve_path(value)
+            if not Path(value).is_file():
+                raise StageError(f"{where}: weight file {value} not found: put the checkpoint there "
+                                 "(the config's comment names the file) or set the key to None to "
+                                 "start from random weights")
+        out[name] = local_weights(value, where)
+    return out
+
+
+def mm_edge(sec):
     """:mod:`pipeline.mm.segmentation`, or a one-line :class:`StageError` naming ``make env-mm``."""
     try:
-        return segmentation_edge("the retrain stage (an mmsegmentation model)")
+        return segmentation_edge(f"retrain.model.type={model_type(sec)!r} (an mmsegmentation model)")
     except MMSegUnavailable as exc:
         raise StageError(str(exc)) from None
 
 
-def run(ctx) -> dict:
-    mm = mm_edge()
-    sec, tr = ctx.section, ctx.section["train"]
-    index = DatasetIndex.load(ctx.upstream_dir("data"))
-    pcfg = sec.get("pseudo", {})
-    made = make_pseudo_labels(ctx, index, pcfg)
-    split = pcfg.get("split", "trainaug")
-    counts, metrics = {"pseudo_labels": len(index.ids(split)), "pseudo_predicted_here": made}, {}
-    if ctx.rank == 0:
-        q = score_label_dir(index, split, ctx.out / "pseudo")
-        if q["images"]:
-            metrics["pseudo_mIoU"] = q["mIoU"]
-            ctx.log(f"pseudo-labels vs GT on {q['images']} {split} images: mIoU "
-                    f"{100 * q['mIoU']:.2f}")
+def model_type(section) -> str:
+    return str(section["model"].get("type", OWN_MODEL))
 
+
+def second_round_start(ctx, index: DatasetIndex, sec) -> tuple[torch.nn.Module, dict]:
+    """``(net, model_cfg)``: the first round's network with its weights (``init="segmenter"``,
+    DSRG's ``run.sh``), or the same architecture from the segmenter's ``pretrained`` start."""
+    init = str(sec["model"].get("init", "segmenter"))
+    if init not in INITS:
+        raise StageError(f"retrain.model.init must be one of {INITS}, got {init!r}")
+    extra = sorted(set(sec["model"]) - {"type", "init"})
+    if extra:
+        raise StageError(f"retrain.model: the second round takes the first round's architecture; "
+                         f"unknown keys {extra} (only type, init)")
+    path = ctx.upstream_dir("segmenter") / "model.pth"
+    net, meta = load_segmenter(path)
+    model_cfg = dict(meta["model_cfg"])
+    if int(meta["num_classes"]) != index.num_classes:
+        raise StageError(f"{path}: {meta['num_classes']} classes, the dataset {index.num_classes}")
+    if init == "pretrained":
+        torch.manual_seed(int(ctx.cfg.experiment.get("seed", 0)))
+        net = build_segmenter(model_cfg, index.num_classes)
+    ctx.log(f"second round: {OWN_MODEL} started from "
+            f"{path if init == 'segmenter' else 'pretrained=' + str(model_cfg.get('pretrained'))}")
+    return net, model_cfg
+
+
+def train_own(ctx, index: DatasetIndex, sec) -> tuple[dict, dict]:
+    """DSRG's second round with the project's segmenter code; ``(counts, metrics)``."""
+    from stages.segmenter import evaluate_and_save, train_segmenter
+
+    net, model_cfg = second_round_start(ctx, index, sec)
+    section = {"model": model_cfg, "loss": "ce", "train": sec["train"], "ce": sec.get("ce", {}),
+               "val": sec.get("val", {})}
+    net = train_segmenter(ctx, index, ctx.out / "pseudo", section, stage=STAGE, net=net)
+    res = evaluate_and_save(ctx, net, index, section)
+    return res["counts"], res["metrics"]
+
+
+def train_mmseg(ctx, index: DatasetIndex, sec, mm, model_cfg: dict) -> tuple[dict, dict]:
+    """Any mmseg segmentor (``model_cfg``, weight paths resolved; ``mm`` = the
+    :mod:`pipeline.mm.segmentation` edge) trained on the pseudo-labels; ``(counts, metrics)``."""
+    from pipeline.data.datasets import SegmentationDataset
+    from pipeline.evaluation import evaluate_segmenter
+    from pipeline.training import train_from_section
+
+    tr = sec["train"]
     seed = int(ctx.cfg.experiment.get("seed", 0))
     torch.manual_seed(seed)
-    model_cfg = sec["model"]
     model = mm.for_training(mm.build_mmseg_model(model_cfg, index.num_classes), ctx.world_size > 1)
     ctx.log(f"mmseg {model_cfg['type']} ({model_cfg.get('decode_head', {}).get('type')}), "
             f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
-    train_ds = SegmentationDataset(index, tr.get("split", split), ctx.out / "pseudo", tr["crop"],
-                                   train=True, scale_range=tuple(tr.get("scale_range", (1.0, 1.0))),
-                                   resize=tr.get("resize"))
+    train_ds = SegmentationDataset(index, tr.get("split", "trainaug"), ctx.out / "pseudo",
+                                   tr["crop"], train=True, resize=tr.get("resize"),
+                                   scale_range=tuple(tr.get("scale_range", (1.0, 1.0))))
 
     def loss_fn(net, batch):
         return mm.mmseg_losses(net, batch["image"], batch["label"])
 
     model = train_from_section(model, loss_fn, train_ds, tr, work_dir=ctx.out / "train", seed=seed,
-                               world_size=ctx.world_size, device=ctx.device, log=ctx.log)
+                               world_size=ctx.world_size, device=ctx.device, log=ctx.log,
+                               hooks=[training_guard(tr, STAGE)])
     val = sec.get("val", {})
     res = evaluate_segmenter(mm.MMSegLogits(model).eval(), index, val.get("split", "val"),
                              dict(size=val.get("size", 321), scales=(1.0,), flip=False,
                                   batch_size=int(val.get("batch_size", 10)), crf=dict(enabled=False)),
                              ctx.device, rank=ctx.rank, world_size=ctx.world_size)
-    counts.update(iterations=int(tr["max_iters"]), train_images=len(train_ds), val_scored=res["scored"])
+    counts, metrics = {"val_scored": res["scored"]}, {}
     if ctx.rank == 0:
         metrics.update(val_mIoU=res["mIoU"], val_IoU=dict(zip(index.classes, res["no_crf"]["IoU"])))
         miou = res["mIoU"]
         ctx.log(f"quick val mIoU (single scale, no CRF) = "
                 f"{'n/a' if miou is None else f'{100 * miou:.2f}'}")
         mm.save_mmseg_model(ctx.out / "model.pth", model, model_cfg, index.num_classes, index.classes)
+    return counts, metrics
+
+
+def run(ctx) -> dict:
+    sec, tr = ctx.section, ctx.section["train"]
+    own = model_type(sec) == OWN_MODEL
+    # before any work: a missing weight file or mmseg install is named now
+    mm_model, mm = (None, None) if own else (local_weights(sec["model"]), mm_edge(sec))
+    index = DatasetIndex.load(ctx.upstream_dir("data"))
+    pcfg = sec.get("pseudo", {})
+    made = make_pseudo_labels(ctx, index, pcfg)
+    split = pcfg.get("split", "trainaug")
+    counts = {"pseudo_labels": len(index.ids(split)), "pseudo_predicted_here": made}
+    metrics = {"pseudo_protocol": InferenceSettings.from_cfg(pcfg).describe(),
+               "model_type": model_type(sec)}
+    if ctx.rank == 0:
+        q = score_label_dir(index, split, ctx.out / "pseudo")
+        if q["images"]:
+            metrics["pseudo_mIoU"] = q["mIoU"]
+            ctx.log(f"pseudo-labels vs GT on {q['images']} {split} images: mIoU "
+                    f"{100 * q['mIoU']:.2f}")
+    c, m = train_own(ctx, index, sec) if own else train_mmseg(ctx, index, sec, mm, mm_model)
+    counts.update(c, iterations=int(tr["max_iters"]),
+                  train_images=len(index.ids(tr.get("split", split))))
+    metrics.update(m)
     return {"counts": counts, "metrics": metrics}
 
 

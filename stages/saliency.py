@@ -3,7 +3,9 @@
 * ``saliency.dir`` set: import precomputed maps (e.g. DRFI, as in the EP paper §4.4) named
   ``<id>.png`` (or .jpg/.jpeg/.bmp) of any size; each is resized bilinearly to its image
   (:func:`pipeline.saliency.read_saliency`). Every image of the split needs a readable map:
-  missing ones are listed (by expected path) before any work starts.
+  missing ones are listed (by expected path) before any work starts. A map must be one grey
+  channel: a colour map (RGB channels that differ) stops the stage, naming the file, unless
+  ``saliency.allow_colour=True``, which converts colour maps to luma and logs how many.
 * otherwise: the built-in RBD saliency (:func:`pipeline.saliency.rbd_saliency`, parameters
   ``saliency.rbd``), computed in a pool of ``saliency.workers`` processes.
 
@@ -20,7 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.saliency import SaliencyQuality, find_saliency_file, rbd_saliency, read_saliency
+from pipeline.io_utils import atomic_file, json_safe
+from pipeline.saliency import SaliencyQuality, find_saliency_file, load_saliency, rbd_saliency
 from pipeline.stage import StageError
 from stages.common import main_for, resolve_path, split_ids
 
@@ -33,24 +36,26 @@ def _image_size(path: Path) -> tuple[int, int]:
         return im.size[1], im.size[0]
 
 
-def saliency_job(job: tuple) -> tuple[str, np.ndarray | None, str | None]:
+def saliency_job(job: tuple) -> tuple[str, np.ndarray | None, str | None, str | None]:
     """Worker: compute or import one map, write ``out_path``; returns ``(id, uint8 map or None,
-    error message or None)``; the map comes back only when ``want_map`` (GT exists)."""
-    img_id, image_path, out_path, src_path, rbd_params, want_map = job
+    error message or None, colour conversion or None)``; the map comes back only when
+    ``want_map`` (GT exists)."""
+    img_id, image_path, out_path, src_path, rbd_params, want_map, allow_colour = job
+    conversion = None
     try:
         if src_path is not None:
-            sal = read_saliency(src_path, size=_image_size(Path(image_path)))
+            sal, conversion = load_saliency(src_path, size=_image_size(Path(image_path)),
+                                            allow_colour=allow_colour)
         else:
             with Image.open(image_path) as im:
                 img = np.asarray(im.convert("RGB"), dtype=np.uint8)
             sal = rbd_saliency(img, **rbd_params)
         sal8 = np.round(np.clip(sal, 0.0, 1.0) * 255.0).astype(np.uint8)
-        tmp = Path(out_path).with_name(f".{Path(out_path).name}.tmp.png")
-        Image.fromarray(sal8, mode="L").save(tmp)
-        tmp.replace(out_path)
-        return img_id, (sal8 if want_map else None), None
+        with atomic_file(out_path) as tmp:
+            Image.fromarray(sal8, mode="L").save(tmp)
+        return img_id, (sal8 if want_map else None), None, conversion
     except (OSError, ValueError, np.linalg.LinAlgError) as exc:
-        return img_id, None, f"{img_id}: {exc}"
+        return img_id, None, f"{img_id}: {exc}", None
 
 
 def _pool(workers: int):
@@ -88,16 +93,19 @@ def run(ctx) -> dict:
         ctx.log(f"computing RBD saliency for {len(ids)} {split} images with {workers} worker(s)")
 
     masks = {i: index.mask_path(i) for i in ids}
+    allow_colour = bool(sec.get("allow_colour", False))
     jobs = [(i, str(index.image_path(i)), str(out_dir / f"{i}.png"), sources.get(i), rbd_params,
-             masks[i] is not None) for i in ids]
-    quality, n_done = SaliencyQuality(), 0
+             masks[i] is not None, allow_colour) for i in ids]
+    quality, n_done, conversions = SaliencyQuality(), 0, []
     log_every = max(100, len(ids) // 10)
 
     def consume(results):
         nonlocal n_done
-        for img_id, sal8, err in results:
+        for img_id, sal8, err, conversion in results:
             if err is not None:
                 raise StageError(f"saliency map of image {err}")
+            if conversion is not None:
+                conversions.append(conversion)
             if sal8 is not None:
                 gt = index.read_mask(img_id)
                 valid = gt != 255
@@ -114,11 +122,15 @@ def run(ctx) -> dict:
     else:
         consume(map(saliency_job, jobs))
 
+    if conversions:
+        ctx.log(f"saliency.allow_colour=True: {len(conversions)} colour map(s) converted to luma, e.g. "
+                + conversions[0])
     q = quality.summary()
-    metrics = {"source": "import" if src_dir else "rbd", "gt_images": q["images"]}
+    metrics = {"source": "import" if src_dir else "rbd", "gt_images": q["images"],
+               "colour_maps_converted": len(conversions)}
     if q["images"]:
-        metrics.update({k: (None if np.isnan(v) else v) for k, v in
-                        (("MAE", q["MAE"]), ("maxF", q["maxF"]), ("maxF_threshold", q["best_threshold"]))})
+        metrics.update(json_safe({"MAE": q["MAE"], "maxF": q["maxF"],
+                                  "maxF_threshold": q["best_threshold"]}))
         ctx.log(f"quality on {q['images']} images with GT: MAE {q['MAE']:.4f}, max F-measure "
                 f"{q['maxF']:.4f} (at {q['best_threshold']:.3f})")
     else:

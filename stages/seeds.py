@@ -6,10 +6,12 @@ Image by image (nothing is held for the whole split) over the images of the heat
   weights λ^c (``'lambda_c'``, needs ``heatmaps.class_specific_lambda=True``), each normalised by
   its max (:func:`pipeline.heatmaps.normalise_per_class`);
 * saliency: ``saliency/maps/<id>.png`` / 255, rescaled to [0, 1] by its min/max first when
-  ``normalise_saliency`` (the paper's "normalized saliency");
+  ``normalise_saliency`` (the paper's "normalized saliency"); not read with ``bg_source='cam'``,
+  and the saliency stage is then no upstream of this one (:func:`upstream_for`);
 * ``labels/<id>.png``: :func:`pipeline.seeds.make_seeds` (foreground = top ``fg_top`` of each
-  class map, ``fg_mode`` relative|rank; background = saliency < ``bg_sal``; conflicts and
-  unclaimed pixels 255; ``overlap`` max|ignore) — EP paper §4.4, ALGORITHMS.md §3;
+  class map, ``fg_mode`` relative|rank; background (``bg_source``) = saliency < ``bg_sal``, or
+  every class map <= ``bg_cam`` (IRN), or both; conflicts and unclaimed pixels 255;
+  ``overlap`` max|ignore) — EP paper (Wan et al. ICCV 2019) §4.4, docs/ALGORITHMS.md §3;
 * ``pseudo/<id>.png``: :func:`pipeline.seeds.pseudo_mask_argmax` with ``pseudo_bg_threshold``;
 * ``overlays/<id>.png`` for the first ``n_overlays`` images;
 * with ``export_dsrg_pickle``: ``dsrg_cues.pickle`` + ``input_list.txt`` (SEC/DSRG format,
@@ -21,17 +23,18 @@ pseudo-masks (:class:`pipeline.metrics.ConfusionMatrix`), in the manifest and pr
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.data.index import DatasetIndex
+from pipeline.guards import check_array_finite
 from pipeline.heatmaps import load_heatmap, normalise_per_class
+from pipeline.io_utils import json_safe
 from pipeline.metrics import ConfusionMatrix, SeedQuality, format_table
 from pipeline.saliency import read_saliency
-from pipeline.seeds import export_dsrg_cues, make_seeds, pseudo_mask_argmax
+from pipeline.seeds import BG_SOURCES, export_dsrg_cues, make_seeds, pseudo_mask_argmax
 from pipeline.stage import StageError
 from pipeline.visualize import blank, grey_rgb, heatmap_rgb, label_rgb, panel_row, save_rgb
 from pipeline.voc import read_label_png, write_label_png
@@ -40,6 +43,20 @@ from stages.common import main_for
 STAGE = "seeds"
 UPSTREAM = ("data", "heatmaps", "saliency")
 SOURCES = ("cam", "lambda_c")
+
+
+def bg_source(section) -> str:
+    """The section's background cue: 'saliency' (default), 'cam' or 'both'."""
+    src = str(section.get("bg_source", "saliency"))
+    if src not in BG_SOURCES:
+        raise StageError(f"seeds.bg_source must be one of {BG_SOURCES}, got {src!r}")
+    return src
+
+
+def upstream_for(section) -> tuple[str, ...]:
+    """``data`` and ``heatmaps``, plus ``saliency`` unless the background comes from the class
+    maps alone (``bg_source='cam'``)."""
+    return UPSTREAM if bg_source(section) != "cam" else ("data", "heatmaps")
 
 
 class _LabelFiles(Mapping):
@@ -58,26 +75,16 @@ class _LabelFiles(Mapping):
         return len(self.ids)
 
 
-def _clean(obj):
-    """NaN → None (strict JSON in the manifest)."""
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_clean(v) for v in obj]
-    return obj
-
-
 def overlay(image, maps, lam, sal, seeds, pseudo, gt) -> np.ndarray:
     """image | heatmap (max over classes) | λ (/ its max) | saliency | seeds | pseudo | GT, captioned."""
     hw = image.shape[:2]
     heat = maps.max(0) if maps.shape[0] else np.zeros(hw, np.float32)
     lam_disp = normalise_per_class(lam) if lam is not None else None      # λ / max λ, for display
     tiles = [image, heatmap_rgb(heat), heatmap_rgb(lam_disp) if lam is not None else blank(hw),
-             grey_rgb(sal), label_rgb(seeds), label_rgb(pseudo),
+             grey_rgb(sal) if sal is not None else blank(hw), label_rgb(seeds), label_rgb(pseudo),
              label_rgb(gt) if gt is not None else blank(hw, 255)]
-    names = ["image", "heatmap", "lambda", "saliency", "seeds", "pseudo", "GT" if gt is not None else "no GT"]
+    names = ["image", "heatmap", "lambda", "saliency" if sal is not None else "no saliency",
+             "seeds", "pseudo", "GT" if gt is not None else "no GT"]
     return panel_row(tiles, names, height=max(hw[0], 160))
 
 
@@ -86,7 +93,9 @@ def run(ctx) -> dict:
     if ctx.rank != 0:
         return {}
     index = DatasetIndex.load(ctx.upstream_dir("data"))
-    heat_dir, sal_dir = ctx.upstream_dir("heatmaps"), ctx.upstream_dir("saliency")
+    bg_src = bg_source(sec)
+    heat_dir = ctx.upstream_dir("heatmaps")
+    sal_dir = ctx.upstream_dir("saliency") if bg_src != "cam" else None
     heat_cfg = ctx.upstream_manifests["heatmaps"].get("config", {})
     split = heat_cfg.get("split", "trainaug")
     ids = index.ids(split)
@@ -97,13 +106,16 @@ def run(ctx) -> dict:
         raise StageError("seeds.heatmap_source='lambda_c' needs the λ^c maps: run "
                          "`make heatmaps OPTS=\"heatmaps.class_specific_lambda=True\"` first")
     opts = dict(fg_top=float(sec.get("fg_top", 0.30)), fg_mode=sec.get("fg_mode", "relative"),
-                bg_sal=float(sec.get("bg_sal", 0.06)), overlap=sec.get("overlap", "max"))
+                bg_sal=float(sec.get("bg_sal", 0.06)), overlap=sec.get("overlap", "max"),
+                bg_source=bg_src, bg_cam=float(sec.get("bg_cam", 0.05)))
     norm_sal = bool(sec.get("normalise_saliency", True))
     bg_thr = float(sec.get("pseudo_bg_threshold", 0.15))
     n_overlays = int(sec.get("n_overlays", 8))
+    bg_rules = {"saliency": f"saliency < {opts['bg_sal']} (normalised: {norm_sal})",
+                "cam": f"every class map <= {opts['bg_cam']}"}
+    bg_rule = bg_rules.get(bg_src) or f"{bg_rules['saliency']} and {bg_rules['cam']}"
     ctx.log(f"{len(ids)} {split} images; source {source}; fg top {opts['fg_top']} ({opts['fg_mode']}), "
-            f"bg saliency < {opts['bg_sal']} (normalised: {norm_sal}), overlap {opts['overlap']}; "
-            f"pseudo-mask bg threshold {bg_thr}")
+            f"bg {bg_rule}, overlap {opts['overlap']}; pseudo-mask bg threshold {bg_thr}")
     for sub in ("labels", "pseudo") + (("overlays",) if n_overlays > 0 else ()):
         (ctx.out / sub).mkdir(exist_ok=True)
 
@@ -117,9 +129,13 @@ def run(ctx) -> dict:
             if source == "lambda_c":
                 hm["cam"] = load_heatmap(heat_dir / "lambda_c" / f"{img_id}.npz")["cam"]
             maps = normalise_per_class(hm["cam"])
-            sal = read_saliency(sal_dir / "maps" / f"{img_id}.png", size=maps.shape[1:], normalise=norm_sal)
+            sal = None if sal_dir is None else read_saliency(
+                sal_dir / "maps" / f"{img_id}.png", size=maps.shape[1:], normalise=norm_sal)
         except (FileNotFoundError, ValueError) as exc:
             raise StageError(f"image {img_id}: {exc}") from exc
+        for key in ("cam", "lam"):
+            check_array_finite(hm[key], f"{heat_dir / 'maps' / img_id}.npz ({key})",
+                               "re-run `make heatmaps` (after `make classifier` if its model diverged)")
         classes = hm["classes"]
         seeds = make_seeds(maps, classes, sal, **opts)
         pseudo = pseudo_mask_argmax(maps, classes, bg_thr)
@@ -143,19 +159,22 @@ def run(ctx) -> dict:
             ctx.log(f"{k + 1}/{len(ids)} images")
 
     counts = {"images": len(ids), "evaluated": n_eval, "overlays": min(n_overlays, len(ids))}
-    metrics = {"seeds_fg_fraction": n_fg / n_pix if n_pix else None,
+    metrics = {"bg_source": bg_src, "seeds_fg_fraction": n_fg / n_pix if n_pix else None,
                "seeds_bg_fraction": n_bg / n_pix if n_pix else None}
     ctx.log(f"seeds cover {100 * n_fg / max(n_pix, 1):.1f}% foreground, {100 * n_bg / max(n_pix, 1):.1f}% "
             f"background, {100 * (n_pix - n_fg - n_bg) / max(n_pix, 1):.1f}% unlabelled pixels")
     if n_eval:
         sq = seed_q.summary(names)
         ps = pseudo_cm.summary(names)
-        metrics["seeds"] = {k: sq[k] for k in ("precision", "recall", "fraction_labelled", "mIoU")}
+        metrics["seeds"] = {k: sq[k] for k in ("precision", "recall", "fraction_labelled", "mIoU",
+                                               "bg_precision", "fg_precision")}
         metrics["seeds"]["IoU"] = dict(zip(names, sq["IoU"]))
         metrics["pseudo"] = {"mIoU": ps["mIoU"], "aAcc": ps["aAcc"], "IoU": dict(zip(names, ps["IoU"]))}
         ctx.log(f"seed quality on {n_eval} images with GT: precision {100 * sq['precision']:.2f}, "
                 f"recall {100 * sq['recall']:.2f}, labelled {100 * sq['fraction_labelled']:.2f}%, "
-                f"mIoU {100 * sq['mIoU']:.2f} (IoU over labelled pixels)\n"
+                f"mIoU {100 * sq['mIoU']:.2f} (IoU over labelled pixels); precision of the background "
+                f"seeds {100 * sq['bg_precision']:.2f}, of the foreground seeds "
+                f"{100 * sq['fg_precision']:.2f}\n"
                 + format_table(seed_q.cm.summary(names)))
         ctx.log(f"pseudo-masks (argmax, bg < {bg_thr}): mIoU {100 * ps['mIoU']:.2f}\n" + format_table(ps))
     else:
@@ -169,7 +188,7 @@ def run(ctx) -> dict:
         (ctx.out / "input_list.txt").write_text("".join(f"{i}.jpg {index_of[i]}\n" for i in ids))
         counts["dsrg_cues"] = len(ids)
         ctx.log(f"wrote {ctx.out / 'dsrg_cues.pickle'} and input_list.txt ({len(ids)} images)")
-    return {"counts": counts, "metrics": _clean(metrics)}
+    return {"counts": counts, "metrics": json_safe(metrics)}
 
 
 if __name__ == "__main__":

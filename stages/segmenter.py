@@ -7,12 +7,21 @@ quick single-scale, no-CRF val mIoU (the full protocol is the ``eval`` stage) an
 ``model.pth`` (docs/DESIGN.md; :func:`pipeline.models.deeplab.load_segmenter`).
 
 Options: ``segmenter.loss`` = ``"dsrg"`` (:func:`pipeline.dsrg.dsrg_losses`: growing on the
-output grid, balanced seeding loss, CRF boundary loss; the CRF runs in a process pool of
-``crf.workers`` processes created once per training run) or ``"ce"`` (cross-entropy, 255
+output grid, balanced seeding loss, CRF boundary loss; ``crf.backend="pydensecrf"``: the CRF
+runs in a process pool of ``crf.workers`` processes created once per training run,
+``"torch"``: exact mean-field on the training device, no pool) or ``"ce"`` (cross-entropy, 255
 ignored, on upsampled logits or at the output grid: ``ce.resolution``);
 ``segmenter.train.labels`` = ``"seeds"`` or ``"gt"`` (ground-truth masks: with ``loss="ce"``
 the fully supervised upper bound). :func:`train_segmenter` and :func:`evaluate_and_save` are
 reusable by other stages (e.g. an ``upper_bound`` stage with ``label_dir=None``).
+
+Collapse checks: the training log carries the DSRG diagnostics
+(:mod:`pipeline.dsrg_diagnostics`); the quick val adds the fraction of val pixels predicted
+foreground (``val_pred_fg``, GT: ``val_gt_fg``); with ``val.score_train`` (default on) the
+segmenter's predictions (single scale, no CRF) are scored on the images the seeds stage scored
+its argmax pseudo-masks on, against their GT masks (``train_mIoU``, next to that stage's
+``pseudo_mIoU``), with a warning when the segmenter scores lower than the pseudo-masks it was
+meant to improve on.
 """
 from __future__ import annotations
 
@@ -22,7 +31,9 @@ from pipeline.crf_pool import make_crf_pool
 from pipeline.data.datasets import SegmentationDataset
 from pipeline.data.index import DatasetIndex
 from pipeline.dsrg import DSRGConfig, ce_loss, dsrg_losses
+from pipeline.dsrg_diagnostics import confusion_fg_fractions
 from pipeline.evaluation import evaluate_segmenter
+from pipeline.guards import training_guard
 from pipeline.models.checkpoint import save_model
 from pipeline.models.deeplab import build_segmenter
 from pipeline.stage import StageError
@@ -59,17 +70,22 @@ def make_loss_fn(loss: str, dsrg_cfg: DSRGConfig | None = None, crf_pool=None,
     return loss_fn
 
 
-def train_segmenter(ctx, index: DatasetIndex, label_dir, section) -> torch.nn.Module:
+def train_segmenter(ctx, index: DatasetIndex, label_dir, section, stage: str = STAGE,
+                    net=None) -> torch.nn.Module:
     """Train the segmenter of ``section`` on ``label_dir`` (None = GT masks) into ``ctx.out/train``.
 
     Resumes from the checkpoints there; returns the trained network (every rank under DDP).
+    ``stage``: the config section whose keys the training guard's messages name. ``net``: the
+    network to start from (e.g. the first round's, for the second round); None builds
+    ``section.model``.
     """
     tr = section["train"]
     loss = section.get("loss", "dsrg")
     seed = int(ctx.cfg.experiment.get("seed", 0))
     torch.manual_seed(seed)
     model_cfg = model_config(section)
-    net = build_segmenter(model_cfg, index.num_classes)
+    if net is None:
+        net = build_segmenter(model_cfg, index.num_classes)
     train_ds = SegmentationDataset(index, tr.get("split", "trainaug"), label_dir, tr["crop"], train=True,
                                    scale_range=tuple(tr.get("scale_range", (1.0, 1.0))),
                                    resize=tr.get("resize"))
@@ -78,45 +94,98 @@ def train_segmenter(ctx, index: DatasetIndex, label_dir, section) -> torch.nn.Mo
             f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f}M parameters, pretrained="
             f"{model_cfg.get('pretrained')}; loss={loss}; {len(train_ds)} training images, labels "
             f"from {label_dir or 'the ground-truth masks'}; crop {tr['crop']} -> output {grid}x{grid}")
+    if net.init_report is not None:
+        ctx.log(net.init_report.describe())
     pool = None
     dsrg_cfg = None
     if loss == "dsrg":
-        dsrg_cfg = DSRGConfig.from_cfg(section.get("dsrg"), section.get("crf"))
+        try:
+            dsrg_cfg = DSRGConfig.from_cfg(section.get("dsrg"), section.get("crf"))
+        except ValueError as exc:
+            raise StageError(str(exc)) from exc
         workers = int(section.get("crf", {}).get("workers", 0) or 0)
-        if workers > 0:
+        if workers > 0 and dsrg_cfg.crf_backend == "pydensecrf":
             pool = make_crf_pool(workers, section["crf"].get("start_method", "spawn"))
+        where = (f"torch on {ctx.device}" if dsrg_cfg.crf_backend == "torch" else
+                 f"pydensecrf in {f'{workers} worker processes' if pool else 'process'}")
         ctx.log(f"DSRG: grow on {dsrg_cfg.grow_on}, thresholds {dsrg_cfg.fg_threshold}/"
-                f"{dsrg_cfg.bg_threshold}, CRF {dsrg_cfg.crf} in "
-                f"{f'{workers} worker processes' if pool else 'process'}")
+                f"{dsrg_cfg.bg_threshold}, CRF {dsrg_cfg.crf} ({where})")
     ce_res = section.get("ce", {}).get("resolution", "input")
     try:
         return train_from_section(net, make_loss_fn(loss, dsrg_cfg, pool, ce_res), train_ds, tr,
                                   work_dir=ctx.out / "train", seed=seed, world_size=ctx.world_size,
-                                  device=ctx.device, log=ctx.log)
+                                  device=ctx.device, log=ctx.log,
+                                  hooks=[training_guard(tr, stage)])
     finally:
         if pool is not None:
             pool.shutdown()
 
 
+def quick_eval_cfg(section) -> dict:
+    """Inference settings of the quick scores: ``val.size``, single scale, no flip, no CRF."""
+    val = section.get("val", {})
+    return dict(size=val.get("size", 321), scales=(1.0,), flip=False,
+                batch_size=int(val.get("batch_size", 10)), crf=dict(enabled=False))
+
+
 def evaluate_and_save(ctx, net, index: DatasetIndex, section, kind: str = "segmenter") -> dict:
     """Quick val mIoU (single scale, no flip, no CRF) and ``model.pth``; returns counts/metrics."""
-    val = section.get("val", {})
-    split = val.get("split", "val")
-    eval_cfg = dict(size=val.get("size", 321), scales=(1.0,), flip=False,
-                    batch_size=int(val.get("batch_size", 10)), crf=dict(enabled=False))
-    res = evaluate_segmenter(net.eval(), index, split, eval_cfg, ctx.device, rank=ctx.rank,
-                             world_size=ctx.world_size)
+    split = section.get("val", {}).get("split", "val")
+    res = evaluate_segmenter(net.eval(), index, split, quick_eval_cfg(section), ctx.device,
+                             rank=ctx.rank, world_size=ctx.world_size)
     s = res["no_crf"]
+    fg = confusion_fg_fractions(res["confusion"]["no_crf"])
     metrics = {"val_mIoU": res["mIoU"], "val_aAcc": s["aAcc"],
-               "val_IoU": dict(zip(index.classes, s["IoU"])), "val_split": split}
+               "val_IoU": dict(zip(index.classes, s["IoU"])), "val_split": split,
+               "val_pred_fg": fg["pred_fg"], "val_gt_fg": fg["gt_fg"]}
     counts = {"val_images": res["images"], "val_scored": res["scored"]}
     if ctx.rank == 0:
         miou = res["mIoU"]
         ctx.log(f"quick {split} mIoU (single scale, no CRF) = "
-                f"{'n/a' if miou is None else f'{100 * miou:.2f}'} on {res['scored']} images")
+                f"{'n/a' if miou is None else f'{100 * miou:.2f}'} on {res['scored']} images; "
+                f"predicted foreground {_pct(fg['pred_fg'])} % of pixels (GT {_pct(fg['gt_fg'])} %)")
         save_model(ctx.out / "model.pth", net, kind, model_config(section), index.num_classes,
-                   index.classes)
+                   index.classes, section=STAGE)
     return {"counts": counts, "metrics": metrics}
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}"
+
+
+def pseudo_mask_ids(ctx, index: DatasetIndex, split: str) -> list[str]:
+    """Ids with a GT mask among the seeds stage's pseudo-masks (``seeds/pseudo/<id>.png``, the
+    images its pseudo-mask mIoU was scored on); the ``split`` ids with a mask when there are none."""
+    pseudo = ctx.upstream_dir("seeds") / "pseudo"
+    ids = sorted(p.stem for p in pseudo.glob("*.png")) if pseudo.is_dir() else []
+    return [i for i in (ids or index.ids(split)) if index.mask_path(i) is not None]
+
+
+def score_on_train(ctx, net, index: DatasetIndex, section) -> dict:
+    """Score the segmenter (single scale, no CRF) on the pseudo-masks' images against their GT
+    masks; compare with the seeds stage's pseudo-mask mIoU and warn when it is lower.
+
+    Returns metrics ``train_mIoU``, ``train_pred_fg``, ``train_gt_fg``, ``train_scored``,
+    ``pseudo_mIoU`` (None when the seeds stage scored none) and ``train_below_pseudo``.
+    """
+    ids = pseudo_mask_ids(ctx, index, section["train"].get("split", "trainaug"))
+    res = evaluate_segmenter(net.eval(), index, "train", quick_eval_cfg(section), ctx.device,
+                             rank=ctx.rank, world_size=ctx.world_size, ids=ids)
+    seeds_man = ctx.upstream_manifests.get("seeds") or {}
+    pseudo = ((seeds_man.get("metrics") or {}).get("pseudo") or {}).get("mIoU")
+    fg = confusion_fg_fractions(res["confusion"]["no_crf"])
+    miou = res["no_crf"]["mIoU"]
+    below = None if miou is None or pseudo is None else bool(miou < pseudo)
+    if ctx.rank == 0:
+        ctx.log(f"segmenter on the {res['scored']} pseudo-mask images (single scale, no CRF): mIoU "
+                f"{_pct(miou)} %, predicted foreground {_pct(fg['pred_fg'])} % (GT {_pct(fg['gt_fg'])} %); "
+                f"argmax pseudo-masks {_pct(pseudo)} %")
+        if below:
+            ctx.log(f"WARNING: the segmenter scores below its own pseudo-masks on the training images "
+                    f"({_pct(miou)} < {_pct(pseudo)} % mIoU): training from the seeds lost "
+                    f"information (see the cov_*/pred_fg curves of the training log)")
+    return {"train_mIoU": miou, "train_pred_fg": fg["pred_fg"], "train_gt_fg": fg["gt_fg"],
+            "train_scored": res["scored"], "pseudo_mIoU": pseudo, "train_below_pseudo": below}
 
 
 def run(ctx) -> dict:
@@ -131,6 +200,8 @@ def run(ctx) -> dict:
     result["counts"].update(train_images=len(index.ids(tr.get("split", "trainaug"))),
                             iterations=int(tr["max_iters"]))
     result["metrics"].update(loss=sec.get("loss", "dsrg"), labels=labels)
+    if sec.get("val", {}).get("score_train", True):
+        result["metrics"].update(score_on_train(ctx, net, index, sec))
     return result
 
 

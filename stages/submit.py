@@ -6,8 +6,9 @@ Writes ``results/VOC2012/Segmentation/<comp>_test_cls/<id>.png`` for every id of
 fails the stage with every offending file named) and packs ``results.tgz``. Where the test
 masks exist (the synthetic dataset keeps them aside), the submission is also scored.
 
-Inference settings: the ``submit`` section's ``size``, ``scales``, ``flip``, ``batch_size``,
-``amp``, ``crf`` when not None, else the ``eval`` section's (``crf`` keys are merged). The
+Inference settings: the ``submit`` section's ``protocol``, ``size``, ``scales``, ``sizes``,
+``flip``, ``fusion``, ``batch_size``, ``amp``, ``crf`` when not None, else the ``eval``
+section's (``crf`` keys are merged); the protocol that ran is in the metrics. The
 stage's config digest covers both sections, so it re-runs when ``eval`` changes.
 """
 from __future__ import annotations
@@ -67,8 +68,8 @@ def run(ctx) -> dict:
         raise StageError(f"split {split!r} is empty: nothing to submit")
     result_dir = ctx.out / SUBMISSION_SUBDIR.format(comp=comp)
     result_dir.mkdir(parents=True, exist_ok=True)
-    ctx.log(f"predicting {len(ids)} {split} images: size={settings.size}, scales={settings.scales}, "
-            f"flip={settings.flip}, crf={'off' if crf is None else crf} -> {result_dir}")
+    ctx.log(f"predicting {len(ids)} {split} images: test protocol {settings.describe()}, "
+            f"crf={'off' if crf is None else crf} -> {result_dir}")
     mine = ids[ctx.rank::ctx.world_size] if ctx.world_size > 1 else ids
     items = ((i, index.read_image(i)) for i in mine)
     pool = open_crf_pool(crf, workers)
@@ -80,7 +81,9 @@ def run(ctx) -> dict:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     _barrier(ctx.world_size)
-    counts, metrics = {"images": len(ids)}, {"split": split, "comp": comp, "crf_enabled": crf is not None}
+    counts = {"images": len(ids)}
+    metrics = {"split": split, "comp": comp, "crf_enabled": crf is not None,
+               "protocol": settings.describe()}
     if ctx.rank != 0:
         return {"counts": counts, "metrics": metrics}
     problems = validate_submission(result_dir, ids, index.root / "JPEGImages", index.num_classes)

@@ -8,7 +8,7 @@ import argparse
 from pathlib import Path
 
 from pipeline.stage import read_manifest
-from stages.common import default_work_dir, load_experiment
+from stages.common import default_work_dir, expand_opts_line, load_experiment
 
 ORDER = ("data", "classifier", "heatmaps", "saliency", "seeds", "segmenter", "upper_bound",
          "eval", "submit", "localize", "report")
@@ -37,6 +37,11 @@ def summarize(work_dir: Path) -> str:
         f"seeds mIoU of labelled pixels (%) {_pct(seeds.get('mIoU'))}   labelled "
         f"{_pct(seeds.get('fraction_labelled'))} % of pixels",
         f"pseudo-mask mIoU (%)              {_pct(m['seeds'].get('pseudo', {}).get('mIoU'))}",
+        f"segmenter on those images (%)     {_pct(m['segmenter'].get('train_mIoU'))}   (1 scale, no CRF)"
+        + ("   BELOW the pseudo-masks" if m["segmenter"].get("train_below_pseudo") else ""),
+        f"predicted foreground train / val  {_pct(m['segmenter'].get('train_pred_fg'))} / "
+        f"{_pct(m['segmenter'].get('val_pred_fg'))} % of pixels (GT "
+        f"{_pct(m['segmenter'].get('train_gt_fg')).strip()} / {_pct(m['segmenter'].get('val_gt_fg')).strip()} %)",
         f"val mIoU no CRF / CRF (%)         {_pct(ev.get('mIoU_no_crf'))} / {_pct(ev.get('mIoU_crf'))}",
         f"upper bound (GT masks) mIoU (%)   {_pct(upper)}",
         f"WSSS / upper bound                {'   n/a' if ratio is None else f'{ratio:6.3f}'}",
@@ -59,7 +64,7 @@ def main(argv=None) -> None:
     p.add_argument("--work-dir", default=None)
     p.add_argument("--opts", nargs="*", default=None, help="ignored (accepted for Make symmetry)")
     p.add_argument("--force", action="store_true", help="ignored")
-    a = p.parse_args(argv)
+    a = p.parse_args(expand_opts_line(argv))
     from stages.common import DEFAULT_EXP
     work_dir = Path(a.work_dir) if a.work_dir else default_work_dir(load_experiment(a.exp or DEFAULT_EXP))
     print(summarize(work_dir.resolve()))

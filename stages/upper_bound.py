@@ -11,9 +11,9 @@ import copy
 
 from pipeline.data.index import DatasetIndex
 from pipeline.evaluation import evaluate_segmenter
+from pipeline.io_utils import write_json_atomic
 from pipeline.metrics import format_table
 from pipeline.models.checkpoint import save_model
-from pipeline.stage import write_json_atomic
 from stages.common import main_for
 from stages.segmenter import model_config, train_segmenter
 
@@ -29,11 +29,11 @@ def run(ctx) -> dict:
     index = DatasetIndex.load(ctx.upstream_dir("data"))
     ctx.log(f"training the segmenter on ground-truth masks ({seg.train.get('split', 'trainaug')}, "
             f"loss={seg.loss})")
-    net = train_segmenter(ctx, index, None, seg)
+    net = train_segmenter(ctx, index, None, seg, stage=STAGE)
     counts, metrics = {"iterations": int(seg.train["max_iters"])}, {}
     if ctx.rank == 0:
         save_model(ctx.out / "model.pth", net, "segmenter", model_config(seg), index.num_classes,
-                   index.classes)
+                   index.classes, section=STAGE)
     ev = ctx.cfg.eval
     res = evaluate_segmenter(net.eval().to(ctx.device), index, ev.get("split", "val"), ev, ctx.device,
                              out_dir=None, rank=ctx.rank, world_size=ctx.world_size)
@@ -43,7 +43,7 @@ def run(ctx) -> dict:
             ctx.log("upper bound, CRF\n" + format_table(res["crf"]))
         metrics = {"mIoU": res["mIoU"], "mIoU_no_crf": res["no_crf"]["mIoU"],
                    "mIoU_crf": None if res["crf"] is None else res["crf"]["mIoU"],
-                   "no_crf": res["no_crf"], "crf": res["crf"]}
+                   "no_crf": res["no_crf"], "crf": res["crf"], "protocol": res["protocol"]}
         counts.update(val_images=res["images"], val_scored=res["scored"])
         write_json_atomic(ctx.out / "metrics.json", metrics)
     return {"counts": counts, "metrics": metrics}

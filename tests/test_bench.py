@@ -60,12 +60,17 @@ def test_quick_bench_run(tmp_path):
     by = {}
     for r in res["rows"]:
         by.setdefault(r["bench"], []).append(r)
-    assert set(by) == {"growing", "crf", "heatmaps", "training", "dsrg_loss", "seeds", "voc_costs",
+    assert set(by) == {"growing", "crf", "crf_train", "heatmaps", "training", "dsrg_loss", "seeds", "voc_costs",
                        "flops", "demo"}
     assert len(by["crf"]) == 3 and by["crf"][2]["ratio"] > 0          # labels, marginals, ceiling
+    # training CRF: torch on the CPU, the pool (+ CUDA where present), agreement with pydensecrf
+    assert len(by["crf_train"]) == 3 + torch.cuda.is_available()
+    agree = by["crf_train"][-1]["extra"]
+    assert agree["argmax"] == by["crf_train"][-1]["value"] and 0 <= agree["mean_abs_dq"] < 0.05
+    assert 0 < agree["seeds"] <= 1 and agree["cov_torch"] > 0
     assert {r["extra"]["key"] for r in by["voc_costs"]} == {
         "rbd", "heatmap_file", "seeds", "loader", "crf", "crf_noise", "heatmap_writer"}
-    for name in ("growing", "crf", "heatmaps", "training", "dsrg_loss"):
+    for name in ("growing", "crf", "crf_train", "heatmaps", "training", "dsrg_loss"):
         checks = [r["check_ok"] for r in by[name] if r["check"]]
         assert checks and all(checks), name
     for r in res["rows"]:

@@ -4,7 +4,7 @@ import torch
 
 from pipeline.models.deeplab import DeepLabV2VGG16
 from pipeline.models.imagenet import VGG16_CONV_INDICES
-from pipeline.testing import random_vgg16_state
+from pipeline.testing import vgg16_layout_state
 
 
 def test_output_41_for_321_small_width():
@@ -27,9 +27,7 @@ def test_batch_norm_forward_and_rates():
 
 @pytest.fixture(scope="module")
 def vgg_file(tmp_path_factory):
-    torch.manual_seed(1)
-    # only the 13 convolutions are read
-    state = {k: v for k, v in random_vgg16_state().items() if k.startswith("features.")}
+    state = vgg16_layout_state(seed=1, fc=False)      # the 13 convolutions only
     path = tmp_path_factory.mktemp("vgg") / "vgg16_random.pth"
     torch.save(state, path)
     return path, state
@@ -38,12 +36,12 @@ def vgg_file(tmp_path_factory):
 def test_load_imagenet_values_equal(vgg_file):
     path, state = vgg_file
     net = DeepLabV2VGG16(21, fc_channels=16)
-    keys = net.load_imagenet(str(path))
+    keys = net.load_imagenet(str(path)).keys
     assert len(keys) == 26
     for conv, idx in zip(net.convs, VGG16_CONV_INDICES):
         assert torch.equal(conv.weight, state[f"features.{idx}.weight"])
         assert torch.equal(conv.bias, state[f"features.{idx}.bias"])
-    assert net.load_imagenet(None) == []
+    assert net.load_imagenet(None) is None
 
 
 def test_load_imagenet_rejects_width_and_bn(vgg_file):

@@ -11,7 +11,9 @@ from pipeline.losses import stable_softmax_probs
 from pipeline.seeds import seeds_to_multihot
 
 
-@pytest.mark.parametrize("shape,grid", [((37, 29), (6, 5)), ((48, 48), (7, 7)), ((8, 8), (8, 8))])
+# inputs of 8·(h−1)+1 px, where the grids of a network input (cues_on_grid) and of a whole map
+# (seeds_to_multihot) coincide; and a map already at the grid size
+@pytest.mark.parametrize("shape,grid", [((41, 33), (6, 5)), ((49, 49), (7, 7)), ((8, 8), (8, 8))])
 def test_cues_on_grid_matches_seeds_to_multihot(shape, grid):
     g = torch.Generator().manual_seed(0)
     lab = torch.randint(0, 4, (3, *shape), generator=g)
@@ -20,6 +22,10 @@ def test_cues_on_grid_matches_seeds_to_multihot(shape, grid):
     ref = np.stack([seeds_to_multihot(x.numpy(), 3, grid) for x in lab])
     assert cues.dtype == torch.bool and cues.shape == (3, 3, *grid)
     np.testing.assert_array_equal(cues.numpy(), ref)
+    if shape != grid:                          # cell i takes the pixel it sits on, 8·i
+        want = lab[:, ::8, ::8]
+        np.testing.assert_array_equal(cues.numpy(), np.stack(
+            [seeds_to_multihot(x.numpy(), 3) for x in want]))
     with pytest.raises(ValueError, match="seed labels"):
         cues_on_grid(torch.full((1, 4, 4), 5), 3, (2, 2))
 
@@ -117,3 +123,34 @@ def test_ce_loss_resolutions_and_all_ignored():
     zero.backward()
     with pytest.raises(ValueError, match="resolution"):
         ce_loss(logits, labels, "full")
+
+
+def test_collapse_diagnostics_on_the_hand_made_case():
+    """The hand case above, counted by hand on its 36 cells (image classes {bg, 1, 3}):
+    cues 1 bg + 1 class-1 cell; grown 6 bg (B) + 9 class-1 (A); argmax not background in A (9),
+    C (1) and D (2, class 2); confident background (> 0.99) in B (6); confident foreground
+    (> 0.85 over the image's classes) in A and C (10; D's class 2 is not in the image)."""
+    logits, labels, classes, _ = _hand_case()
+    out = dsrg_losses(logits, labels, classes, None, DSRGConfig(grow_on="probs", boundary_weight=0))
+    want = {"cov_bg_before": 1, "cov_fg_before": 1, "cov_bg_after": 6, "cov_fg_after": 9,
+            "pred_fg": 12, "conf_bg": 6, "conf_fg": 10}
+    for key, cells in want.items():
+        assert out[key].item() == pytest.approx(cells / 36), key
+        assert "loss" not in key and not out[key].requires_grad
+    # growing off (thresholds above 1): after == before, the confident cells stay the same
+    off = dsrg_losses(logits, labels, classes, None, DSRGConfig(
+        grow_on="probs", boundary_weight=0, fg_threshold=1.01, bg_threshold=1.01))
+    assert off["cov_bg_after"].item() == pytest.approx(1 / 36)
+    assert off["cov_fg_after"].item() == pytest.approx(1 / 36)
+    assert off["conf_bg"].item() == off["conf_fg"].item() == 0.0
+
+
+def test_confusion_fg_fractions():
+    from pipeline.dsrg_diagnostics import confusion_fg_fractions
+
+    # rows GT, columns prediction: 10 bg pixels (8 predicted bg, 2 class 1), 6 class-1 pixels
+    # (4 predicted bg, 1 class 1, 1 class 2), 4 class-2 pixels (all predicted class 2)
+    mat = [[8, 2, 0], [4, 1, 1], [0, 0, 4]]
+    got = confusion_fg_fractions(mat)
+    assert got["pred_fg"] == pytest.approx(8 / 20) and got["gt_fg"] == pytest.approx(10 / 20)
+    assert confusion_fg_fractions(np.zeros((3, 3))) == {"pred_fg": None, "gt_fg": None}

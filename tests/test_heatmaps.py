@@ -20,23 +20,25 @@ def _conv_forward():
 def test_flip_consistency_and_shapes():
     x = torch.randn(2, 3, 21, 30, generator=torch.Generator().manual_seed(1))
     fwd = _conv_forward()
-    a = aggregate_heatmaps(fwd, x, scales=(1.0, 0.75, 1.5), flip=True)
-    b = aggregate_heatmaps(fwd, x.flip(-1), scales=(1.0, 0.75, 1.5), flip=True)
+    a = aggregate_heatmaps(fwd, x, scales=(1.0, 0.75, 1.5), flip=True, stride=2)
+    b = aggregate_heatmaps(fwd, x.flip(-1), scales=(1.0, 0.75, 1.5), flip=True, stride=2)
     assert a["cam"].shape == (2, 2, 21, 30) and a["lam"].shape == (2, 21, 30)
     torch.testing.assert_close(b["cam"], a["cam"].flip(-1), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(b["lam"], a["lam"].flip(-1), atol=1e-5, rtol=1e-5)
     # without flip averaging the conv is not flip-equivariant: the test above is meaningful
-    c = aggregate_heatmaps(fwd, x, flip=False)
-    d = aggregate_heatmaps(fwd, x.flip(-1), flip=False)
+    c = aggregate_heatmaps(fwd, x, flip=False, stride=2)
+    d = aggregate_heatmaps(fwd, x.flip(-1), flip=False, stride=2)
     assert (d["cam"] - c["cam"].flip(-1)).abs().max() > 1e-2
 
 
 def test_single_scale_no_flip_is_upsampled_output():
     x = torch.randn(1, 3, 16, 16)
     fwd = _conv_forward()
-    out = aggregate_heatmaps(fwd, x, scales=(1.0,), flip=False)
-    ref = torch.nn.functional.interpolate(fwd(x)["cam"], size=(16, 16), mode="bilinear", align_corners=False)
-    torch.testing.assert_close(out["cam"], ref)
+    out = aggregate_heatmaps(fwd, x, scales=(1.0,), flip=False, stride=2)
+    cam = fwd(x)["cam"]                   # stride 2, pad 1: cell i sits on pixel 2i
+    torch.testing.assert_close(out["cam"][..., ::2, ::2], cam)
+    torch.testing.assert_close(out["cam"][..., 1:15:2, ::2], (cam[..., :7, :] + cam[..., 1:, :]) / 2)
+    torch.testing.assert_close(out["cam"][..., 15, ::2], cam[..., 7, :])     # beyond the last cell
     no_lam = aggregate_heatmaps(lambda t: {"cam": fwd(t)["cam"]}, x)
     assert no_lam["lam"] is None
 

@@ -4,15 +4,16 @@ import torch
 
 from pipeline.models.classifier import build_classifier
 from pipeline.models.imagenet import VGG16_CONV_INDICES
+from pipeline.testing import vgg16_layout_state
 from pipeline.models.vgg import VGG16Backbone
-from pipeline.testing import random_vgg16_state
 
 
 @pytest.fixture(scope="module")
 def vgg16_file(tmp_path_factory):
-    """A random torchvision-layout VGG-16 state dict on disk."""
-    torch.manual_seed(0)
-    kept = random_vgg16_state()
+    """A random torchvision-layout VGG-16 state dict on disk: the ``features.*`` tensors plus
+    one classifier key that is not fc6/fc7 (those stay random then)."""
+    state = vgg16_layout_state(seed=0, fc=False)
+    kept = {**state, "classifier.6.bias": torch.zeros(1000)}
     path = tmp_path_factory.mktemp("weights") / "vgg16_random.pth"
     torch.save(kept, path)
     return path, kept
@@ -22,12 +23,12 @@ def test_all_26_tensors_copied(vgg16_file):
     path, state = vgg16_file
     net = VGG16Backbone(width=1.0)
     fc6_before = net.fc6[0].weight.clone()
-    copied = net.load_imagenet(str(path))
+    copied = net.load_imagenet(str(path)).keys
     assert len(copied) == 26 and len(set(copied)) == 26
     for conv, index in zip(net.conv_layers(), VGG16_CONV_INDICES):
         assert torch.equal(conv.weight, state[f"features.{index}.weight"])
         assert torch.equal(conv.bias, state[f"features.{index}.bias"])
-    assert torch.equal(net.fc6[0].weight, fc6_before)              # fc6/fc7 stay as initialised
+    assert torch.equal(net.fc6[0].weight, fc6_before)    # no classifier.0/.3 in the file: fc6/fc7 stay
 
 
 def test_build_classifier_loads_pretrained(vgg16_file):
@@ -35,14 +36,13 @@ def test_build_classifier_loads_pretrained(vgg16_file):
     model = build_classifier(dict(backbone=dict(width=1.0), pooling="ep", pretrained=str(path)),
                              num_classes=2)
     assert torch.equal(model.backbone.conv_layers()[12].weight, state["features.28.weight"])
-    assert VGG16Backbone().load_imagenet(None) == []
+    assert VGG16Backbone().load_imagenet(None) is None
 
 
 def test_not_a_vgg16_file_raises_value_error_naming_it(tmp_path):
     resnet_path = tmp_path / "resnet18.pth"
-    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7), "bn1.weight": torch.ones(64),
-                "layer1.0.conv1.weight": torch.zeros(64, 64, 3, 3), "fc.weight": torch.zeros(1000, 512)},
-               resnet_path)
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7), "fc.weight": torch.zeros(1000, 512)},
+               resnet_path)           # a ResNet-style state dict
     garbage_path = tmp_path / "garbage.pth"
     garbage_path.write_bytes(b"\x00\x01 this is not a checkpoint \xff" * 10)
     net = VGG16Backbone(width=1.0)

@@ -5,8 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.metrics import (ConfusionMatrix, SeedQuality, average_precision, format_table,
-                              seed_quality)
+from pipeline.metrics import ConfusionMatrix, SeedQuality, average_precision, format_table
 
 VENV_STAMP = Path(__file__).resolve().parents[1] / ".venv" / ".stamp"
 
@@ -65,13 +64,13 @@ def _random_pairs(n_cls, seed=0):
     return out
 
 
-def test_miou_matches_independent_computation_and_merge():
+def test_miou_matches_independent_computation():
     n = 6
     pairs = _random_pairs(n)
-    a, b = ConfusionMatrix(n), ConfusionMatrix(n)
-    for i, (p, g) in enumerate(pairs):
-        (a if i % 2 else b).update(p, g)
-    s = a.merge(b).summary()
+    cm = ConfusionMatrix(n)
+    for p, g in pairs:
+        cm.update(p, g)
+    s = cm.summary()
     p = np.concatenate([x.ravel() for x, _ in pairs])
     g = np.concatenate([y.ravel() for _, y in pairs])
     v = g != 255
@@ -146,10 +145,13 @@ def test_average_precision_ties_form_one_threshold():
 def test_seed_quality_hand_example():
     gt = np.array([[0, 0, 1, 1], [1, 255, 2, 2]])
     seeds = np.array([[0, 255, 1, 2], [255, 1, 2, 255]])
-    s = seed_quality(seeds, gt, 3)
+    whole = SeedQuality(3)
+    whole.update(seeds, gt)
+    s = whole.summary()
     assert s["precision"] == pytest.approx(3 / 4)
     assert s["recall"] == pytest.approx(3 / 7)
     assert s["fraction_labelled"] == pytest.approx(4 / 7)
+    assert s["bg_precision"] == 1.0 and s["fg_precision"] == pytest.approx(2 / 3)
     assert s["IoU"] == pytest.approx([1.0, 0.5, 0.5])
     assert s["mIoU"] == pytest.approx(2 / 3)
     q = SeedQuality(3)

@@ -115,7 +115,17 @@ def _fake_segmenter(ctx):
     cfg = ctx.section["model"].to_dict()
     net = build_segmenter(cfg, index.num_classes)
     save_model(ctx.out / "model.pth", net, "segmenter", cfg, index.num_classes, index.classes)
-    return {"counts": {}, "metrics": {"val_mIoU": 0.1}}
+    vis = ctx.out / "train" / "20250101_000000" / "vis_data"       # with the DSRG diagnostics
+    vis.mkdir(parents=True)
+    vis.joinpath("scalars.json").write_text("".join(
+        json.dumps({"iter": i, "loss": 1.0 / i, "loss_seed": 0.5 / i, "seed_bg": 0.1, "seed_fg": 0.4 / i,
+                    "cov_bg_before": 0.5, "cov_fg_before": 0.05, "cov_bg_after": 0.5 + 0.05 * i,
+                    "cov_fg_after": 0.05, "pred_fg": 0.3 / i, "conf_bg": 0.4, "conf_fg": 0.01,
+                    "lr": 1e-3}) + "\n" for i in range(1, 10)))
+    return {"counts": {}, "metrics": {"val_mIoU": 0.1, "val_pred_fg": 0.02, "val_gt_fg": 0.2,
+                                      "train_mIoU": 0.12, "train_scored": 7, "pseudo_mIoU": 0.3,
+                                      "train_below_pseudo": True, "train_pred_fg": 0.03,
+                                      "train_gt_fg": 0.21}}
 
 
 def _fake_scores(miou):
@@ -219,6 +229,9 @@ def test_full_report_with_examples_and_ablation(work):
     assert "Columns left out" not in text
     assert "EP inference on the GAP model" in text                # the ablation table
     assert "WSSS / upper bound = 0.500" in text and "iou_bars.png" in imgs
+    assert "dsrg_segmenter.png" in imgs and "dsrg_classifier.png" not in imgs
+    assert "segmenter on the 7 pseudo-mask images" in text and "scores below its own argmax" in text
+    assert "3.00 % of the pseudo-mask images' pixels" in text
     assert "<b>submit</b>" in text and "<b>eval</b>" not in text   # still missing / now present
     states = {s: read_manifest(wd / s) is not None for s in ("heatmaps", "seeds", "segmenter")}
     assert all(states.values())

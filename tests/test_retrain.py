@@ -5,14 +5,14 @@ one-line error without them."""
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
 
 from pipeline.data.index import DatasetIndex
 from pipeline.stage import run_stage
-from pipeline.voc import read_label_png, write_label_png
+from pipeline.testing import seeds_from_masks
+from pipeline.voc import read_label_png
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = dict(dataset="synthetic", root=None, sbd_root=None, label_source="xml",
@@ -30,17 +30,6 @@ TINY_V3PLUS = dict(   # DeepLabV3+ with a ResNet-18-v1c trunk of width 8
                         num_classes=99, norm_cfg=BN, align_corners=False,
                         loss_decode=dict(type="CrossEntropyLoss", loss_weight=0.4)),
     train_cfg=dict(), test_cfg=dict(mode="whole"))
-
-
-def fake_seeds(ctx):
-    index = DatasetIndex.load(ctx.upstream_dir("data"))
-    (ctx.out / "labels").mkdir()
-    rng = np.random.default_rng(0)
-    for img_id in index.ids("trainaug"):
-        m = index.read_mask(img_id).copy()
-        m[rng.random(m.shape) < 0.75] = 255
-        write_label_png(ctx.out / "labels" / f"{img_id}.png", m)
-    return {}
 
 
 def test_retrain_stage(tmp_path, mm_edge):
@@ -63,7 +52,7 @@ def test_retrain_stage(tmp_path, mm_edge):
         "retrain.train.num_workers": 0, "retrain.train.log_interval": 1, "retrain.val.size": 48})
     cfg.retrain.model = TINY_V3PLUS
     run_stage("data", (), stages.data.run, cfg, cfg.data, tmp_path)
-    run_stage("seeds", ("data",), fake_seeds, cfg, {"fake": 1}, tmp_path)
+    run_stage("seeds", ("data",), seeds_from_masks, cfg, {"fake": 1}, tmp_path)
     run_stage("segmenter", seg.UPSTREAM, seg.run, cfg, cfg.segmenter, tmp_path)
     man = run_stage("retrain", retrain.UPSTREAM, retrain.run, cfg, cfg.retrain, tmp_path)
 
@@ -135,8 +124,9 @@ def test_without_mmseg_the_stage_and_model_files_say_how_to_install_it(tmp_path,
 
     monkeypatch.setitem(sys.modules, "mmseg", None)          # `import mmseg` raises ImportError
     monkeypatch.delitem(sys.modules, "pipeline.mm.segmentation", raising=False)
+    ctx = type("Ctx", (), {"section": {"model": dict(TINY_V3PLUS), "train": {}}})()
     with pytest.raises(StageError, match="make env-mm") as info:
-        retrain.run(None)                                    # before any work
+        retrain.run(ctx)                                     # before any work
     assert "\n" not in str(info.value)
     path = tmp_path / "model.pth"
     torch.save({"format": MMSEG_FORMAT, "kind": "mmseg", "model_cfg": {}, "num_classes": 2,

@@ -4,7 +4,8 @@ import pickle
 import numpy as np
 import pytest
 
-from pipeline.seeds import export_dsrg_cues, make_seeds, pseudo_mask_argmax, seeds_to_multihot
+from pipeline.seeds import (background_cues, export_dsrg_cues, make_seeds, pseudo_mask_argmax,
+                            seeds_to_multihot)
 
 I = 255
 A = np.array([[1.0, 0.8, 0.6, 0.0], [0.75, 0.2, 0.0, 0.0]])   # class 3
@@ -60,6 +61,48 @@ def test_bad_arguments():
         make_seeds(A[None], [3], SAL, overlap="min")
 
 
+def test_background_from_class_maps_irn_rule():
+    # max over A, B: [[1, .9, 1, .71], [.75, .2, 0, .1]]; IRN: background where it is <= 0.05
+    cam, veto = background_cues(np.stack([A, B]), None, "cam", bg_cam=0.05)
+    assert cam.tolist() == [[False, False, False, False], [False, False, True, False]]
+    assert (veto == cam).all()
+    at_threshold, _ = background_cues(np.stack([A, B]), None, "cam", bg_cam=0.1)
+    assert at_threshold[1].tolist() == [False, False, True, True]          # 0.1 <= 0.1
+    # no class maps: every pixel is background (IRN: only the padded background map)
+    assert background_cues(np.zeros((0, 2, 4)), None, "cam")[0].all()
+    # saliency alone: < 0.06 at (0,3), (1,1), (1,2)
+    sal, veto = background_cues(np.stack([A, B]), SAL, "saliency", bg_sal=0.06)
+    assert sal.tolist() == [[False, False, False, True], [False, True, True, False]]
+    assert (veto == sal).all()
+    # both: background where both hold (AND), either cue vetoes foreground (OR);
+    # class maps <= 0.2 at (1,1), (1,2), (1,3)
+    both, veto = background_cues(np.stack([A, B]), SAL, "both", bg_sal=0.06, bg_cam=0.2)
+    assert both.tolist() == [[False, False, False, False], [False, True, True, False]]
+    assert veto.tolist() == [[False, False, False, True], [False, True, True, True]]
+    with pytest.raises(ValueError, match="needs a saliency map"):
+        background_cues(A[None], None, "both")
+    with pytest.raises(ValueError, match="bg_source must be one of"):
+        background_cues(A[None], SAL, "depth")
+
+
+def test_seeds_with_cam_background():
+    # A alone, relative top 30%: fg where A >= 0.7 -> (0,0), (0,1), (1,0); bg where A <= 0.05
+    out = make_seeds(A[None], [3], None, bg_source="cam", bg_cam=0.05)
+    assert out.tolist() == [[3, 3, I, 0], [3, I, 0, 0]]
+    # 'both' keeps only the background both cues agree on; saliency says (0,3), (1,1), (1,2)
+    out = make_seeds(A[None], [3], SAL, bg_source="both", bg_cam=0.05)
+    assert out.tolist() == [[3, 3, I, 0], [3, I, 0, I]]
+    # ... and saliency still withdraws a foreground claim the class maps do not call background
+    sal = SAL.copy()
+    sal[0, 1] = 0.01
+    assert make_seeds(A[None], [3], sal, bg_source="both", bg_cam=0.05)[0, 1] == I
+    assert make_seeds(A[None], [3], sal, bg_source="cam", bg_cam=0.05)[0, 1] == 3
+    # rank mode can claim pixels the class map also calls background: those become 255
+    m = np.array([[1.0, 0.04, 0.04, 0.0]])
+    out = make_seeds(m[None], [3], None, fg_top=0.75, fg_mode="rank", bg_source="cam", bg_cam=0.05)
+    assert out.tolist() == [[3, I, I, 0]]
+
+
 def test_pseudo_mask_argmax():
     out = pseudo_mask_argmax(np.stack([A, B]), [3, 5], bg_threshold=0.7)
     assert out.tolist() == [[3, 5, 5, 5], [3, 0, 0, 0]]
@@ -70,9 +113,14 @@ def test_multihot_full_res_and_nearest():
     mh = seeds_to_multihot(lab, 3)
     assert mh.shape == (3, 4, 4) and mh.sum() == 12
     assert mh[2, 0, 3] and not mh[:, 0, 2].any()
-    near = seeds_to_multihot(lab, 3, (2, 2), "nearest")  # centres at pixels (1,1),(1,3),(3,1),(3,3)
-    assert near[1, 0, 0] and near[2, 0, 1] and near[2, 1, 0] and near[1, 1, 1]
-    assert near.sum() == 4
+    # a 2x2 grid belongs to a 9x9 input: cells on its pixels 0 and 8 = map pixels 0 and 3
+    near = seeds_to_multihot(lab, 3, (2, 2), "nearest")
+    assert near[0, 0, 0] and near[2, 0, 1] and near[1, 1, 1] and not near[:, 1, 0].any()
+    assert near.sum() == 3
+    big = np.full((321, 321), I)
+    big[::8, ::8] = np.arange(41 * 41).reshape(41, 41) % 3      # the pixels the cells sit on
+    cues = seeds_to_multihot(big, 3, (41, 41), "nearest")
+    assert (cues.argmax(0) == np.arange(41 * 41).reshape(41, 41) % 3).all() and cues.sum() == 41 * 41
 
 
 def test_multihot_majority():

@@ -198,3 +198,66 @@ def _check_mmseg_models():
     dsrg.eval()
     pred = dsrg(**dsrg.data_preprocessor(batch(), False), mode="predict")
     assert pred[0].pred_sem_seg.data.shape == (1, 48, 48)
+
+
+PSEUDO_IDS = 8          # of the 12 training images, the ones the fake seeds stage scores
+
+
+def fake_seeds_with_pseudo(ctx):
+    """fake_seeds plus argmax "pseudo-masks" for the first PSEUDO_IDS images and an unreachable
+    pseudo-mask mIoU in the manifest (a one-iteration segmenter must score below it)."""
+    out = fake_seeds(ctx)
+    index = DatasetIndex.load(ctx.upstream_dir("data"))
+    (ctx.out / "pseudo").mkdir()
+    for img_id in index.ids("trainaug")[:PSEUDO_IDS]:
+        write_label_png(ctx.out / "pseudo" / f"{img_id}.png", index.read_mask(img_id))
+    return {**out, "metrics": {"pseudo": {"mIoU": 0.99}}}
+
+
+def test_train_score_and_collapse_diagnostics_on_a_tiny_run(tmp_path):
+    import stages.data
+    from pipeline.metrics import ConfusionMatrix
+    from pipeline.inference import predict_probs
+    from pipeline.report_plots import read_scalars
+
+    cfg = make_cfg(**{"segmenter.train.max_iters": 2})
+    run_stage("data", (), stages.data.run, cfg, cfg.data, tmp_path)
+    run_stage("seeds", ("data",), fake_seeds_with_pseudo, cfg, {"fake": "pseudo"}, tmp_path)
+    man = run_stage("segmenter", seg_stage.UPSTREAM, seg_stage.run, cfg, cfg.segmenter, tmp_path)
+    m = man["metrics"]
+    # scored on exactly the pseudo-mask images, with the stage's single-scale no-CRF settings
+    index = DatasetIndex.load(tmp_path / "data")
+    ids = index.ids("trainaug")[:PSEUDO_IDS]
+    net, _ = load_segmenter(tmp_path / "segmenter" / "model.pth")
+    probs = predict_probs(net.eval(), [index.read_image(i) for i in ids], flip=False, size=48)
+    cm = ConfusionMatrix(index.num_classes)
+    for i, p in zip(ids, probs):
+        cm.update(p.argmax(0), index.read_mask(i))
+    assert m["train_scored"] == PSEUDO_IDS
+    assert m["train_mIoU"] == pytest.approx(cm.summary(index.classes)["mIoU"])
+    assert m["train_pred_fg"] == pytest.approx(cm.mat[:, 1:].sum() / cm.mat.sum())
+    assert m["train_gt_fg"] == pytest.approx(cm.mat[1:].sum() / cm.mat.sum())
+    assert 0 <= m["val_pred_fg"] <= 1 and 0 < m["val_gt_fg"] < 1
+    # compared with the seeds stage's pseudo-mask mIoU, with a warning in the log when lower
+    assert m["pseudo_mIoU"] == 0.99 and m["train_below_pseudo"] is True
+    assert "WARNING: the segmenter scores below its own pseudo-masks" in (
+        tmp_path / "segmenter" / "log.txt").read_text()
+    # the training log carries the diagnostics at every logging interval (log_interval 1)
+    recs = read_scalars(tmp_path / "segmenter" / "train")
+    keys = ("pred_fg", "conf_bg", "conf_fg", "cov_bg_before", "cov_fg_before", "cov_bg_after",
+            "cov_fg_after", "seed_bg", "seed_fg")
+    assert [r["iter"] for r in recs] == [1, 2]
+    for r in recs:
+        assert all(0 <= r[k] <= 1 for k in keys[:-2]), r
+        assert r["cov_bg_after"] >= r["cov_bg_before"] and r["cov_fg_after"] >= r["cov_fg_before"]
+    # no warning when the pseudo-masks score lower; score_train=False skips the train score
+    ctx = SimpleNamespace(**vars(fake_ctx(cfg, tmp_path / "x")), upstream_dir=lambda s: tmp_path / s,
+                          upstream_manifests={"seeds": {"metrics": {"pseudo": {"mIoU": 0.0}}}})
+    logs = []
+    ctx.log = logs.append
+    got = seg_stage.score_on_train(ctx, net, index, cfg.segmenter)
+    assert got["train_below_pseudo"] is False and got["train_mIoU"] == m["train_mIoU"]
+    assert not any("WARNING" in x for x in logs)
+    off = make_cfg(**{"segmenter.train.max_iters": 2, "segmenter.val.score_train": False})
+    man = run_stage("segmenter", seg_stage.UPSTREAM, seg_stage.run, off, off.segmenter, tmp_path)
+    assert "train_mIoU" not in man["metrics"] and "val_pred_fg" in man["metrics"]

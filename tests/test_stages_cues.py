@@ -146,6 +146,39 @@ def test_lambda_c_source(cues, tmp_path):
         run_stage("seeds", stages.seeds.UPSTREAM, stages.seeds.run, cues.cfg, sec, wd, force=True)
 
 
+def test_cam_background_needs_no_saliency_stage(cues, tmp_path):
+    from pipeline.heatmaps import normalise_per_class
+    from pipeline.saliency import read_saliency
+    from pipeline.seeds import make_seeds
+
+    wd = tmp_path / "work"
+    for stage in ("data", "classifier", "heatmaps"):          # no saliency stage at all
+        shutil.copytree(cues.wd / stage, wd / stage)
+    man = _cli("seeds", cues.exp, wd, "seeds.bg_source=cam", "seeds.bg_cam=0.1",
+               "seeds.export_dsrg_pickle=False")
+    assert set(man["upstream"]) == {"data", "heatmaps"} and man["metrics"]["bg_source"] == "cam"
+    first = cues.ids[0]
+    hm = load_heatmap(wd / "heatmaps" / "maps" / f"{first}.npz")
+    maps = normalise_per_class(hm["cam"])
+    seeds = read_label_png(wd / "seeds" / "labels" / f"{first}.png")
+    assert (seeds == make_seeds(maps, hm["classes"], None, bg_source="cam", bg_cam=0.1)).all()
+    assert ((seeds == 0) == (maps.max(0) <= 0.1)).all()        # the relative fg never reaches 0.1
+    assert 0 < man["metrics"]["seeds_bg_fraction"] < 1
+    # 'both' needs the saliency stage; with it, its background is where both rules hold
+    with pytest.raises(SystemExit, match="saliency"):
+        _cli("seeds", cues.exp, wd, "seeds.bg_source=both")
+    shutil.copytree(cues.wd / "saliency", wd / "saliency")
+    both = _cli("seeds", cues.exp, wd, "seeds.bg_source=both", "seeds.bg_cam=0.1",
+                "seeds.export_dsrg_pickle=False")
+    assert set(both["upstream"]) == {"data", "heatmaps", "saliency"}
+    sal = read_saliency(wd / "saliency" / "maps" / f"{first}.png", size=maps.shape[1:], normalise=True)
+    seeds = read_label_png(wd / "seeds" / "labels" / f"{first}.png")
+    assert ((seeds == 0) == ((maps.max(0) <= 0.1) & (sal < cues.cfg.seeds.bg_sal))).all()
+    assert both["metrics"]["seeds_bg_fraction"] <= man["metrics"]["seeds_bg_fraction"]
+    with pytest.raises(SystemExit, match="bg_source must be one of"):
+        _cli("seeds", cues.exp, wd, "seeds.bg_source=depth")
+
+
 def test_saliency_import(cues, tmp_path):
     import stages.saliency
 

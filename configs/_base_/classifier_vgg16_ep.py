@@ -1,5 +1,5 @@
 # Classifier of the EP paper (ICCV 2019, §3, §4.4): VGG-16 with Entropy Pooling, trained on
-# image-level labels; its heatmaps become seeds. Values: paper + ALGORITHMS.md §1-§3.
+# image-level labels; its heatmaps become seeds. Values: paper + docs/ALGORITHMS.md §1-§3, §10.
 experiment = dict(seed=0, device="auto")
 
 classifier = dict(

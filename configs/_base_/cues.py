@@ -1,4 +1,4 @@
-# Localisation cues of the EP paper (ICCV 2019, §4.3-§4.4; ALGORITHMS.md §1, §3):
+# Localisation cues of the EP paper (ICCV 2019, §4.3-§4.4; docs/ALGORITHMS.md §1, §3):
 # class heatmaps of the trained classifier -> saliency -> seeds (+ argmax pseudo-masks).
 # Stages: `make heatmaps`, `make saliency`, `make seeds`. Changing only `seeds.*` re-runs the
 # seeds stage alone (heatmaps and saliency stay fresh) and marks the segmenter stale.
@@ -9,8 +9,8 @@ heatmaps = dict(
     # 321x321 inputs, aspect ratio ignored); maps are upsampled back to each image's own size.
     # None keeps every image at its size (batches then group equal-sized images).
     size=321,
-    # test-time aggregation (ALGORITHMS.md §1; *choice*): mean of the raw CAM over these scales
-    # of the `size` input and their horizontal flips (the usual AffinityNet/IRN CAM set).
+    # test-time aggregation (docs/ALGORITHMS.md §1.6; *choice*): mean of the raw CAM over these
+    # scales of the `size` input and their horizontal flips (the usual AffinityNet/IRN CAM set).
     scales=(1.0, 0.5, 1.5, 2.0),
     flip=True,
     # pooling rule at inference: None = the one the model was trained with; 'ep' on a GAP-trained
@@ -25,7 +25,7 @@ heatmaps = dict(
     # (optional) writers=2: threads that compress and write the .npz files (0 = in the loop)
     amp=True,                  # float16 autocast on CUDA (ignored on CPU)
     # 'classifier': CAMs of the trained classifier | 'rib': RIB's per-image fine-tuned CAMs
-    # (Lee et al. NeurIPS 2021, ALGORITHMS.md §8; pipeline/rib.py), one image at a time.
+    # (Lee et al. NeurIPS 2021, docs/ALGORITHMS.md §8.2; pipeline/rib.py), one image at a time.
     source="classifier",
     # RIB settings (source='rib'): steps per image, lr (VOC), GNDRP tau, early stops (logit
     # bound, CAM coverage > explode_ratio), `negatives` images sharing no class with the target.
@@ -39,6 +39,8 @@ saliency = dict(
     # image of the split needs one. None = compute the built-in RBD saliency (Zhu et al. 2014).
     # The stage does not watch the folder's contents: after replacing maps, run with FORCE=1.
     dir=None,
+    # imported maps must be one grey channel; the optional key allow_colour=True converts colour
+    # maps (RGB channels that differ) to luma instead of stopping, and logs how many it converted
     # parameters of pipeline.saliency.rbd_saliency (paper values; SLIC superpixels)
     rbd=dict(n_segments=250, compactness=10.0, sigma_clr=10.0, sigma_bndcon=1.0,
              sigma_spa=0.25, mu=0.1, bg_lambda=1.0),
@@ -50,8 +52,16 @@ seeds = dict(
     # foreground: pixels in the "top 30%" of each class heatmap (EP paper §4.4)
     fg_top=0.30,
     fg_mode="relative",        # 'relative': h >= (1 - fg_top)·max h (DSRG/SEC) | 'rank': top fg_top of pixels
+    # background cue: 'saliency' (EP paper §4.4, DSRG) | 'cam' (no saliency model: the image's
+    # class maps alone, IRN-style; the seeds stage then does not need the saliency stage) |
+    # 'both' (background where both rules hold: saliency < bg_sal AND every class map <= bg_cam)
+    bg_source="saliency",
     # background: saliency < bg_sal (EP paper §4.4: "normalized saliency < 0.06")
     bg_sal=0.06,
+    # bg_source 'cam' / 'both': background where every class map of the image (normalised by its
+    # max, as the foreground rule reads them) is <= bg_cam. 0.05 is IRN's `conf_bg_thres` on
+    # max-normalised CAMs (Ahn et al. CVPR 2019; docs/ALGORITHMS.md §3)
+    bg_cam=0.05,
     # rescale each saliency map to [0, 1] by its own min/max before thresholding (the paper's
     # "normalized saliency"); False uses the stored 8-bit values / 255 as they are
     normalise_saliency=True,

@@ -1,14 +1,22 @@
 # Evaluation on the val split and the VOC test-server submission (stages `eval`, `submit`).
-# DSRG test protocol (ALGORITHMS.md §5 "Test", §7): resize to 321x321 (aspect ratio ignored),
-# scales 0.75 / 1 / 1.25 of it + horizontal flips, logits upsampled to the original image size
-# and averaged, softmax, dense CRF with the DSRG test parameters.
+# DSRG test protocol (docs/ALGORITHMS.md §5.6, §7; DSRG's test-ms-f.py, which gave its published
+# val / test numbers): scales 0.75 / 1 / 1.25 of the original image, no flip, logits upsampled to
+# the original size and summed, softmax floored at 1e-5, dense CRF with the DSRG test parameters.
 eval = dict(
-    # (optional) model="retrain": score the `retrain` stage's mmseg segmentor instead of the
-    # DSRG segmenter (default "segmenter"); submit follows unless it sets its own `model`.
+    # (optional) model="retrain": score the `retrain` stage's model (DSRG's second round, or an
+    # mmseg segmentor) instead of the first-round DSRG segmenter (default "segmenter"); submit
+    # follows unless it sets its own `model`.
     split="val",
-    size=321,                  # base size (square) or (h, w); None / "original" = own size
-    scales=(0.75, 1.0, 1.25),  # relative to the base size
-    flip=True,                 # also average the mirrored image's (mirrored-back) logits
+    # test protocol (pipeline/inference.py, PROTOCOLS): "test-ms-f" (DSRG's test-ms-f.py, above) |
+    # "test-ms" (DSRG's test-ms.py: squares 241/321/401, logits summed) | "resized-square"
+    # (scales of a 321x321 resize + flips, logits averaged) | None (only the keys below).
+    # The keys below, when not None, override the protocol's; the metrics record what ran.
+    protocol="test-ms-f",
+    size=None,                 # base size (square) or (h, w); "original" = each image's own size
+    scales=None,               # relative to the base size
+    sizes=None,                # fixed square sides, one pass each (instead of size x scales)
+    flip=None,                 # also run the mirrored image (mirrored-back logits)
+    fusion=None,               # "sum": Σ logits, softmax, P >= 1e-5 (DSRG) | "mean": mean logits
     batch_size=8,              # images per forward pass (x2 with flip); equal base sizes batch
     amp=True,                  # float16 autocast on CUDA (ignored on CPU)
     # dense CRF post-processing: both "without CRF" and "with CRF" are scored in one pass.
@@ -24,9 +32,10 @@ eval = dict(
 submit = dict(
     split="test",
     comp="comp6",              # comp6 = trained with data beyond VOC (ImageNet, SBD)
-    # Inference settings: None = the same as `eval` (size, scales, flip, batch_size, amp;
-    # size="original" for each image's own size when eval uses a fixed size);
+    # Inference settings: None = the same as `eval` (protocol, size, scales, sizes, flip, fusion,
+    # batch_size, amp; size="original" for each image's own size when eval uses a fixed size);
     # crf holds only the keys that differ from eval's crf (empty = eval's), e.g.
     # crf=dict(workers=8) or crf=dict(enabled=False).
-    size=None, scales=None, flip=None, batch_size=None, amp=None, crf=dict(),
+    protocol=None, size=None, scales=None, sizes=None, flip=None, fusion=None, batch_size=None,
+    amp=None, crf=dict(),
 )

@@ -1,19 +1,25 @@
-# Optional second round of DSRG (ALGORITHMS.md §5; stage `retrain`, python -m stages.retrain):
-# the trained segmenter labels trainaug (multi-scale + flip + dense CRF) and any mmsegmentation
-# segmentor is trained on those pseudo-labels with its own cross-entropy (255 ignored).
-# Reference schedule: poly lr 1e-3, 20k iterations, batch 10, random 321 crops + flips.
-# SyncBN (mmseg default) is reverted to BatchNorm unless training under DDP on CUDA
-# (pipeline.mm.segmentation.for_training).
+# Second round with an mmsegmentation segmentor instead of DSRG's DeepLab-ASPP VGG-16
+# (configs/voc_ep_dsrg_mmseg.py; docs/ALGORITHMS.md §5.7; stage `retrain`): the trained segmenter
+# labels trainaug (DSRG's test-ms protocol + dense CRF) and any mmsegmentation segmentor is
+# trained on those pseudo-labels with its own cross-entropy (255 ignored). Needs mmsegmentation
+# and a compiled mmcv (`make env-mm`). Schedule of DSRG's second round: poly lr 1e-3, 20k
+# iterations, batch 10, random 321 crops + flips. SyncBN (mmseg default) is reverted to
+# BatchNorm unless training under DDP on CUDA (pipeline.mm.segmentation.for_training).
 retrain = dict(
-    pseudo=dict(split="trainaug", size=321, scales=(0.75, 1.0, 1.25), flip=True, batch_size=8,
+    # pseudo-labels of trainaug with DSRG's test-ms.py protocol (squares 241 / 321 / 401, logits
+    # summed, softmax floored at 1e-5, dense CRF); any eval key (protocol, size, scales, sizes,
+    # flip, fusion) works here too, e.g. protocol="resized-square" for scales of 321 + flips.
+    pseudo=dict(split="trainaug", protocol="test-ms", batch_size=8,
                 amp=True, crf=dict(enabled=True, preset="dsrg_test", workers=4)),
     # any mmseg model dict (mmseg registry + pipeline.mm.segmentation's DeepLabV2VGG16Backbone /
     # ASPPV2Head); num_classes of the heads is set from the dataset. Default: DeepLabV3+ R-50-D8
     # (mmseg configs/_base_/models/deeplabv3plus_r50-d8.py) with ImageNet ResNet-50-v1c weights
-    # (open-mmlab:// URLs are downloaded into the torch hub cache; a local file path works too).
+    # from a local file (nothing is downloaded at run time): mmseg's open-mmlab://resnet50_v1c,
+    # https://download.openmmlab.com/pretrain/third_party/resnet50_v1c-2cccc1ad.pth, saved at
+    # this path (relative to the repository root), or None for random weights.
     model=dict(
         type="EncoderDecoder",
-        pretrained="open-mmlab://resnet50_v1c",
+        pretrained="data/pretrained/resnet50_v1c-2cccc1ad.pth",
         backbone=dict(
             type="ResNetV1c", depth=50, num_stages=4, out_indices=(0, 1, 2, 3),
             dilations=(1, 1, 2, 4), strides=(1, 2, 1, 1), contract_dilation=True,

@@ -1,5 +1,6 @@
-# Segmenter of the DSRG recipe (Huang et al. CVPR 2018; ALGORITHMS.md §4, §5, §7): DeepLab v2
-# (ASPP-L) VGG-16 trained from the seeds with seeded region growing + seeding / boundary losses.
+# Segmenter of the DSRG recipe (Huang et al. CVPR 2018; docs/ALGORITHMS.md §4, §5, §7):
+# DeepLab v2 (ASPP-L) VGG-16 trained from the seeds with seeded region growing + seeding /
+# boundary losses.
 # Schedule of the DSRG reference code (VOC): batch 20, SGD lr 5e-4 x0.33 every 1000 it, 8000 it,
 # momentum 0.9, weight decay 5e-4; fc8 lr x10 (weights) / x20 (biases); 321x321 resized input.
 segmenter = dict(
@@ -24,17 +25,24 @@ segmenter = dict(
         log_interval=20, checkpoint_interval=1000,
     ),
     dsrg=dict(
-        fg_threshold=0.85, bg_threshold=0.99,   # growing thresholds (§5)
+        fg_threshold=0.85, bg_threshold=0.99,   # growing thresholds (docs/ALGORITHMS.md §5.3)
         grow_on="crf",                  # grow on the CRF-refined P (reference) | "probs"
         seed_weight=1.0, boundary_weight=1.0,
         boundary_clip=(0.05, 20.0),     # DSRG ConstrainLossLayer clips Q/P; None = SEC (no clip)
     ),
-    # training CRF at the output grid (§7: DSRG test parameters, spatial sigma / 12, P as unary);
+    # training CRF at the output grid (docs/ALGORITHMS.md §7: DSRG test parameters, spatial
+    # sigma / 12, P as unary);
     # any CRFParams field overrides the preset (bi_w, bi_xy, bi_rgb, pos_w, pos_xy, iterations,
-    # unary). workers: CRF process pool size per training process (0 = in-process).
-    crf=dict(preset="dsrg_train", workers=4),
+    # unary). backend: "pydensecrf" (permutohedral lattice, CPU; workers: process pool size per
+    # training process, 0 = in-process) | "torch" (exact mean-field on the training device,
+    # pipeline/crf_torch.py; workers unused). docs/CRF_TORCH.md compares the two.
+    crf=dict(preset="dsrg_train", backend="pydensecrf", workers=4),
     ce=dict(resolution="input"),        # loss="ce": "input" = upsampled logits | "output" = grid
-    val=dict(split="val", size=321, batch_size=10),   # quick single-scale, no-CRF val mIoU
+    # quick single-scale, no-CRF val mIoU (+ the fraction of val pixels predicted foreground);
+    # score_train: also score the segmenter (same settings) on the images the seeds stage scored
+    # its pseudo-masks on, against their GT masks, next to the pseudo-mask mIoU (a warning when
+    # lower); False skips it (e.g. a training set without GT masks)
+    val=dict(split="val", size=321, batch_size=10, score_train=True),
 )
 
 # Fully supervised reference (`make upper_bound`): the segmenter above, same schedule, trained on

@@ -1,9 +1,13 @@
 """Prepare the dataset directory (docs/DESIGN.md "Dataset directory") from a VOC-style tree.
 
 ``prepare_dataset`` validates a VOC2012-style tree, optionally merges the SBD masks into
-``SegmentationClassAug`` (ALGORITHMS.md §9), builds the ``trainaug`` list
+``SegmentationClassAug`` (docs/ALGORITHMS.md §9.1), builds the ``trainaug`` list
 
     trainaug = sorted((SBD train ∪ SBD val ∪ VOC train) − VOC val)      (10,582 ids on VOC)
+
+or takes it from a ``SegmentationClassAug`` folder of palette PNGs + ``train_aug.txt``
+(DeepLab's trainaug files, :mod:`pipeline.data.trainaug`), or from
+``ImageSets/Segmentation/trainaug.txt``, else uses VOC train,
 
 and writes ``dataset.json``, ``lists/<split>.txt`` and ``labels.json``. Everything is built in
 a temporary sibling of ``out_dir`` and renamed into place at the end, so after any error
@@ -12,20 +16,26 @@ nothing exists at ``out_dir``.
 Mask precedence: with SBD, ``SegmentationClassAug/<id>.png`` is the VOC
 ``SegmentationClass/<id>.png`` (copied byte for byte) when the VOC tree has it, else the SBD
 ``GTcls.Segmentation`` of ``cls/<id>.mat``: the finer VOC annotation (with its 255 void
-band) wins for ids in both.
+band) wins for ids in both. With a SegmentationClassAug folder, ``seg_dirs`` lists the VOC
+``SegmentationClass`` first, then the folder (same precedence, nothing copied).
+
+Image labels come from the XML annotation (``label_source='xml'``) or, for an id without one,
+from its mask (counted as ``labels_from_mask``).
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from pipeline.data.trainaug import collect_aug_masks, find_aug_layout, read_id_list, trainaug_ids
+from pipeline.data.validate import decode_problem, split_problem
 from pipeline.data.vocxml import read_voc_xml
+from pipeline.io_utils import atomic_dir
 from pipeline.voc import IGNORE_INDEX, VOC_CLASSES, read_class_list, read_label_png, write_label_png
 
 __all__ = ["DatasetError", "prepare_dataset", "load_sbd_segmentation", "FORMAT"]
@@ -37,13 +47,6 @@ _MAX_EXAMPLES = 20
 
 class DatasetError(ValueError):
     """Invalid dataset content; the message names the offending file."""
-
-
-def _read_list(path: Path) -> list[str]:
-    ids = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
-    if len(set(ids)) != len(ids):
-        raise DatasetError(f"{path}: duplicate ids in the list")
-    return ids
 
 
 def _require(path: Path, what: str) -> None:
@@ -101,23 +104,10 @@ def _xml_classes(path: Path, index: dict[str, int]) -> list[int]:
     return sorted(labels)
 
 
-def _finalize(tmp: Path, out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists():
-        if out_dir.is_dir() and not any(out_dir.iterdir()):
-            out_dir.rmdir()
-        elif overwrite:
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            os.replace(out_dir, old / "x")
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-            return
-        else:
-            raise FileExistsError(f"{out_dir}: already exists and is not empty")
-    os.replace(tmp, out_dir)
-
-
 def prepare_dataset(root, out_dir, sbd_root=None, label_source: str = "xml", name: str | None = None,
-                    heldout_seg_dir=None, overwrite: bool = False) -> dict:
+                    heldout_seg_dir=None, overwrite: bool = False, aug_dir="auto",
+                    aug_list=None, workers: int = 1,
+                    required_splits: dict[str, list[str]] | None = None) -> dict:
     """Validate a VOC-style tree (+ optional SBD) and write the dataset directory ``out_dir``.
 
     Args:
@@ -126,10 +116,17 @@ def prepare_dataset(root, out_dir, sbd_root=None, label_source: str = "xml", nam
             ``classes.txt`` optional).
         out_dir: the dataset directory to create (must not exist, be empty, or ``overwrite``).
         sbd_root: SBD ``benchmark_RELEASE`` root (``dataset/{cls/<id>.mat,train.txt,val.txt}``).
-        label_source: ``"xml"`` (object names, difficult kept) or ``"mask"`` (classes in the GT
-            mask) for ``labels.json``; the other source, where present, is only compared.
+        aug_dir, aug_list: the SegmentationClassAug layout when there is no ``sbd_root``
+            (:func:`pipeline.data.trainaug.find_aug_layout`: "auto" = ``<root>/SegmentationClassAug``
+            if it exists, None = not used, else a folder; the list is found next to it).
+        label_source: ``"xml"`` (object names, difficult kept; the mask for an id without XML)
+            or ``"mask"`` (classes in the GT mask) for ``labels.json``; the other source, where
+            present, is only compared.
         name: dataset name for ``dataset.json`` (default: the root folder name, "+SBD").
         heldout_seg_dir: folder of test-split masks kept aside for scoring only.
+        workers: processes decoding every listed JPEG (:func:`~pipeline.data.validate.decode_failures`).
+        required_splits: ``{split: [config keys]}`` that must be non-empty (``submit`` keys
+            only warn), checked before any image is read.
     Returns the summary: the ``dataset.json`` content plus ``out_dir``, ``counts``,
     ``disagreement_examples`` and ``warnings``.
     """
@@ -145,9 +142,9 @@ def prepare_dataset(root, out_dir, sbd_root=None, label_source: str = "xml", nam
     classes = read_class_list(root / "classes.txt") if (root / "classes.txt").exists() else list(VOC_CLASSES)
     index = {c: i for i, c in enumerate(classes)}
 
-    splits = {s: _read_list(lists_dir / f"{s}.txt") for s in ("train", "val")}
+    splits = {s: read_id_list(lists_dir / f"{s}.txt") for s in ("train", "val")}
     if (lists_dir / "test.txt").exists():
-        splits["test"] = _read_list(lists_dir / "test.txt")
+        splits["test"] = read_id_list(lists_dir / "test.txt")
     else:
         splits["test"] = []
         warnings.append(f"{lists_dir / 'test.txt'} missing: the test split is empty")
@@ -155,57 +152,58 @@ def prepare_dataset(root, out_dir, sbd_root=None, label_source: str = "xml", nam
         warnings.append("train and val lists overlap")
 
     sbd_ids: set[str] = set()
+    aug = None if sbd_root is not None else find_aug_layout(root, aug_dir, aug_list)
     if sbd_root is not None:
         sbd_root = Path(sbd_root).resolve()
         sbd_data = sbd_root / "dataset"
         _require(sbd_data / "cls", "SBD directory")
         for f in ("train.txt", "val.txt"):
             _require(sbd_data / f, "SBD split list")
-            sbd_ids |= set(_read_list(sbd_data / f))
+            sbd_ids |= set(read_id_list(sbd_data / f))
         trainaug = sorted((sbd_ids | set(splits["train"])) - set(splits["val"]))
+    elif aug is not None:
+        trainaug = trainaug_ids(aug, splits["train"], splits["val"], warnings)
     elif (lists_dir / "trainaug.txt").exists():
-        trainaug = _read_list(lists_dir / "trainaug.txt")
+        trainaug = read_id_list(lists_dir / "trainaug.txt")
         if set(trainaug) & set(splits["val"]):
             warnings.append(f"{lists_dir / 'trainaug.txt'} contains val ids")
     else:
         trainaug = list(splits["train"])
+        warnings.append("no SBD, SegmentationClassAug folder or trainaug list: trainaug = train")
     splits["trainaug"] = trainaug
 
+    if problem := split_problem(splits, required_splits or {}, lists_dir, warnings):
+        raise DatasetError(problem)
     for split in SPLITS:
         for i in splits[split]:
             _require(root / "JPEGImages" / f"{i}.jpg", f"JPEG for id {i!r} listed in {split}")
+    if problem := decode_problem(root, splits, lists_dir, workers):
+        raise DatasetError(problem)
     for split in ("train", "val"):
         for i in splits[split]:
             _require(root / "SegmentationClass" / f"{i}.png", f"mask for id {i!r} listed in {split}")
     if heldout_seg_dir is not None:
         heldout_seg_dir = Path(heldout_seg_dir).resolve()
         _require(heldout_seg_dir, "held-out mask directory")
-    if out_dir.exists() and not overwrite and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise FileExistsError(f"{out_dir}: already exists and is not empty")
-
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         summary = _build(tmp, root, out_dir, classes, index, splits, sbd_root, sbd_ids,
-                         label_source, heldout_seg_dir, warnings)
-        summary["name"] = name or (root.name + ("+SBD" if sbd_root is not None else ""))
+                         label_source, heldout_seg_dir, warnings, aug)
+        summary["name"] = name or (root.name + ("+SBD" if sbd_root is not None else "")
+                                   + ("+SegmentationClassAug" if aug is not None else ""))
         meta = {k: summary[k] for k in ("name", "root", "classes", "seg_dirs", "heldout_seg_dir",
-                                        "splits", "label_source", "label_disagreements", "sbd_root")}
+                                        "splits", "label_source", "label_disagreements", "sbd_root",
+                                        "aug_dir")}
         (tmp / "dataset.json").write_text(json.dumps({"format": FORMAT, **meta}, indent=1) + "\n")
-        _finalize(tmp, out_dir, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {"format": FORMAT, **summary, "out_dir": str(out_dir)}
 
 
 def _build(tmp: Path, root: Path, out_dir: Path, classes, index, splits, sbd_root, sbd_ids,
-           label_source, heldout_seg_dir, warnings) -> dict:
+           label_source, heldout_seg_dir, warnings, aug=None) -> dict:
     C = len(classes)
     jpeg = lambda i: root / "JPEGImages" / f"{i}.jpg"  # noqa: E731
     used = sorted(set(splits["train"]) | set(splits["val"]) | set(splits["trainaug"]))
     mask_labels: dict[str, list[int]] = {}
-    counts = {"voc_masks": 0, "sbd_converted": 0, "heldout_masks": 0}
+    counts = {"voc_masks": 0, "sbd_converted": 0, "aug_masks": 0, "heldout_masks": 0}
 
     # VOC masks: validate every used one (streaming); copy into SegmentationClassAug with SBD.
     aug_dir = tmp / "SegmentationClassAug"
@@ -233,6 +231,11 @@ def _build(tmp: Path, root: Path, out_dir: Path, classes, index, splits, sbd_roo
         seg_dirs = [str(out_dir / "SegmentationClassAug")]
     else:
         seg_dirs = [str(root / "SegmentationClass")]
+        if aug is not None:
+            counts["aug_masks"] = collect_aug_masks(
+                aug, splits["trainaug"], mask_labels,
+                lambda p: _mask_classes(read_label_png(p), p, C, jpeg(p.stem)))
+            seg_dirs.append(str(aug.dir))
         leaked = [i for i in splits["test"] if (root / "SegmentationClass" / f"{i}.png").exists()]
         if leaked:
             warnings.append(f"{len(leaked)} test ids have masks in {root / 'SegmentationClass'} "
@@ -249,14 +252,17 @@ def _build(tmp: Path, root: Path, out_dir: Path, classes, index, splits, sbd_roo
                             f"mask in {heldout_seg_dir}")
 
     labels, disagree, empty = {}, [], 0
-    n_disagree = 0
+    n_disagree = n_from_mask = 0
     for i in used:
         xml = root / "Annotations" / f"{i}.xml"
         xml_labels = _xml_classes(xml, index) if xml.exists() else None
         m_labels = mask_labels.get(i)
-        if label_source == "xml":
-            _require(xml, f"annotation for id {i!r}")
+        if label_source == "xml" and (xml_labels is not None or m_labels is None):
+            _require(xml, f"annotation for id {i!r} (and no mask to take its labels from)")
             labels[i] = xml_labels
+        elif label_source == "xml":
+            labels[i] = m_labels            # no XML: the classes in the mask
+            n_from_mask += 1
         else:
             if m_labels is None:
                 where = Path(seg_dirs[0]) / f"{i}.png"
@@ -264,22 +270,27 @@ def _build(tmp: Path, root: Path, out_dir: Path, classes, index, splits, sbd_roo
             labels[i] = m_labels
         if xml_labels is not None and m_labels is not None and xml_labels != m_labels:
             n_disagree += 1
-            if len(disagree) < _MAX_EXAMPLES:
-                disagree.append({"id": i, "xml": xml_labels, "mask": m_labels})
+            disagree.append({"id": i, "xml": [classes[c] for c in xml_labels],
+                             "mask": [classes[c] for c in m_labels]})
         empty += not labels[i]
     if empty:
         warnings.append(f"{empty} images have no image-level label")
     counts["images_without_labels"] = empty
+    counts["labels_from_mask"] = n_from_mask
+    if n_from_mask:
+        warnings.append(f"{n_from_mask} ids have no XML annotation: image labels from their masks")
 
     lists = tmp / "lists"
     lists.mkdir()
     for split in SPLITS:
         (lists / f"{split}.txt").write_text("".join(f"{i}\n" for i in splits[split]))
     (tmp / "labels.json").write_text(json.dumps(labels, sort_keys=True) + "\n")
+    (tmp / "label_disagreements.json").write_text(json.dumps(disagree, indent=0) + "\n")
     return {
         "root": str(root), "classes": list(classes), "seg_dirs": seg_dirs,
         "heldout_seg_dir": None if heldout_seg_dir is None else str(heldout_seg_dir),
         "splits": {s: len(splits[s]) for s in SPLITS}, "label_source": label_source,
         "label_disagreements": n_disagree, "sbd_root": None if sbd_root is None else str(sbd_root),
-        "counts": counts, "disagreement_examples": disagree, "warnings": warnings,
+        "aug_dir": None if aug is None else str(aug.dir),
+        "counts": counts, "disagreement_examples": disagree[:_MAX_EXAMPLES], "warnings": warnings,
     }

@@ -14,9 +14,10 @@ distribution shared pairwise with another class plus a uniform-hue share, so col
 not classify. Backgrounds come from families shared by all classes, but each class prefers
 one family with probability ``context_prob`` (co-occurring context, as in real data, makes
 classifier heatmaps spill onto the background). 1..``max_objects`` objects of
-1..``max_classes_per_image`` classes per image, varied scale, painter's-order occlusion and
-objects cut by the image border. ``difficulty`` in [0, 1] scales overlap, noise, colour
-spread, texture contrast and jitter. Masks carry a 255 void band of ``void_band`` px on each
+1..``max_classes_per_image`` classes per image, varied scale (radius log-uniform in
+``object_radius`` × image size), painter's-order occlusion and objects cut by the image
+border. ``difficulty`` in [0, 1] scales overlap, noise, colour spread, texture contrast and
+jitter. Masks carry a 255 void band of ``void_band`` px on each
 side of every object boundary (0 disables; ``void_band_test`` overrides it for the held-out
 masks). XML boxes are the tight 1-based extents of each object's labelled (non-void) pixels;
 ``truncated`` marks objects touching the border. Test XMLs hold no objects (no label leak).
@@ -26,10 +27,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -38,13 +36,14 @@ from PIL import Image
 
 from pipeline.data import synthetic_draw as draw
 from pipeline.data.vocxml import VocAnnotation, VocObject, write_voc_xml
+from pipeline.io_utils import atomic_dir
 from pipeline.voc import IGNORE_INDEX, write_label_png
 
 __all__ = ["DEFAULTS", "CLASS_NAMES", "BACKGROUNDS", "class_specs", "generate_synthetic", "main"]
 
 DEFAULTS = dict(image_size=112, n_train=360, n_val=120, n_test=120, n_classes=6, max_objects=4,
                 max_classes_per_image=3, difficulty=0.5, context_prob=0.7, void_band=1,
-                void_band_test=None, min_visible=40, jpeg_quality=90)
+                void_band_test=None, min_visible=40, jpeg_quality=90, object_radius=(0.11, 0.3))
 CLASS_NAMES = ("background", "glorp", "zint", "quabble", "mervin", "tassel", "yonk",
                "fiddle", "brom", "snark", "wimble", "plonk", "drizz")
 SHAPES = ("ellipse", "rect", "triangle", "star", "ring", "blob", "cross", "crescent")
@@ -69,6 +68,7 @@ def _render(rng, cfg, specs, S, X, Y, void_w: int):
     """One image: (rgb uint8, label uint8, objects [(cls, bbox, truncated, drawn, visible)], bg)."""
     d, C = float(cfg["difficulty"]), len(specs)
     kmax = min(cfg["max_classes_per_image"], C, cfg["max_objects"])
+    r_lo, r_hi = (float(r) for r in cfg["object_radius"])
     p = 0.62 ** np.arange(kmax)
     for _attempt in range(60):
         k = int(rng.choice(np.arange(1, kmax + 1), p=p / p.sum()))
@@ -77,7 +77,7 @@ def _render(rng, cfg, specs, S, X, Y, void_w: int):
         obj_cls = rng.permutation(np.concatenate([chosen, rng.choice(chosen, n - k)]))
         inst, objs, ok = np.zeros((S, S), np.int16), [], True
         for j, c in enumerate(obj_cls):
-            R = S * np.exp(rng.uniform(np.log(0.11), np.log(0.3)))
+            R = S * np.exp(rng.uniform(np.log(r_lo), np.log(r_hi)))
             if objs and rng.random() < 0.2 + 0.6 * d:
                 pc, pr = objs[rng.integers(len(objs))][1:3]
                 ang, dist = rng.uniform(0, 2 * np.pi), (pr + R) * rng.uniform(0.35, 0.9)
@@ -145,6 +145,10 @@ def _config(cfg: dict | None) -> dict:
         raise ValueError("difficulty and context_prob must lie in [0, 1]")
     if cfg["max_objects"] < 1 or cfg["max_classes_per_image"] < 1 or cfg["image_size"] < 32:
         raise ValueError("need max_objects >= 1, max_classes_per_image >= 1, image_size >= 32")
+    r = cfg["object_radius"]
+    if len(r) != 2 or not 0 < float(r[0]) <= float(r[1]) <= 1:
+        raise ValueError(f"object_radius must be (min, max) fractions of the image size with "
+                         f"0 < min <= max <= 1, got {r!r}")
     return cfg
 
 
@@ -159,13 +163,9 @@ def generate_synthetic(out_root, cfg: dict | None = None, seed: int = 0, overwri
     cfg, out_root = _config(cfg), Path(out_root).resolve()
     specs, S = class_specs(int(cfg["n_classes"])), int(cfg["image_size"])
     classes = [CLASS_NAMES[0]] + [s["name"] for s in specs]
-    if out_root.exists() and not overwrite and any(out_root.iterdir()):
-        raise FileExistsError(f"{out_root}: already exists and is not empty")
-    out_root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_root.name}.tmp-", dir=out_root.parent))
     Y, X = np.mgrid[0:S, 0:S].astype(np.float32) + 0.5
-    voc, held = tmp / "VOC2012", tmp / "heldout" / "SegmentationClass"
-    try:
+    with atomic_dir(out_root, overwrite=overwrite) as tmp:
+        voc, held = tmp / "VOC2012", tmp / "heldout" / "SegmentationClass"
         for sub in ("JPEGImages", "Annotations", "SegmentationClass", "ImageSets/Segmentation"):
             (voc / sub).mkdir(parents=True)
         held.mkdir(parents=True)
@@ -201,15 +201,6 @@ def generate_synthetic(out_root, cfg: dict | None = None, seed: int = 0, overwri
         meta = {"format": "wsss-synthetic/1", "seed": int(seed), "config": cfg, "classes": classes,
                 "class_specs": specs, "backgrounds": list(BACKGROUNDS), "images": images}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=None, sort_keys=True) + "\n")
-        if out_root.exists():
-            if overwrite and any(out_root.iterdir()):
-                shutil.rmtree(out_root)
-            else:
-                out_root.rmdir()
-        os.replace(tmp, out_root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     n_img = sum(len(v) for k, v in splits.items() if k != "trainaug")
     return {"out_root": str(out_root), "voc_root": str(out_root / "VOC2012"),
             "heldout_seg_dir": str(out_root / "heldout" / "SegmentationClass"), "seed": int(seed),

@@ -1,12 +1,13 @@
 """Image/label transforms on numpy arrays (HxWx3 uint8 images, HxW uint8 label maps).
 
-Training follows the DSRG/DeepLab recipe: random rescale, random crop padded with the
-ImageNet mean (labels padded with 255 = ignore), horizontal flip; test images are either
-resized to a fixed square (DSRG ignores the aspect ratio) or kept at their size.
+Training follows the DSRG/DeepLab recipe (docs/ALGORITHMS.md §10): random rescale, random crop
+padded with the ImageNet mean (labels padded with 255 = ignore), horizontal flip; test images
+are either resized to a fixed square (DSRG ignores the aspect ratio) or kept at their size.
+OpenCV is imported by the functions that use it, so :func:`to_tensor` (and the test-time code
+that needs no resizing) runs on a plain torch + numpy install.
 """
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import torch
 
@@ -16,14 +17,39 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32) * 255.0
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32) * 255.0
 
 
+def parse_size(size) -> tuple[int, int] | None:
+    """A ``size`` setting as ``(h, w)``: a number s → (s, s), a pair → (h, w); None, 0,
+    ``"none"`` or ``"original"`` (any case) → None, meaning each image keeps its own size.
+    Raises ValueError for anything else (negative sides, a triple, an unknown word)."""
+    if size is None or (isinstance(size, str) and size.strip().lower() in ("none", "original")):
+        return None
+    try:
+        if isinstance(size, (list, tuple)):
+            if len(size) != 2:
+                raise ValueError
+            h, w = int(size[0]), int(size[1])
+        else:
+            h = w = int(size)
+    except (TypeError, ValueError):
+        raise ValueError(f"size must be an int, an (h, w) pair, None or 'original'; "
+                         f"got {size!r}") from None
+    if h == w == 0:
+        return None
+    if h <= 0 or w <= 0:
+        raise ValueError(f"size sides must be positive, got {size!r}")
+    return h, w
+
+
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear resize to ``size = (h, w)``."""
+    import cv2
     h, w = size
     return cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def resize_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize of a label map to ``size = (h, w)``."""
+    import cv2
     h, w = size
     return cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST)
 
@@ -42,6 +68,7 @@ def random_crop(image, label, crop: int, rng: np.random.Generator):
     h, w = image.shape[:2]
     ph, pw = max(crop - h, 0), max(crop - w, 0)
     if ph or pw:
+        import cv2
         mean = tuple(float(v) for v in IMAGENET_MEAN)
         image = cv2.copyMakeBorder(image, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=mean)
         if label is not None:
@@ -64,14 +91,6 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     """HxWx3 uint8 RGB -> 3xHxW float tensor normalised with the ImageNet mean/std."""
     x = (image.astype(np.float32) - IMAGENET_MEAN) / IMAGENET_STD
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
-
-
-def denormalize(x: torch.Tensor) -> np.ndarray:
-    """Inverse of :func:`to_tensor` for one image: 3xHxW tensor -> HxWx3 uint8."""
-    mean = torch.as_tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1)
-    std = torch.as_tensor(IMAGENET_STD, device=x.device).view(3, 1, 1)
-    img = (x * std + mean).clamp(0, 255).round().byte()
-    return img.permute(1, 2, 0).cpu().numpy()
 
 
 def train_augment(image, label, crop: int, scale_range, rng, resize: int | None = None):

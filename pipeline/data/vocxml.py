@@ -1,4 +1,4 @@
-"""Read and write PASCAL VOC ``Annotations/<id>.xml`` files.
+"""Read and write PASCAL VOC ``Annotations/<id>.xml`` files (docs/ALGORITHMS.md §9.1).
 
 Only the parts the pipeline uses are modelled: the image file name and size and, per
 ``<object>``, its class ``name``, ``bndbox`` (``xmin, ymin, xmax, ymax``), ``difficult`` and

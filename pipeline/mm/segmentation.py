@@ -1,4 +1,5 @@
-"""mmsegmentation registrations: DeepLab v2 VGG-16 (ALGORITHMS.md §4) and a DSRG segmentor (§5).
+"""mmsegmentation registrations: DeepLab v2 VGG-16 (docs/ALGORITHMS.md §4) and a DSRG segmentor
+(docs/ALGORITHMS.md §5).
 
 Importing this module only registers classes into ``mmseg.registry.MODELS`` (no default scope,
 no ``register_all_modules``). After ``import pipeline.mm.segmentation`` an mmseg config can use
@@ -28,7 +29,6 @@ module needs mmsegmentation and mmcv (``make env-mm``); reach it through
 from __future__ import annotations
 
 import copy
-import os
 from pathlib import Path
 
 import torch
@@ -39,6 +39,7 @@ from mmseg.models.utils import resize
 from mmseg.registry import MODELS
 from torch import nn
 
+from pipeline.io_utils import atomic_file
 from pipeline.models.checkpoint import MMSEG_FORMAT
 from pipeline.dsrg import DSRGConfig, ce_loss, dsrg_losses
 from pipeline.models.deeplab import DeepLabV2VGG16 as _DeepLabV2VGG16
@@ -158,7 +159,8 @@ class DSRGSegmentor(BaseSegmentor):
             if present is None:
                 present = [int(v) for v in labels[i].unique().tolist() if 0 < v < C]
             classes[i, [int(c) for c in present]] = True
-        if self.crf_workers > 0 and self._crf_pool is None:
+        pooled = self.crf_workers > 0 and self.dsrg_cfg.crf_backend == "pydensecrf"
+        if pooled and self._crf_pool is None:
             from pipeline.crf_pool import make_crf_pool
             self._crf_pool = make_crf_pool(self.crf_workers)
         return dsrg_losses(logits, labels, classes, self._raw_images(inputs), self.dsrg_cfg,
@@ -220,27 +222,35 @@ def mmseg_losses(model, images: torch.Tensor, labels: torch.Tensor) -> dict:
 
 class MMSegLogits(nn.Module):
     """``forward(x) -> logits`` of an mmseg segmentor (its decode head, ``mode="tensor"``) on
-    normalised images, as :mod:`pipeline.inference` expects."""
+    normalised images, as :mod:`pipeline.inference` expects, resized to the input size the way
+    mmseg trains them (bilinear, the decode head's ``align_corners``): ``output_stride = 1``
+    tells :mod:`pipeline.inference` the map is already on the input's pixels."""
+    output_stride = 1
 
     def __init__(self, model):
         super().__init__()
         self.model = model
 
     def forward(self, x):
-        return self.model(x, mode="tensor")
+        logits = self.model(x, mode="tensor")
+        head = getattr(self.model, "decode_head", None)
+        return resize(logits, size=x.shape[2:], mode="bilinear",
+                      align_corners=bool(getattr(head, "align_corners", False)))
 
 
 def save_mmseg_model(path, model, model_cfg: dict, num_classes: int, classes) -> None:
     """``{"format": "wsss-mmseg-model/1", "model_cfg", "num_classes", "classes", "state_dict"}``."""
+    from pipeline.guards import check_model_finite
+    from pipeline.models.checkpoint import diverged_fix
     from pipeline.stage import _plain
 
     path = Path(path)
     payload = {"format": MMSEG_FORMAT, "kind": "mmseg", "model_cfg": _plain(model_cfg),
                "num_classes": int(num_classes), "classes": list(classes),
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    check_model_finite(payload["state_dict"], f"the trained model ({path})", diverged_fix("retrain"))
+    with atomic_file(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load_mmseg_model(path, map_location="cpu"):

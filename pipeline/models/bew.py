@@ -1,4 +1,5 @@
-"""Branched Entropy Weighting (BEW) layer: EP paper (seed 001) §3.3, Fig. 3; ALGORITHMS.md §2."""
+"""Branched Entropy Weighting (BEW) layer: EP paper (Wan et al. ICCV 2019) §3.3, Fig. 3;
+docs/ALGORITHMS.md §2."""
 from __future__ import annotations
 
 import torch

@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pipeline.guards import check_model_finite
+from pipeline.io_utils import atomic_file
 from pipeline.stage import _plain
 
 FORMAT = "wsss-model/1"
@@ -28,16 +30,24 @@ def _builders():
     return {"classifier": build_classifier, "segmenter": build_segmenter}
 
 
+def diverged_fix(section: str) -> str:
+    """How to fix a training stage whose network became non-finite."""
+    return (f"the training diverged: lower {section}.train.optimizer.lr or set {section}.train.amp=False, "
+            f"then re-run `make {section}` (no model file was written)")
+
+
 def save_model(path: str | os.PathLike, net: nn.Module, kind: str, model_cfg: dict,
-               num_classes: int, classes: list[str]) -> None:
-    """Write the model file atomically (temporary file, then rename)."""
+               num_classes: int, classes: list[str], section: str | None = None) -> None:
+    """Write the model file atomically (temporary file, then rename) — only when every weight
+    and buffer is finite (:class:`pipeline.guards.NonFiniteError` otherwise); ``section``, the
+    training stage's config section, goes into that message."""
     path = Path(path)
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    check_model_finite(state, f"the trained {kind} ({path})", diverged_fix(section or kind))
     payload = {"format": FORMAT, "kind": kind, "model_cfg": _plain(model_cfg),
                "num_classes": int(num_classes), "classes": list(classes), "state_dict": state}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load_model(path: str | os.PathLike, kind: str | None = None, map_location="cpu",

@@ -30,10 +30,12 @@ def multilabel_loss(logits: torch.Tensor, targets: torch.Tensor,
     """Image-level loss on (B, K) logits against multi-hot targets (B, K).
 
     * ``multilabel_soft_margin``: mean over batch and classes of
-      ``-[y log σ(F) + (1-y) log(1-σ(F))]`` (the SEC/DSRG cue network loss);
+      ``-[y log σ(F) + (1-y) log(1-σ(F))]`` (the SEC/DSRG cue network loss,
+      docs/ALGORITHMS.md §10);
     * ``bce``: ``binary_cross_entropy_with_logits`` with mean reduction (same value; kept as a
       separate name for configs);
-    * ``raw_logit``: RIB's fine-tuning loss "without the last activation" (ALGORITHMS.md §8):
+    * ``raw_logit``: RIB's fine-tuning loss "without the last activation" (Lee et al. NeurIPS
+      2021; docs/ALGORITHMS.md §8.2):
       ``-(1/B) Σ_b Σ_k y_bk F_bk / max(1, Σ_k y_bk)`` — raise the raw logits of present
       classes, averaged over the image's classes so images with many labels do not dominate.
     """
@@ -113,7 +115,8 @@ class WSSSClassifier(nn.Module):
 
 def build_classifier(model_cfg: dict, num_classes: int) -> WSSSClassifier:
     """Build a ``WSSSClassifier`` from a plain dict (see module docstring); loads ImageNet
-    conv weights when ``model_cfg['pretrained']`` is set."""
+    VGG-16 (13 convs + decimated fc6/fc7) when ``model_cfg['pretrained']`` is set; what came from
+    the file is in ``model.backbone.init_report``."""
     cfg = dict(model_cfg or {})
     known = {"backbone", "pooling", "classifier_bias", "pretrained", "bew_loss_weight"}
     unknown = sorted(set(cfg) - known - {"type"})
@@ -124,7 +127,9 @@ def build_classifier(model_cfg: dict, num_classes: int) -> WSSSClassifier:
     backbone_cfg = dict(cfg.get("backbone") or {})
     backbone_cfg.setdefault("bew_detach_lambda", bool(pooling.get("detach_lambda", False)))
     backbone = VGG16Backbone(num_classes=num_classes, **backbone_cfg)
-    backbone.load_imagenet(cfg.get("pretrained"))
+    report = backbone.load_imagenet(cfg.get("pretrained"))
+    if report is not None:
+        report.new["classifier"] = "classes of this dataset"
     return WSSSClassifier(backbone, num_classes, pooling=pooling,
                           classifier_bias=cfg.get("classifier_bias", True),
                           bew_loss_weight=cfg.get("bew_loss_weight", 0.5))

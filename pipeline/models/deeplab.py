@@ -1,4 +1,4 @@
-"""DeepLab v2 (DeepLab-ASPP) with a VGG-16 backbone, as used by DSRG (ALGORITHMS.md §4).
+"""DeepLab v2 (DeepLab-ASPP) with a VGG-16 backbone, as used by DSRG (docs/ALGORITHMS.md §4).
 
 Chen et al., "DeepLab: Semantic Image Segmentation with Deep Convolutional Nets, Atrous
 Convolution, and Fully Connected CRFs", TPAMI 2017 (ASPP-L); layer list of DSRG's
@@ -12,8 +12,10 @@ Convolution, and Fully Connected CRFs", TPAMI 2017 (ASPP-L); layer list of DSRG'
   fc7 1×1 → ReLU → dropout 0.5 → fc8 1×1 (num_classes); logits = Σ_branches fc8.
   Output stride 8: a 321×321 input gives 41×41 logits.
 
-Initialisation: the 13 convolutions from ImageNet VGG-16 (:meth:`load_imagenet`); fc6/fc7 are
-new (Kaiming-normal, fan-in, zero bias: the classifier's fc6/fc7 are not reused); fc8 weights
+Initialisation (:meth:`load_imagenet`), as DSRG's start from DeepLab's "VGG16 20M" model: the
+13 convolutions from ImageNet VGG-16 and, in every ASPP branch, fc6 / fc7 decimated from
+ImageNet's fc6 / fc7 (:func:`pipeline.models.imagenet.decimated_fc`); without ImageNet weights
+(or when the file has no fc layers) fc6/fc7 are Kaiming-normal (fan-in), zero bias; fc8 weights
 N(0, 0.01²), zero bias as in the prototxt.
 
 Learning-rate / weight-decay multipliers of the prototxt (:meth:`param_groups`): every weight
@@ -30,7 +32,7 @@ import math
 import torch
 from torch import nn
 
-from .imagenet import copy_vgg16_convs, load_vgg16_state_dict, resolve_vgg16_weights
+from .imagenet import InitReport, load_vgg16_into, resolve_vgg16_weights
 
 __all__ = ["DeepLabV2VGG16", "build_segmenter", "load_segmenter", "SEGMENTER_KEYS"]
 
@@ -85,6 +87,7 @@ class DeepLabV2VGG16(nn.Module):
         self.features = nn.Sequential(*layers)
         fc = _ch(fc_channels, width)
         self.rates = tuple(int(r) for r in rates)
+        self.init_report: InitReport | None = None
         self.aspp = nn.ModuleList(_ASPPBranch(cin, fc, num_classes, r, dropout)
                                   for r in self.rates)
         self._init_weights()
@@ -115,19 +118,23 @@ class DeepLabV2VGG16(nn.Module):
             size = math.ceil((size + 2 - 3) / 2) + 1
         return size
 
-    def load_imagenet(self, spec) -> list[str]:
-        """Copy the 13 ImageNet VGG-16 convolutions (``spec`` as for ``resolve_vgg16_weights``:
-        None → nothing, "torchvision" → torchvision's cache, else a file). Returns keys copied."""
-        path = resolve_vgg16_weights(spec)
-        if path is None:
-            return []
+    def load_imagenet(self, spec) -> InitReport | None:
+        """Copy ImageNet VGG-16 (``spec`` as for ``resolve_vgg16_weights``: None → nothing,
+        "torchvision" → torchvision's cache, else a file): the 13 convolutions, and into every
+        ASPP branch fc6 / fc7 decimated from ``classifier.0`` / ``classifier.3``
+        (:func:`pipeline.models.imagenet.decimated_fc`, DeepLab's "VGG16 20M" init) where the file
+        has them and ``fc_channels`` allows it. Returns the report (kept as ``self.init_report``)."""
+        if resolve_vgg16_weights(spec) is None:
+            return None
         if self.width != 1.0 or self.batch_norm:
             raise ValueError(
                 f"ImageNet VGG-16 weights need width=1 and batch_norm=False (got width="
                 f"{self.width}, batch_norm={self.batch_norm}); set pretrained=None to train "
                 "the reduced / batch-norm network from scratch")
-        state = load_vgg16_state_dict(path)
-        return copy_vgg16_convs(self.convs, state, source=str(path))
+        fc = [(f"aspp.{i}.", br.fc6, br.fc7) for i, br in enumerate(self.aspp)]
+        new = {f"aspp.{i}.fc8": "classes of this dataset" for i in range(len(self.aspp))}
+        self.init_report = load_vgg16_into(spec, self.convs, fc, new)
+        return self.init_report
 
     def param_groups(self, base_lr: float, weight_decay: float | None = None) -> list[dict]:
         """Optimizer groups with DeepLab's prototxt multipliers (module docstring).

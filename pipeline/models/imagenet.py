@@ -3,9 +3,23 @@
 torchvision's ``vgg16`` keeps its 13 convolutions in ``features`` at indices
 0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28 (``features.<i>.weight`` / ``.bias``).
 Both the classifier backbone and DeepLab copy these 13 tensors pairs in order.
+
+Its fully connected fc6 (``classifier.0``, 4096×25088 = 4096×512×7×7) and fc7
+(``classifier.3``, 4096×4096) become the convolutional fc6 (3×3, F filters) and fc7 (1×1, F
+filters) of the fully convolutional networks by decimation, as DeepLab's "VGG16 20M" model
+(Chen et al., ICLR 2015 §4.1 / TPAMI 2017 §4.1: "subsample (by decimation) the first FC layer
+from 7×7 to 3×3 spatial size" and 4096 → 1024 channels), which DSRG starts from:
+
+    fc6[f, c, i, j] = W6[s·f, c, 3·i, 3·j]   (W6 viewed as 4096×512×7×7; taps 0, 3, 6)
+    fc7[f, g]       = W7[s·f, s·g]           biases b6[s·f], b7[s·f]
+
+with ``s = 4096 / F`` (4 for DeepLab's F = 1024), starting at index 0 (docs/ALGORITHMS.md §4).
+The released caffemodel does not document its sampling offsets; these are the plain decimation
+the papers describe.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -17,6 +31,9 @@ VGG16_CONV_NAMES = (
     "conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3",
     "conv4_1", "conv4_2", "conv4_3", "conv5_1", "conv5_2", "conv5_3",
 )
+FC_FULL = 4096                       # ImageNet fc6 / fc7 width
+FC6_KEY, FC7_KEY = "classifier.0", "classifier.3"
+FC6_TAPS = (0, 3, 6)                 # of the 7×7 fc6 kernel: a 3×3 kernel
 # File name of torchvision's VGG16_Weights.IMAGENET1K_V1 in the hub cache.
 TORCHVISION_VGG16_FILE = "vgg16-397923af.pth"
 
@@ -85,3 +102,83 @@ def copy_vgg16_convs(convs: list[nn.Conv2d], state: dict[str, torch.Tensor],
                 dst.copy_(src)
                 copied.append(key)
     return copied
+
+
+@dataclasses.dataclass
+class InitReport:
+    """What an ImageNet initialisation did: ``keys`` (torchvision keys read), ``loaded``
+    (network layers set from the file), ``new`` (layer → why it keeps its random init)."""
+    source: str
+    keys: list = dataclasses.field(default_factory=list)
+    loaded: list = dataclasses.field(default_factory=list)
+    new: dict = dataclasses.field(default_factory=dict)
+
+    def describe(self) -> str:
+        """One log line: the layers from the file and the new ones with their reasons."""
+        new = "; ".join(f"{name} ({why})" for name, why in self.new.items()) or "none"
+        return (f"ImageNet VGG-16 from {self.source}: {len(self.loaded)} layers from the file "
+                f"({', '.join(self.loaded)}); new (random) layers: {new}")
+
+
+def decimated_fc(state: dict[str, torch.Tensor], fc6_shape, fc7_shape) -> tuple[dict, str | None]:
+    """fc6 / fc7 conv tensors decimated from ``classifier.0`` / ``classifier.3`` (module doc).
+
+    ``fc6_shape = (F, 512, 3, 3)`` and ``fc7_shape = (F, F, 1, 1)``: the target conv weights.
+    Returns ``({"fc6.weight", "fc6.bias", "fc7.weight", "fc7.bias"}, None)``, or ``({}, reason)``
+    when the file has no fc layers or the shapes do not allow the decimation.
+    """
+    names = [f"{k}.{p}" for k in (FC6_KEY, FC7_KEY) for p in ("weight", "bias")]
+    if any(n not in state for n in names):
+        return {}, f"the file has no {FC6_KEY}/{FC7_KEY} (torchvision fc6/fc7)"
+    w6, b6, w7, b7 = (state[n] for n in names)
+    F, cin, kh, kw = (int(v) for v in fc6_shape)
+    if tuple(w6.shape) != (FC_FULL, 512 * 49) or tuple(w7.shape) != (FC_FULL, FC_FULL):
+        return {}, f"{FC6_KEY}/{FC7_KEY} shapes {tuple(w6.shape)}/{tuple(w7.shape)} are not VGG-16's"
+    if (cin, kh, kw) != (512, 3, 3) or F < 1 or FC_FULL % F or tuple(fc7_shape) != (F, F, 1, 1):
+        return {}, (f"fc6 {tuple(fc6_shape)} / fc7 {tuple(fc7_shape)} cannot be decimated from "
+                    f"4096x512x7x7 / 4096x4096 (needs 512 input channels, a 3x3 kernel and a "
+                    f"filter count dividing 4096)")
+    step = FC_FULL // F
+    taps = torch.tensor(FC6_TAPS)
+    fc6 = w6.reshape(FC_FULL, 512, 7, 7)[::step][:, :, taps][:, :, :, taps]
+    out = {"fc6.weight": fc6.contiguous(), "fc6.bias": b6[::step].contiguous(),
+           "fc7.weight": w7[::step, ::step].reshape(F, F, 1, 1).contiguous(),
+           "fc7.bias": b7[::step].contiguous()}
+    return out, None
+
+
+def copy_decimated_fc(report: InitReport, layers: list[tuple[str, nn.Conv2d, nn.Conv2d]],
+                      state: dict[str, torch.Tensor]) -> None:
+    """Set every ``(name, fc6, fc7)`` pair from :func:`decimated_fc` (each ASPP branch gets the
+    same tensors) and record in ``report`` what was loaded and what stays new."""
+    for name, fc6, fc7 in layers:
+        tensors, reason = decimated_fc(state, fc6.weight.shape, fc7.weight.shape)
+        if reason is not None:
+            report.new[f"{name}fc6"] = report.new[f"{name}fc7"] = reason
+            continue
+        with torch.no_grad():
+            for conv, key in ((fc6, "fc6"), (fc7, "fc7")):
+                conv.weight.copy_(tensors[f"{key}.weight"])
+                conv.bias.copy_(tensors[f"{key}.bias"])
+        report.loaded += [f"{name}fc6", f"{name}fc7"]
+        for key in (FC6_KEY, FC7_KEY):
+            for part in ("weight", "bias"):
+                if f"{key}.{part}" not in report.keys:
+                    report.keys.append(f"{key}.{part}")
+
+
+def load_vgg16_into(spec, convs: list[nn.Conv2d], fc_layers,
+                    new_layers: dict[str, str]) -> InitReport | None:
+    """Load ImageNet VGG-16 (``spec`` as :func:`resolve_vgg16_weights`) into 13 ``convs`` and the
+    decimated fc6/fc7 of ``fc_layers`` (``(name prefix, fc6, fc7)`` tuples); ``new_layers``
+    (name → reason) are recorded as new. Returns the :class:`InitReport`, None for no ``spec``."""
+    path = resolve_vgg16_weights(spec)
+    if path is None:
+        return None
+    state = load_vgg16_state_dict(path)
+    report = InitReport(source=str(path))
+    report.keys = copy_vgg16_convs(convs, state, source=str(path))
+    report.loaded = list(VGG16_CONV_NAMES)
+    copy_decimated_fc(report, fc_layers, state)
+    report.new.update(new_layers)
+    return report

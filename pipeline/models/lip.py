@@ -1,4 +1,4 @@
-"""Local Importance-based Pooling (LIP): Gao et al. ICCV 2019 (seed 004); ALGORITHMS.md §8."""
+"""Local Importance-based Pooling (LIP): Gao et al. ICCV 2019; docs/ALGORITHMS.md §8.3."""
 from __future__ import annotations
 
 import torch
@@ -32,7 +32,7 @@ class SoftGate(nn.Module):
 
 
 class LocalImportancePooling(nn.Module):
-    """LIP with the paper's bottleneck logit module (ALGORITHMS.md §8):
+    """LIP with the paper's bottleneck logit module (docs/ALGORITHMS.md §8.3):
 
         logit = 12 · sigmoid(IN(conv1x1_{r->C}(ReLU(IN(conv3x3_{r->r}(ReLU(IN(conv1x1_{C->r}(x)))))))))
 

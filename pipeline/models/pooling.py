@@ -14,8 +14,9 @@ Heads (``POOLING_HEADS`` maps config names to classes):
 
 * ``"gap"``   global average pooling, ``logits = Wᵀ (1/hw) Σ_i v_i + b`` (EP paper Eq. 1).
 * ``"ep"``    Entropy Pooling, ``logits = Wᵀ (1/hw) Σ_i λ_i v_i + b`` (EP paper Eq. 2-4,
-              ALGORITHMS.md §1).
-* ``"gndrp"`` RIB's global non-dominant region pooling (ALGORITHMS.md §8).
+              docs/ALGORITHMS.md §1).
+* ``"gndrp"`` RIB's global non-dominant region pooling (Lee et al. NeurIPS 2021;
+              docs/ALGORITHMS.md §8.1).
 """
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ def class_activation_map(features: torch.Tensor, weight: torch.Tensor,
 
 
 def entropy_weights(logits_map: torch.Tensor, detach: bool = False, eps: float = 1e-12) -> torch.Tensor:
-    """Entropy weighting coefficients λ of the EP paper (seed 001, §3.2, Eq. 2-3).
+    """Entropy weighting coefficients λ of the EP paper (Wan et al. ICCV 2019, §3.2, Eq. 2-3;
+    docs/ALGORITHMS.md §1.3).
 
     With ``p_i = softmax_k(F̂_i)`` over the K classes of the localized predictions
     ``logits_map`` (B, K, h, w):
@@ -104,7 +106,7 @@ class GAPHead(PoolingHead):
 
 
 class EntropyPoolingHead(PoolingHead):
-    """Entropy Pooling (EP paper Eq. 4, ALGORITHMS.md §1):
+    """Entropy Pooling (EP paper Eq. 4, docs/ALGORITHMS.md §1.4):
 
         f_EP(U) = (1/hw) Σ_i λ_i v_i,      F = Wᵀ f_EP(U) + b
 
@@ -143,7 +145,8 @@ class EntropyPoolingHead(PoolingHead):
 
 
 class GNDRPHead(PoolingHead):
-    """Global non-dominant region pooling of RIB (Lee et al. NeurIPS 2021; ALGORITHMS.md §8).
+    """Global non-dominant region pooling of RIB (Lee et al. NeurIPS 2021;
+    docs/ALGORITHMS.md §8.1).
 
     For a class c present in the image (``labels[b, c] > 0``), with ``x = cam_c``:
 

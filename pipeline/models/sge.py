@@ -1,4 +1,5 @@
-"""Spatial Group-wise Enhance (SGE): Li et al. 2019 (seed 002); ALGORITHMS.md §8."""
+"""Spatial Group-wise Enhance (SGE): Li, Hu, Yang, arXiv:1905.09646, 2019;
+docs/ALGORITHMS.md §8.4."""
 from __future__ import annotations
 
 import torch

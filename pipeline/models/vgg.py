@@ -1,6 +1,6 @@
 """VGG-16 backbone in the fully convolutional form of the SEC / DSRG cue (classification) network.
 
-Layout (ALGORITHMS.md §4 for the VGG-16 trunk; output stride 8, 321x321 -> 41x41):
+Layout (docs/ALGORITHMS.md §4 for the VGG-16 trunk; output stride 8, 321x321 -> 41x41):
 
     conv1 (2 convs, 64)  -> pool1 3x3 s2 p1 max (ceil)      321 -> 161
     conv2 (2 convs, 128) -> pool2 3x3 s2 p1 max (ceil)      161 -> 81
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .bew import BranchedEntropyWeighting
-from .imagenet import copy_vgg16_convs, load_vgg16_state_dict, resolve_vgg16_weights
+from .imagenet import InitReport, load_vgg16_into
 from .lip import LocalImportancePooling
 from .sge import SpatialGroupEnhance
 
@@ -116,6 +116,7 @@ class VGG16Backbone(nn.Module):
         self.fc7 = _conv_unit(fc_ch, fc_ch, 1, 1, batch_norm)
         self.drop7 = nn.Dropout(dropout)
         self.out_channels = fc_ch
+        self.init_report: InitReport | None = None
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -134,23 +135,31 @@ class VGG16Backbone(nn.Module):
         """The 13 VGG-16 convs, conv1_1 .. conv5_3, in order (fc6/fc7 excluded)."""
         return [unit[0] for block in self.blocks.values() for unit in block]
 
-    def load_imagenet(self, spec: str | os.PathLike | None) -> list[str]:
-        """Copy ImageNet VGG-16 conv weights (see ``imagenet.resolve_vgg16_weights`` for ``spec``).
+    def load_imagenet(self, spec: str | os.PathLike | None) -> InitReport | None:
+        """Copy ImageNet VGG-16 (see ``imagenet.resolve_vgg16_weights`` for ``spec``): the 13
+        convs, and fc6 / fc7 decimated from torchvision's ``classifier.0`` / ``classifier.3``
+        (:func:`pipeline.models.imagenet.decimated_fc`) where the file has them and the shapes
+        allow it (else they keep their random init, said in the report).
 
-        Returns the torchvision keys copied (26 = 13 weights + 13 biases), or ``[]`` for
-        ``spec=None``. Raises ``ValueError`` for width != 1 or batch_norm (the weights would not
-        fit / were not trained with BN), ``FileNotFoundError`` for a missing file and
-        ``ValueError`` naming the file when it is not a VGG-16 state dict.
+        Returns the :class:`~pipeline.models.imagenet.InitReport` (also kept as
+        ``self.init_report``), or None for ``spec=None``. Raises ``ValueError`` for width != 1 or
+        batch_norm (the conv weights would not fit / were not trained with BN),
+        ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file when it is
+        not a VGG-16 state dict.
         """
         if spec is None or spec == "none":
-            return []
+            return None
         if self.width != 1 or self.batch_norm:
             raise ValueError(f"ImageNet VGG-16 weights need width=1 and batch_norm=False "
                              f"(got width={self.width}, batch_norm={self.batch_norm}); "
                              "set pretrained=None to train this variant from scratch")
-        path = resolve_vgg16_weights(spec)
-        state = load_vgg16_state_dict(path)
-        return copy_vgg16_convs(self.conv_layers(), state, source=str(path))
+        extra = {f"sge.{k}": "not in VGG-16" for k in self.sge}
+        extra.update({f"bew.{k}": "not in VGG-16" for k in self.bew})
+        extra.update({f"lip.{k}": "not in VGG-16" for k in self.pools
+                      if not isinstance(self.pools[k], nn.MaxPool2d)})
+        self.init_report = load_vgg16_into(spec, self.conv_layers(),
+                                           [("", self.fc6[0], self.fc7[0])], extra)
+        return self.init_report
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
         bew_outputs = []
