@@ -45,7 +45,7 @@ LAUNCH = $(if $(filter-out 0 1,$(GPUS)),$(VENV)/bin/torchrun --standalone --npro
 STAGES := data classifier heatmaps saliency seeds segmenter retrain upper_bound eval submit localize report
 DEMO_STAGES := data classifier heatmaps saliency seeds segmenter upper_bound eval submit localize report
 
-.PHONY: help env env-mm test test-mm demo bench gpu-check summary ablation $(STAGES) clean-work
+.PHONY: help env env-mm test test-mm demo bench gpu-check summary ablation growing-check $(STAGES) clean-work
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -126,6 +126,9 @@ localize: $(ENV_STAMP) ## weakly-supervised localisation: lambda^top-k / CAM box
 
 report: $(ENV_STAMP) ## HTML report of an experiment: WORK_DIR/report/index.html (always regenerated)
 	$(PY) -m stages.report $(STAGE_ARGS)
+
+growing-check: $(ENV_STAMP) ## where DSRG growing puts its labels vs the GT, on the trained segmenter (IMAGES=200)
+	@$(PY) -m stages.growing_check $(STAGE_ARGS) $(if $(IMAGES),--images $(IMAGES))
 
 ablation: $(ENV_STAMP) ## classifier variants (GAP, EP, BEW, GNDRP, SGE, LIP...) -> one table (FULL=1: + segmenter; VARIANTS="gap ep")
 	$(PY) -m stages.ablation $(STAGE_ARGS) $(if $(filter 1,$(FULL)),--full) $(if $(VARIANTS),--variants $(VARIANTS))

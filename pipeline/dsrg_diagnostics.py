@@ -16,6 +16,10 @@ background visible (a network that predicts background everywhere, fed by backgr
 * :func:`confusion_fg_fractions` — from a confusion matrix (rows GT, columns prediction, GT
   void already excluded): the fraction of scored pixels predicted foreground and the fraction
   that is foreground in the GT.
+* :func:`grid_label_counts` / :func:`grid_label_rates` — grid labels (cues or grown seeds)
+  against the GT sampled to the same grid: how many background labels fall on GT foreground,
+  and which share of the GT foreground is labelled background only / with its own class /
+  not at all (offline check, ``python -m stages.growing_check``).
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ import numpy as np
 import torch
 
 __all__ = ["growing_fractions", "confident_fractions", "predicted_fg_fraction",
-           "confusion_fg_fractions", "growing_diagnostics"]
+           "confusion_fg_fractions", "growing_diagnostics", "grid_label_counts", "grid_label_rates"]
 
 
 def growing_fractions(cues: torch.Tensor, grown: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -74,3 +78,33 @@ def confusion_fg_fractions(mat) -> dict[str, float | None]:
     if total <= 0:
         return {"pred_fg": None, "gt_fg": None}
     return {"pred_fg": float(m[:, 1:].sum() / total), "gt_fg": float(m[1:, :].sum() / total)}
+
+
+def grid_label_counts(labels: torch.Tensor, gt: torch.Tensor) -> dict[str, int]:
+    """Counts of (B,C,h,w) bool multi-hot grid labels (cues or grown seeds) against (B,h,w) GT
+    labels on the same grid (255 = void, not counted): ``gt_fg_cells`` (GT foreground cells),
+    ``bg_cells`` / ``bg_on_gt_fg`` (cells labelled background / those of them that are GT
+    foreground), and of the GT foreground cells: ``gt_fg_bg_only`` (background and no
+    foreground label), ``gt_fg_correct`` (their GT class among the labels), ``gt_fg_unlabelled``."""
+    labels = labels.bool()
+    gt = gt.long()
+    fg = (gt > 0) & (gt != 255)
+    bg_lab, fg_lab = labels[:, 0], labels[:, 1:].any(dim=1)
+    own = labels.gather(1, torch.where(fg, gt, torch.zeros_like(gt)).unsqueeze(1))[:, 0] & fg
+    valid = gt != 255
+    counts = {"gt_fg_cells": fg, "bg_cells": bg_lab & valid, "bg_on_gt_fg": bg_lab & fg,
+              "gt_fg_bg_only": fg & bg_lab & ~fg_lab, "gt_fg_correct": own,
+              "gt_fg_unlabelled": fg & ~bg_lab & ~fg_lab}
+    return {k: int(v.sum()) for k, v in counts.items()}
+
+
+def grid_label_rates(counts: dict) -> dict[str, float | None]:
+    """Rates of :func:`grid_label_counts` (summed over images): ``bg_precision_loss`` = share of
+    background-labelled cells that are GT foreground; ``fg_as_bg``, ``fg_correct``,
+    ``fg_unlabelled`` = shares of the GT foreground cells."""
+    def ratio(a, b):
+        return None if counts[b] == 0 else counts[a] / counts[b]
+    return {"bg_precision_loss": ratio("bg_on_gt_fg", "bg_cells"),
+            "fg_as_bg": ratio("gt_fg_bg_only", "gt_fg_cells"),
+            "fg_correct": ratio("gt_fg_correct", "gt_fg_cells"),
+            "fg_unlabelled": ratio("gt_fg_unlabelled", "gt_fg_cells")}

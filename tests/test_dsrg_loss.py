@@ -173,3 +173,20 @@ def test_confusion_fg_fractions():
     got = confusion_fg_fractions(mat)
     assert got["pred_fg"] == pytest.approx(8 / 20) and got["gt_fg"] == pytest.approx(10 / 20)
     assert confusion_fg_fractions(np.zeros((3, 3))) == {"pred_fg": None, "gt_fg": None}
+
+
+def test_grid_label_counts_by_hand():
+    from pipeline.dsrg_diagnostics import grid_label_counts, grid_label_rates
+
+    gt = torch.tensor([[[0, 1, 1], [2, 2, 255]]])
+    lab = torch.zeros(1, 3, 2, 3, dtype=torch.bool)
+    lab[0, 0, 0, 0] = lab[0, 0, 0, 1] = True         # bg on GT bg, bg on GT class 1
+    lab[0, 0, 0, 2] = lab[0, 1, 0, 2] = True         # bg and class 1 on GT class 1
+    lab[0, 2, 1, 0] = True                           # class 2 on GT class 2; (1,1) unlabelled
+    lab[0, 0, 1, 2] = True                           # bg on a void cell: not counted
+    counts = grid_label_counts(lab, gt)
+    assert counts == {"gt_fg_cells": 4, "bg_cells": 3, "bg_on_gt_fg": 2, "gt_fg_bg_only": 1,
+                      "gt_fg_correct": 2, "gt_fg_unlabelled": 1}
+    assert grid_label_rates(counts) == pytest.approx(
+        {"bg_precision_loss": 2 / 3, "fg_as_bg": 1 / 4, "fg_correct": 2 / 4, "fg_unlabelled": 1 / 4})
+    assert grid_label_rates(grid_label_counts(lab[:, :, :1, :1], gt[:, :1, :1]))["fg_as_bg"] is None

@@ -260,6 +260,14 @@ def test_train_score_and_collapse_diagnostics_on_a_tiny_run(tmp_path):
     got = seg_stage.score_on_train(ctx, net, index, cfg.segmenter)
     assert got["train_below_pseudo"] is False and got["train_mIoU"] == m["train_mIoU"]
     assert not any("WARNING" in x for x in logs)
+    # the offline growing check on the same run: shares in [0, 1]
+    from stages.growing_check import ROWS, check, format_check
+
+    res = check(tmp_path, cfg.segmenter, 5)
+    assert res["images"] == 5 and res["grid"] == (net.output_size(48),) * 2
+    for row in ROWS:
+        assert all(v is None or 0 <= v <= 1 for v in res[row].values()), row
+    assert res["grid_gt_mIoU"] > 0.3 and "grown on CRF(P)" in format_check(res)
     off = make_cfg(**{"segmenter.train.max_iters": 2, "segmenter.val.score_train": False})
     man = run_stage("segmenter", seg_stage.UPSTREAM, seg_stage.run, off, off.segmenter, tmp_path)
     assert "train_mIoU" not in man["metrics"] and "val_pred_fg" in man["metrics"]
