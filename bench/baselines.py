@@ -22,8 +22,8 @@ def _as_np(x):
     return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
 
 
-def grow_seeds_loop(probs, cues, image_classes, fg_threshold: float = 0.85,
-                    bg_threshold: float = 0.99) -> np.ndarray:
+def grow_seeds_loop(probs, cues, image_classes, fg_threshold: float,
+                    bg_threshold: float) -> np.ndarray:
     """Per-pixel pure-Python DSRG growing: ``probs`` / ``cues`` (B,C,H,W), ``image_classes`` (B,C).
 
     For each image with classes S = {0} ∪ labels (ascending):

@@ -140,7 +140,7 @@ def demo_batches(cfg, work_dir: Path, batches: int, seed: int = 0) -> list[dict]
 def demo_agreement(exp: str, work_dir: Path, batches: int, ckpt_dir: Path | None = None) -> dict:
     from stages.common import load_experiment
     cfg = load_experiment(exp)
-    dsrg = DSRGConfig.from_cfg(cfg.segmenter.get("dsrg"), cfg.segmenter.get("crf"))
+    dsrg = cfg.segmenter.dsrg_config()
     data = demo_batches(cfg, work_dir, batches)
     results = {}
     for name, net in networks(work_dir / "segmenter", ckpt_dir):

@@ -23,10 +23,10 @@ import torch
 
 from bench.common import measure_interleaved, row
 from bench.crf_agreement import crf_agreement
-from bench.inputs import segmenter_batch, smooth_logits
+from bench.inputs import reference_dsrg_config, segmenter_batch, smooth_logits
 from pipeline.crf_pool import crf_batch, make_crf_pool
 from pipeline.crf_torch import dense_crf_torch
-from pipeline.dsrg import DSRGConfig, cues_on_grid, grid_images
+from pipeline.dsrg import cues_on_grid, grid_images
 from pipeline.losses import stable_softmax_probs
 
 NAME = "crf_train"
@@ -46,7 +46,7 @@ def run(cfg: dict, ctx) -> list[dict]:
     cfg = {**DEFAULTS, **cfg}
     B, S, h, C = int(cfg["batch"]), int(cfg["size"]), int(cfg["grid"]), int(cfg["num_classes"])
     images, probs, cues, classes = make_inputs(B, S, h, C, int(cfg["seed"]))
-    dsrg = DSRGConfig()
+    dsrg = reference_dsrg_config()
     params = dsrg.crf
     p_np = probs.numpy()
     workers = int(cfg["workers"] or os.cpu_count() or 1)

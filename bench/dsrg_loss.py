@@ -20,9 +20,9 @@ import statistics
 import torch
 
 from bench.common import measure, measure_interleaved, row
-from bench.inputs import segmenter_batch, smooth_logits
+from bench.inputs import reference_dsrg_config, segmenter_batch, smooth_logits
 from pipeline.crf_pool import make_crf_pool
-from pipeline.dsrg import DSRGConfig, dsrg_losses
+from pipeline.dsrg import dsrg_losses
 
 NAME = "dsrg_loss"
 DEFAULTS = dict(batch=20, size=321, num_classes=21, workers=None, seed=0,
@@ -60,7 +60,7 @@ def run(cfg: dict, ctx) -> list[dict]:
     h = DeepLabV2VGG16.output_size(S)
     batch = segmenter_batch(B, S, C, seed=int(cfg["seed"]))
     base = smooth_logits(B, C, h, batch["classes"], int(cfg["seed"]))
-    dcfg = DSRGConfig()
+    dcfg = reference_dsrg_config()
     reps = ctx.reps(cfg)
 
     def make(pool, log):

@@ -10,6 +10,7 @@ scikit-image, so that a stock PyTorch install runs it. Every time is taken betwe
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import statistics
@@ -25,6 +26,7 @@ from pipeline.inference import predict_logits
 from pipeline.inference_settings import InferenceSettings
 from pipeline.models.classifier import build_classifier
 from pipeline.models.deeplab import build_segmenter
+from pipeline.settings.segmenter import SegmenterSettings
 from pipeline.training import build_optimizer, to_device, train, train_step
 
 
@@ -129,8 +131,8 @@ def classifier_training(cfg: dict, device, *, size: int, batch: int, num_classes
 
 def dsrg_config(cfg: dict) -> DSRGConfig:
     """The segmenter's DSRG settings with the torch CRF backend."""
-    sec = cfg["segmenter"]
-    return DSRGConfig.from_cfg(sec.get("dsrg"), {**dict(sec.get("crf") or {}), "backend": "torch"})
+    seg = SegmenterSettings.from_dict(cfg["segmenter"], "segmenter")
+    return dataclasses.replace(seg.dsrg_config(), crf_backend="torch")
 
 
 def segmenter_training(cfg: dict, device, *, size: int, batch: int, num_classes: int,

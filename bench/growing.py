@@ -22,7 +22,9 @@ from bench.inputs import random_image_classes, smooth_fields
 from pipeline.growing import grow_seeds, grow_seeds_reference
 
 NAME = "growing"
-DEFAULTS = dict(batch=20, size=41, channels=21, max_fg=3, seed=0, loop_repeats=None)
+# thresholds: DSRG's growing thresholds (configs/_base_/segmenter_dsrg_vgg16.py)
+DEFAULTS = dict(batch=20, size=41, channels=21, max_fg=3, seed=0, loop_repeats=None,
+                fg_threshold=0.85, bg_threshold=0.99)
 
 
 def make_inputs(batch=20, size=41, channels=21, max_fg=3, seed=0):
@@ -47,11 +49,12 @@ def run(cfg: dict, ctx) -> list[dict]:
     B, C, H, W = probs.shape
     reps = ctx.reps(cfg)
     loop_reps = int(cfg["loop_repeats"] or reps)
-    vec = measure(lambda: grow_seeds(probs, cues, classes), reps, ctx.warmup)
+    thresholds = (cfg["fg_threshold"], cfg["bg_threshold"])
+    vec = measure(lambda: grow_seeds(probs, cues, classes, *thresholds), reps, ctx.warmup)
     ctx.log(f"growing: vectorised {vec['median'] * 1e3:.2f} ms")
-    loop = measure(lambda: grow_seeds_loop(probs, cues, classes), loop_reps, 0)
+    loop = measure(lambda: grow_seeds_loop(probs, cues, classes, *thresholds), loop_reps, 0)
     ctx.log(f"growing: per-pixel loop {loop['median']:.3f} s")
-    ref = measure(lambda: grow_seeds_reference(probs, cues, classes), reps, 0)
+    ref = measure(lambda: grow_seeds_reference(probs, cues, classes, *thresholds), reps, 0)
     out_vec = vec["result"].numpy()
     same_loop = bool(np.array_equal(out_vec, loop["result"]))
     same_ref = bool(np.array_equal(out_vec, ref["result"]))

@@ -8,6 +8,14 @@ import torch.nn.functional as F
 from pipeline.data.transforms import to_tensor
 
 
+def reference_dsrg_config():
+    """The DSRG loss parameters of the VOC setting (configs/voc_ep_dsrg.py: thresholds 0.85 /
+    0.99, the dsrg_train CRF, ...)."""
+    from stages.common import REPO_ROOT, load_experiment
+
+    return load_experiment(REPO_ROOT / "configs" / "voc_ep_dsrg.py").segmenter.dsrg_config()
+
+
 def smooth_fields(rng, n, size, cells=6) -> torch.Tensor:
     """(n, size, size) smooth N(0,1)-ish random fields (bicubic upsampled ``cells``² noise)."""
     coarse = torch.from_numpy(rng.standard_normal((n, 1, cells, cells)).astype(np.float32))

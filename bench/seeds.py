@@ -90,14 +90,15 @@ def _fake_saliency(ctx):
 def prepare(work_dir: Path, n: int, image_size: int, seed: int = 0) -> Path:
     """Data + stand-in heatmaps / saliency stages for ``n`` synthetic images in ``work_dir``."""
     import stages.data
+    from pipeline.settings import Settings
     from pipeline.stage import run_stage
 
     work_dir = Path(work_dir)
-    data = {"dataset": "synthetic", "label_source": "xml",
-            "synthetic": {"seed": int(seed), "image_size": int(image_size), "n_train": int(n), "n_val": 0,
-                          "n_test": 0}}
-    cfg = {"data": data}
-    run_stage("data", (), stages.data.run, cfg, data, work_dir)
+    cfg = Settings.from_dict({"experiment": {"seed": 0, "device": "cpu"}, "data": {
+        "dataset": "synthetic", "root": None, "sbd_root": None, "label_source": "xml",
+        "synthetic": {"seed": int(seed), "image_size": int(image_size), "n_train": int(n), "n_val": 0,
+                      "n_test": 0}}})
+    run_stage("data", (), stages.data.run, cfg, cfg.data, work_dir)
     run_stage("heatmaps", ("data",), _fake_heatmaps, cfg, {"split": "trainaug", "stand_in": "bench"}, work_dir)
     run_stage("saliency", ("data",), _fake_saliency, cfg, {"split": "trainaug", "stand_in": "bench"}, work_dir)
     return work_dir
@@ -184,9 +185,11 @@ def _child_main(work_dir: str, trace: bool) -> None:
 
     import stages.seeds
     from pipeline.data.index import DatasetIndex
+    from pipeline.settings.cues import SeedsSettings
     from pipeline.stage import run_stage
 
-    section = Config.fromfile(str(REPO / "configs" / "_base_" / "cues.py")).seeds.to_dict()
+    section = SeedsSettings.from_dict(
+        Config.fromfile(str(REPO / "configs" / "_base_" / "cues.py")).seeds.to_dict(), "seeds")
     cfg = {"seeds": section}
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     samples: list = []

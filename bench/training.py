@@ -41,9 +41,9 @@ def _loss_fn(kind: str):
     if kind == "classifier":
         from stages.classifier import make_loss_fn
         return make_loss_fn("multilabel_soft_margin")
-    from pipeline.dsrg import DSRGConfig
+    from bench.inputs import reference_dsrg_config
     from stages.segmenter import make_loss_fn
-    return make_loss_fn("dsrg", DSRGConfig(), None)
+    return make_loss_fn("dsrg", reference_dsrg_config(), None)
 
 
 def _sum_losses(out: dict) -> torch.Tensor:

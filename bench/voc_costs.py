@@ -75,7 +75,9 @@ def run(cfg: dict, ctx) -> list[dict]:
     def seeds():
         maps = load_heatmap(tmp / "maps.npz")["cam"].astype(np.float32)
         s = read_saliency(tmp / "sal.png", size=maps.shape[1:], normalise=False)
-        write_label_png(tmp / "labels.png", make_seeds(maps, classes, s, bg_sal=0.06))
+        write_label_png(tmp / "labels.png", make_seeds(maps, classes, s, fg_top=0.30, fg_mode="relative",
+                                                           bg_sal=0.06, overlap="max",
+                                                           bg_source="saliency", bg_cam=0.05))
         write_label_png(tmp / "pseudo.png", pseudo_mask_argmax(maps, classes, 0.2))
 
     def loader():

@@ -13,8 +13,9 @@ One training step, for logits z (B,C,h,w) at output stride 8 (41×41 for a 321 i
    ``"pydensecrf"`` one image per job on the CPU, in a process pool
    (:func:`pipeline.crf_pool.crf_batch`), or ``"torch"`` the exact mean-field of the whole batch
    on the logits' device (:func:`pipeline.crf_torch.dense_crf_torch`);
-4. grown seeds = :func:`pipeline.growing.grow_seeds` (thresholds 0.85 / 0.99, the image's
-   classes only) on Q (``grow_on="crf"``, the reference) or on P (``grow_on="probs"``);
+4. grown seeds = :func:`pipeline.growing.grow_seeds` (thresholds ``fg_threshold`` /
+   ``bg_threshold``, the image's classes only) on Q (``grow_on="crf"``, the reference) or on P
+   (``grow_on="probs"``);
 5. loss = seed_weight · balanced seeding loss(P, grown) + boundary_weight · KL(Q‖P)
    (:func:`pipeline.losses.balanced_seeding_loss`, :func:`pipeline.losses.boundary_loss`; Q is a
    constant, the Q/P ratio clipped to ``boundary_clip`` as DSRG's ``ConstrainLossLayer``).
@@ -55,40 +56,26 @@ from pipeline.growing import grow_seeds
 from pipeline.losses import balanced_seeding_loss, boundary_loss, stable_softmax_probs
 from pipeline.voc import IGNORE_INDEX
 
-__all__ = ["DSRGConfig", "crf_params_from_cfg", "crf_backend_from_cfg", "CRF_BACKENDS",
-           "cues_on_grid", "grid_images", "dsrg_losses", "ce_loss"]
+__all__ = ["DSRGConfig", "CRF_BACKENDS", "cues_on_grid", "grid_images", "dsrg_losses", "ce_loss"]
 
-_CRF_RUNTIME_KEYS = ("workers", "start_method", "enabled", "backend")
 CRF_BACKENDS = ("pydensecrf", "torch")
 
 
-def crf_params_from_cfg(crf_cfg) -> CRFParams:
-    """``dict(preset="dsrg_train", workers=..., **CRFParams overrides)`` → :class:`CRFParams`
-    (``workers`` / ``start_method`` describe the pool, ``backend`` the implementation: both
-    are ignored here)."""
-    cfg = {k: v for k, v in dict(crf_cfg or {}).items() if k not in _CRF_RUNTIME_KEYS}
-    return CRFParams.preset(cfg.pop("preset", "dsrg_train"), **cfg)
-
-
-def crf_backend_from_cfg(crf_cfg) -> str:
-    """``crf.backend`` of the segmenter's training CRF (default ``"pydensecrf"``), checked."""
-    backend = dict(crf_cfg or {}).get("backend", "pydensecrf")
-    if backend not in CRF_BACKENDS:
-        raise ValueError(f"segmenter.crf.backend must be one of {CRF_BACKENDS}, got {backend!r}")
-    return backend
-
-
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class DSRGConfig:
-    """Settings of :func:`dsrg_losses` (module docstring; config section ``segmenter.dsrg``)."""
-    fg_threshold: float = 0.85
-    bg_threshold: float = 0.99
-    grow_on: str = "crf"                # "crf": grow on Q (reference) | "probs": grow on P
-    seed_weight: float = 1.0
-    boundary_weight: float = 1.0
-    boundary_clip: tuple | None = (0.05, 20.0)
-    crf: CRFParams = CRFParams.preset("dsrg_train")
-    crf_backend: str = "pydensecrf"     # "pydensecrf" (CPU, process pool) | "torch" (on the device)
+    """Parameters of :func:`dsrg_losses` (module docstring), all required: growing thresholds,
+    what the seeds grow on ("crf": Q, the reference | "probs": P), loss weights, the Q/P clip
+    of the boundary loss (None = no clip, as SEC), the training CRF and its backend
+    ("pydensecrf": CPU, process pool | "torch": on the device). The stage builds it from the
+    ``segmenter.dsrg`` / ``segmenter.crf`` config sections."""
+    fg_threshold: float
+    bg_threshold: float
+    grow_on: str
+    seed_weight: float
+    boundary_weight: float
+    boundary_clip: tuple | None
+    crf: CRFParams
+    crf_backend: str
 
     def __post_init__(self):
         if self.grow_on not in ("crf", "probs"):
@@ -96,19 +83,6 @@ class DSRGConfig:
         if self.crf_backend not in CRF_BACKENDS:
             raise ValueError(f"segmenter.crf.backend must be one of {CRF_BACKENDS}, "
                              f"got {self.crf_backend!r}")
-
-    @classmethod
-    def from_cfg(cls, dsrg=None, crf=None) -> "DSRGConfig":
-        """From the ``dsrg`` and ``crf`` config sections (plain dicts or ConfigDicts)."""
-        d = dict(dsrg or {})
-        known = {f.name for f in dataclasses.fields(cls)} - {"crf", "crf_backend"}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown dsrg keys {unknown}; known {sorted(known)}")
-        clip = d.get("boundary_clip", cls.boundary_clip)
-        if clip is not None:
-            d["boundary_clip"] = (float(clip[0]), float(clip[1]))
-        return cls(**d, crf=crf_params_from_cfg(crf), crf_backend=crf_backend_from_cfg(crf))
 
 
 def _grid_index(n_in: int, n_out: int, device) -> torch.Tensor:
@@ -165,20 +139,18 @@ def _start_crf(images: np.ndarray, probs: torch.Tensor, params: CRFParams, pool,
 
 
 def dsrg_losses(logits: torch.Tensor, labels: torch.Tensor, classes: torch.Tensor,
-                raw_images, cfg: DSRGConfig | dict | None = None, crf_pool=None) -> dict:
+                raw_images, cfg: DSRGConfig, crf_pool=None) -> dict:
     """DSRG losses of one batch (module docstring).
 
     ``logits`` (B,C,h,w); ``labels`` (B,H,W) seed label maps of the crops (255 = none);
     ``classes`` (B,C) bool image classes ([0] = background, forced on); ``raw_images``
-    (B,H,W,3) uint8 crops; ``cfg`` a :class:`DSRGConfig` (or a ``dsrg`` dict); ``crf_pool``
-    an executor from :func:`pipeline.crf_pool.make_crf_pool` or None (in-process CRF; the
-    pool is not used by the torch backend).
+    (B,H,W,3) uint8 crops; ``cfg`` a :class:`DSRGConfig`; ``crf_pool`` an executor from
+    :func:`pipeline.crf_pool.make_crf_pool` or None (in-process CRF; the pool is not used by
+    the torch backend).
     Returns ``{"loss_seed", "loss_boundary" (when boundary_weight > 0), "seed_bg", "seed_fg",
     "cov_before", "cov_after", "crf_wait_s", "grow_s"}`` and the diagnostics of
     :func:`pipeline.dsrg_diagnostics.growing_diagnostics` (scalar tensors on the logits' device).
     """
-    if not isinstance(cfg, DSRGConfig):
-        cfg = DSRGConfig.from_cfg(cfg)
     logits = logits.float()
     B, C, h, w = logits.shape
     dev = logits.device
@@ -216,7 +188,7 @@ def dsrg_losses(logits: torch.Tensor, labels: torch.Tensor, classes: torch.Tenso
     return out
 
 
-def ce_loss(logits: torch.Tensor, labels: torch.Tensor, resolution: str = "input") -> torch.Tensor:
+def ce_loss(logits: torch.Tensor, labels: torch.Tensor, resolution: str) -> torch.Tensor:
     """Cross-entropy with 255 ignored, averaged over the labelled pixels (0 when none).
 
     ``resolution="input"``: logits bilinearly upsampled to the label size with the stride-8

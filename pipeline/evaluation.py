@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.inference import InferenceSettings, crf_from_cfg, iter_segmentation, open_crf_pool
+from pipeline.crf import CRFParams
+from pipeline.inference import InferenceSettings, iter_segmentation, open_crf_pool
 from pipeline.io_utils import json_safe
 from pipeline.metrics import ConfusionMatrix
 from pipeline.voc import IGNORE_INDEX, read_label_png, write_label_png
@@ -69,15 +70,20 @@ def write_overlay(path, image, pred, pred_crf=None, gt=None, alpha: float = 0.6)
     save_rgb(path, panel_row(tiles, names))
 
 
-def evaluate_segmenter(net, index, split: str, eval_cfg, device="cpu", out_dir=None,
-                       rank: int = 0, world_size: int = 1, log=None, ids=None) -> dict:
+def evaluate_segmenter(net, index, split: str, settings: InferenceSettings, device="cpu", *,
+                       crf: CRFParams | None = None, workers: int = 0, chunk: int | None = None,
+                       out_dir=None, n_overlays: int = 0, save_predictions: bool = True,
+                       save_no_crf: bool = False, rank: int = 0, world_size: int = 1,
+                       log=None, ids=None) -> dict:
     """Predict every id of ``split`` and score it against the GT, with and without CRF.
 
-    ``eval_cfg``: the inference keys (``size``, ``scales``, ``flip``, ``batch_size``, ``amp``,
-    ``crf=dict(enabled, preset, workers, ...)``) plus ``n_overlays`` (first ids of the split),
-    ``save_predictions`` (default True) and ``chunk``. With ``out_dir``: ``pred/<id>.png``
-    (palette PNG of the final prediction: with CRF when enabled), ``pred_nocrf/<id>.png`` when
-    ``save_no_crf`` and the CRF is on, ``overlays/<id>.png``.
+    ``settings``: the network's inference (:class:`pipeline.inference.InferenceSettings`);
+    ``crf``: the dense CRF's parameters (None = no CRF), run in a pool of ``workers`` processes
+    when ``workers >= 2``; ``chunk``: images streamed per chunk (None = the default of
+    :func:`pipeline.inference.iter_segmentation`). With ``out_dir``: ``pred/<id>.png``
+    (palette PNG of the final prediction: with CRF when enabled) when ``save_predictions``,
+    ``pred_nocrf/<id>.png`` when ``save_no_crf`` and the CRF is on, ``overlays/<id>.png`` for the
+    first ``n_overlays`` ids of the split.
     Under DDP (``world_size > 1``) rank r handles ids ``r::world_size`` and the confusion matrices
     are summed over ranks (every rank returns the same numbers). ``ids``: score these ids
     (e.g. the images some pseudo-masks were scored on) instead of all of ``split``.
@@ -86,16 +92,12 @@ def evaluate_segmenter(net, index, split: str, eval_cfg, device="cpu", out_dir=N
     protocol that ran, :meth:`~pipeline.inference.InferenceSettings.describe`), "mIoU" (final),
     "no_crf": summary, "crf": summary | None, "confusion": {"no_crf", "crf"}}``.
     """
-    get = eval_cfg.get
-    settings = InferenceSettings.from_cfg(eval_cfg)
-    crf, workers = crf_from_cfg(get("crf"))
     ids = index.ids(split) if ids is None else list(ids)
     mine = ids[rank::world_size] if world_size > 1 else ids
-    n_overlays = int(get("n_overlays", 0) or 0)
     overlay_ids = set(ids[:n_overlays])
     out = Path(out_dir) if out_dir is not None else None
-    save_pred = out is not None and bool(get("save_predictions", True))
-    save_raw = save_pred and crf is not None and bool(get("save_no_crf", False))
+    save_pred = out is not None and save_predictions
+    save_raw = save_pred and crf is not None and save_no_crf
     C = index.num_classes
     cm, cm_crf = ConfusionMatrix(C), ConfusionMatrix(C)
     n_pred = n_scored = n_missing = 0
@@ -103,7 +105,7 @@ def evaluate_segmenter(net, index, split: str, eval_cfg, device="cpu", out_dir=N
     pool = open_crf_pool(crf, workers)
     try:
         for seg in iter_segmentation(net, items, settings, device, crf=crf, pool=pool,
-                                     chunk=get("chunk")):
+                                     chunk=chunk):
             n_pred += 1
             gt = read_gt(index, seg.key)
             if gt is None:

@@ -167,7 +167,7 @@ def _present_index(classes: torch.Tensor):
 
 @torch.no_grad()
 def grow_seeds(probs: torch.Tensor, cues: torch.Tensor, image_classes: torch.Tensor,
-               fg_threshold: float = 0.85, bg_threshold: float = 0.99) -> torch.Tensor:
+               fg_threshold: float, bg_threshold: float) -> torch.Tensor:
     """DSRG region growing (module docstring), batched and vectorised on ``probs.device``.
 
     Returns a (B,C,H,W) bool tensor: the original cues plus the grown pixels.
@@ -205,8 +205,8 @@ def grow_seeds(probs: torch.Tensor, cues: torch.Tensor, image_classes: torch.Ten
     return out
 
 
-def grow_seeds_reference(probs, cues, image_classes, fg_threshold: float = 0.85,
-                         bg_threshold: float = 0.99) -> np.ndarray:
+def grow_seeds_reference(probs, cues, image_classes, fg_threshold: float,
+                         bg_threshold: float) -> np.ndarray:
     """Per-image, per-class loop version of :func:`grow_seeds` with ``scipy.ndimage.label``.
 
     Same semantics and choices (module docstring); numpy in, numpy bool (B,C,H,W) out. For tests

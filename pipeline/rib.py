@@ -43,34 +43,36 @@ import torch.nn.functional as F
 from pipeline.geometry import grid_to_frame
 from pipeline.heatmaps import normalise_per_class
 
-__all__ = ["RIB_DEFAULTS", "rib_heatmaps", "plain_cam", "pick_negatives"]
+__all__ = ["RIB_OPTIONS", "rib_heatmaps", "plain_cam", "pick_negatives"]
 
-RIB_DEFAULTS = dict(
-    steps=10,                      # fine-tuning steps per image (RIB_iter)
-    lr=8e-6,                       # RIB_lr for VOC (with the 'sum' loss)
-    classifier_lr_mult=10.0,       # lr multiplier of the 1x1 classifier
-    weight_decay=1e-4,
-    momentum=0.0,                  # RIB: plain SGD (PolyOptimizer)
-    poly_power=0.9,
-    scales=(1.0, 0.5, 1.5, 2.0),   # target views (the first is used for the coverage check)
-    flip=True,
-    tau=0.4,                       # GNDRP threshold
-    max_logit=100.0,               # stop when a labelled target logit exceeds this
-    explode_th=0.3,                # coverage check: normalised CAM > explode_th ...
-    explode_ratio=0.7,             # ... on more than this fraction of the pixels -> stop
-    neg_batch=20,                  # negatives per step (random subset when more are given)
-    loss_reduction="sum",          # 'sum' (RIB) | 'mean' (over the images of the batch)
-    train_mode=False,              # False: eval-mode forwards (frozen BN statistics, no dropout)
-    seed=0,                        # negatives sub-sampling
+# the options of rib_heatmaps (every one must be given; reference values in configs/_base_/cues.py)
+RIB_OPTIONS = (
+    "steps",                       # fine-tuning steps per image (RIB_iter)
+    "lr",                          # RIB_lr (VOC: 8e-6 with the 'sum' loss)
+    "classifier_lr_mult",          # lr multiplier of the 1x1 classifier
+    "weight_decay",
+    "momentum",                    # RIB: plain SGD (PolyOptimizer), momentum 0
+    "poly_power",                  # lr · (1 - step/steps)^poly_power
+    "scales",                      # target views (the first is used for the coverage check)
+    "flip",
+    "tau",                         # GNDRP threshold
+    "max_logit",                   # stop when a labelled target logit exceeds this
+    "explode_th",                  # coverage check: normalised CAM > explode_th ...
+    "explode_ratio",               # ... on more than this fraction of the pixels -> stop
+    "neg_batch",                   # negatives per step (random subset when more are given)
+    "loss_reduction",              # 'sum' (RIB) | 'mean' (over the images of the batch)
+    "train_mode",                  # False: eval-mode forwards (frozen BN statistics, no dropout)
+    "seed",                        # negatives sub-sampling
 )
 
 
 def _cfg(cfg) -> dict:
     cfg = dict(cfg or {})
-    unknown = sorted(set(cfg) - set(RIB_DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown RIB options {unknown}; known {sorted(RIB_DEFAULTS)}")
-    return {**RIB_DEFAULTS, **cfg}
+    unknown = sorted(set(cfg) - set(RIB_OPTIONS))
+    missing = [k for k in RIB_OPTIONS if k not in cfg]
+    if unknown or missing:
+        raise ValueError(f"RIB options: unknown {unknown}, missing {missing}; expected {list(RIB_OPTIONS)}")
+    return cfg
 
 
 def _views(image: torch.Tensor, scales, flip: bool) -> list[torch.Tensor]:
@@ -127,7 +129,7 @@ def plain_cam(net, image: torch.Tensor, labels: torch.Tensor, scales=(1.0,), fli
 
 
 def rib_heatmaps(net, image: torch.Tensor, labels: torch.Tensor,
-                 negatives: torch.Tensor | None = None, cfg: dict | None = None,
+                 negatives: torch.Tensor | None, cfg: dict,
                  negative_labels: torch.Tensor | None = None,
                  optimizer: torch.optim.Optimizer | None = None, return_info: bool = False):
     """RIB heatmaps of one image (see the module docstring).
@@ -137,7 +139,7 @@ def rib_heatmaps(net, image: torch.Tensor, labels: torch.Tensor,
     foreground channels; ``negatives`` (N, 3, h, w) images sharing no class with it (or None);
     ``negative_labels`` (N, K) their labels — RIB raises the negatives' own class logits; with
     None they get all-zero labels and add nothing to the loss (they then only matter for
-    BatchNorm with ``train_mode=True``). ``cfg``: overrides of :data:`RIB_DEFAULTS`.
+    BatchNorm with ``train_mode=True``). ``cfg``: every option of :data:`RIB_OPTIONS`.
     ``optimizer``: optional optimizer over ``net``'s parameters (its state is restored too);
     default a fresh SGD per call. Returns ``cam`` (K, H, W) on the image's device — labelled
     classes normalised to max 1, others 0 — and with ``return_info`` also ``info`` =

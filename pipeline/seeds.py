@@ -47,8 +47,8 @@ def _fg_claims(heatmaps: np.ndarray, fg_top: float, fg_mode: str) -> np.ndarray:
 BG_SOURCES = ("saliency", "cam", "both")
 
 
-def background_cues(heatmaps, saliency=None, bg_source: str = "saliency", bg_sal: float = 0.06,
-                    bg_cam: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+def background_cues(heatmaps, saliency=None, *, bg_source: str, bg_sal: float,
+                    bg_cam: float) -> tuple[np.ndarray, np.ndarray]:
     """``(background, veto)``, boolean (H, W) each (docs/ALGORITHMS.md §3): the pixels labelled
     background, and the pixels where a background cue withdraws a foreground claim.
 
@@ -83,17 +83,16 @@ def background_cues(heatmaps, saliency=None, bg_source: str = "saliency", bg_sal
     return sal_bg & cam_bg, sal_bg | cam_bg
 
 
-def make_seeds(heatmaps, classes, saliency, fg_top: float = 0.30, fg_mode: str = "relative",
-               bg_sal: float = 0.06, overlap: str = "max", bg_source: str = "saliency",
-               bg_cam: float = 0.05) -> np.ndarray:
+def make_seeds(heatmaps, classes, saliency, *, fg_top: float, fg_mode: str, bg_sal: float,
+               overlap: str, bg_source: str, bg_cam: float) -> np.ndarray:
     """Seed label map (H, W) uint8 from per-class heatmaps and a saliency map.
 
     Args:
         heatmaps: (K_img, H, W) float, each map normalised to [0, 1] (by its max).
         classes: K_img dataset indices (>= 1) of the heatmaps.
         saliency: (H, W) in [0, 1]; may be None with ``bg_source='cam'``.
-        fg_top, fg_mode: foreground rule, see :func:`_fg_claims`.
-        bg_source, bg_sal, bg_cam: background rule, see :func:`background_cues` (default:
+        fg_top, fg_mode: foreground rule, see :func:`_fg_claims` (EP paper §4.4: top 30 %).
+        bg_source, bg_sal, bg_cam: background rule, see :func:`background_cues` (EP paper §4.4:
             ``saliency < bg_sal``).
         overlap: a pixel claimed by several classes gets the claimant with the highest
             (normalised) heatmap value (``'max'``; an exact tie for the highest value → 255),
@@ -112,7 +111,7 @@ def make_seeds(heatmaps, classes, saliency, fg_top: float = 0.30, fg_mode: str =
     if overlap not in ("max", "ignore"):
         raise ValueError(f"overlap must be 'max' or 'ignore', got {overlap!r}")
 
-    bg, veto = background_cues(hm, saliency, bg_source, bg_sal, bg_cam)
+    bg, veto = background_cues(hm, saliency, bg_source=bg_source, bg_sal=bg_sal, bg_cam=bg_cam)
     out = np.full(bg.shape, IGNORE_INDEX, dtype=np.uint8)
     out[bg] = 0
     if not classes:

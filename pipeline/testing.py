@@ -13,7 +13,7 @@ def save_untrained_classifier(ctx) -> dict:
 
     index = DatasetIndex.load(ctx.upstream_dir("data"))
     torch.manual_seed(0)
-    cfg = ctx.section["model"].to_dict()
+    cfg = ctx.section.model.to_dict()
     net = build_classifier(cfg, index.num_classes - 1)
     torch.nn.init.normal_(net.classifier.weight, std=1.0)
     save_model(ctx.out / "model.pth", net, "classifier", cfg, index.num_classes - 1, index.classes)
@@ -38,9 +38,10 @@ def seeds_from_masks(ctx, drop: float = 0.75) -> dict:
     return {"counts": {"images": len(index.ids("trainaug"))}}
 
 
-def tiny_work_dir(root, exp_text: str, classifier_run=save_untrained_classifier):
-    """Write ``exp_text`` to ``root/exp.py``, run the data stage and a fake classifier stage
-    (``classifier_run``) into ``root/work``; return ``(exp_path, work_dir, cfg)``."""
+def tiny_work_dir(root, exp_text: str, classifier_run=save_untrained_classifier, bases=()):
+    """Write ``exp_text`` to ``root/exp.py`` (inheriting the ``configs/_base_/`` files ``bases``),
+    run the data stage and a fake classifier stage (``classifier_run``) into ``root/work``;
+    return ``(exp_path, work_dir, cfg)``."""
     from pathlib import Path
 
     import stages.data
@@ -48,8 +49,7 @@ def tiny_work_dir(root, exp_text: str, classifier_run=save_untrained_classifier)
     from stages.common import load_experiment
 
     root = Path(root)
-    exp = root / "exp.py"
-    exp.write_text(exp_text)
+    exp = write_exp(root, exp_text, bases)
     wd = root / "work"
     cfg = load_experiment(exp)
     run_stage("data", (), stages.data.run, cfg, cfg.data, wd)
@@ -96,13 +96,12 @@ def tiny_ddp_setup(root) -> str:
     """The data stage of a tiny synthetic dataset under ``root/work``; returns that folder."""
     from pathlib import Path
 
-    from mmengine.config import Config
-
     import stages.data
+    from pipeline.settings import Settings
     from pipeline.stage import run_stage
 
     work = Path(root) / "work"
-    cfg = Config(dict(experiment=dict(name="ddp", seed=0), data=TINY_DATA))
+    cfg = Settings.from_dict(dict(experiment=dict(name="ddp", seed=0, device="cpu"), data=TINY_DATA))
     run_stage("data", (), stages.data.run, cfg, cfg.data, work)
     return str(work)
 
@@ -111,10 +110,12 @@ def _tiny_trainings(index) -> dict:
     """(network, loss function, dataset) of the classifier and the segmenter (DSRG loss, the GT
     masks as seeds), small enough for a few CPU iterations."""
     from pipeline.data.datasets import ClassificationDataset, SegmentationDataset
-    from pipeline.dsrg import DSRGConfig
     from pipeline.models.classifier import build_classifier
     from pipeline.models.deeplab import build_segmenter
     from stages import classifier, segmenter
+    from stages.common import REPO_ROOT, load_experiment
+
+    dsrg = load_experiment(REPO_ROOT / "configs" / "voc_ep_dsrg.py").segmenter.dsrg_config()
 
     torch.manual_seed(0)
     cls = build_classifier(dict(backbone=dict(width=0.125, batch_norm=True), pretrained=None,
@@ -122,7 +123,7 @@ def _tiny_trainings(index) -> dict:
     seg = build_segmenter(dict(width=0.0625, batch_norm=True, fc_channels=32, rates=(1, 2)), index.num_classes)
     return {"classifier": (cls, classifier.make_loss_fn("multilabel_soft_margin"),
                            ClassificationDataset(index, "trainaug", 48, train=True)),
-            "segmenter": (seg, segmenter.make_loss_fn("dsrg", DSRGConfig.from_cfg(None, None)),
+            "segmenter": (seg, segmenter.make_loss_fn("dsrg", dsrg),
                           SegmentationDataset(index, "trainaug", None, 48, train=True))}
 
 
@@ -150,13 +151,16 @@ def ddp_worker(rank: int, world_size: int, port: int, root: str, work: str) -> N
             torch.save(net.state_dict(), Path(root) / f"{kind}_rank{rank}.pt")
     finally:
         dist.destroy_process_group()
-def write_exp(tmp_path, text: str):
-    """Write an experiment file ``tmp_path/exp.py`` (``text`` dedented); return its path."""
+def write_exp(tmp_path, text: str, bases=()):
+    """Write an experiment file ``tmp_path/exp.py`` (``text`` dedented) inheriting the
+    ``configs/_base_/`` files ``bases`` (where every key has its default); return its path."""
     import textwrap
     from pathlib import Path
 
+    base_dir = Path(__file__).resolve().parent.parent / "configs" / "_base_"
+    head = f"_base_ = {[str(base_dir / b) for b in bases]!r}\n" if bases else ""
     path = Path(tmp_path) / "exp.py"
-    path.write_text(textwrap.dedent(text))
+    path.write_text(head + textwrap.dedent(text))
     return path
 
 

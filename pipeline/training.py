@@ -264,11 +264,12 @@ def _run(model, net, batches, opt, scaler, logger, work_dir, it, samples, *, see
 
 def train_from_section(net: nn.Module, loss_fn, dataset, tr, *, work_dir, seed: int = 0,
                        world_size: int = 1, device=None, log=print, hooks: Sequence[Callable] = ()) -> nn.Module:
-    """:func:`train` with its arguments read from a stage's ``train`` config section."""
+    """:func:`train` with its arguments read from a stage's checked ``train`` section (a mapping
+    of the config's keys, pipeline.settings.train.TrainSettings; ``paramwise`` may be unset)."""
     return train(net, loss_fn, dataset, work_dir=work_dir, max_iters=int(tr["max_iters"]),
                  batch_size=int(tr["batch_size"]), optimizer=dict(tr["optimizer"]),
-                 schedule=dict(tr.get("schedule", {"type": "poly"})), lr_mult=dict(tr.get("lr_mult", {})),
-                 paramwise=dict(tr.get("paramwise", {})),
-                 num_workers=int(tr.get("num_workers", 0)), log_interval=int(tr.get("log_interval", 10)),
-                 checkpoint_interval=int(tr.get("checkpoint_interval", 500)), seed=seed,
-                 amp=bool(tr.get("amp", False)), world_size=world_size, device=device, log=log, hooks=hooks)
+                 schedule=dict(tr["schedule"]), lr_mult=dict(tr["lr_mult"]),
+                 paramwise=dict(tr.get("paramwise") or {}),
+                 num_workers=int(tr["num_workers"]), log_interval=int(tr["log_interval"]),
+                 checkpoint_interval=int(tr["checkpoint_interval"]), seed=seed,
+                 amp=bool(tr["amp"]), world_size=world_size, device=device, log=log, hooks=hooks)

@@ -24,7 +24,6 @@ atomically) and is printed; a variant that fails is reported in its row and the 
 from __future__ import annotations
 
 import argparse
-import copy
 import importlib
 import os
 import sys
@@ -33,64 +32,35 @@ import traceback
 from pathlib import Path
 
 from pipeline.ablation_table import COLUMNS, FULL_COLUMNS, STATUS_COLUMN, format_markdown, nested_get
+from pipeline.settings import ConfigError, flatten_overrides
+from pipeline.settings.experiment import ABLATION_RESERVED
 from pipeline.io_utils import write_json_atomic, write_text_atomic
-from pipeline.stage import (StageError, _plain, config_digests, read_manifest, run_stage,
-                            stage_status)
+from pipeline.stage import StageError, config_digests, read_manifest, run_stage, stage_status
 from stages.common import add_opts_argument, expand_opts_line, stage_upstream
 
 SHARED = ("data", "saliency")
 CUE_STAGES = ("classifier", "heatmaps", "seeds")
 FULL_STAGES = ("segmenter", "eval")
-RESERVED = ("label", "classifier_from")
 FORMAT = "wsss-ablation/1"
 
 # ------------------------------------------------------------------------------- variants ---
-def _flatten(d, prefix: str = "") -> dict:
-    """``{"a": {"b": 1}, "c.d": 2}`` → ``{"a.b": 1, "c.d": 2}`` (dict values are merged anyway)."""
-    out = {}
-    for k, v in (_plain(d) or {}).items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def variant_specs(cfg) -> dict[str, dict]:
-    """``{name: {"label", "classifier_from", "opts"}}`` in config order."""
-    abl = cfg.get("ablation")
-    if not abl or not abl.get("variants"):
+    """``{name: {"label", "classifier_from", "opts"}}`` in config order (the variants were
+    checked when the experiment was loaded: :meth:`pipeline.settings.Settings.variant`)."""
+    if cfg.ablation is None:
         raise StageError("the experiment has no `ablation.variants` section: add "
                          "\"_base_/ablation.py\" to its _base_ list")
     specs = {}
-    for name, raw in abl["variants"].items():
-        raw = _plain(raw) or {}
-        opts = _flatten({k: v for k, v in raw.items() if k not in RESERVED})
-        bad = [k for k in opts if "." not in k]
-        if bad:
-            raise StageError(f"ablation.variants.{name}: unknown key(s) {bad}: overrides are "
-                             f"'section.key' (reserved keys: {RESERVED})")
+    for name, raw in cfg.ablation.variants.items():
+        opts = flatten_overrides({k: v for k, v in raw.items() if k not in ABLATION_RESERVED})
         specs[str(name)] = {"name": str(name), "label": raw.get("label") or str(name),
                             "classifier_from": raw.get("classifier_from"), "opts": opts}
-    for name, spec in specs.items():
-        src = spec["classifier_from"]
-        if src is not None and (src not in specs or specs[src]["classifier_from"] is not None):
-            raise StageError(f"ablation.variants.{name}.classifier_from={src!r} must name a variant "
-                             f"that trains its own classifier ({', '.join(specs)})")
     return specs
 
 
-def variant_config(cfg, spec: dict, common: dict | None = None):
-    """A copy of the experiment config with ``ablation.common`` then the variant's overrides."""
-    vcfg = copy.deepcopy(cfg)
-    for opts in (_flatten(common or {}), spec["opts"]):
-        unknown = sorted({k.split(".")[0] for k in opts} - set(vcfg.keys()))
-        if unknown:
-            raise StageError(f"ablation override(s) name unknown config section(s): {unknown}")
-        if opts:
-            vcfg.merge_from_dict(opts)
-    return vcfg
+def variant_config(cfg, name: str):
+    """The checked settings of variant ``name``: ``ablation.common``, then its overrides."""
+    return cfg.variant(name)
 
 
 def stage_module(stage: str):
@@ -99,11 +69,7 @@ def stage_module(stage: str):
 
 def stage_section(mod, cfg):
     """The section a stage's run gets (as in :func:`stages.common.main_for`)."""
-    sections = getattr(mod, "SECTIONS", (mod.STAGE,))
-    missing = [s for s in sections if s not in cfg]
-    if missing:
-        raise StageError(f"no config section {missing[0]!r} for stage {mod.STAGE!r}")
-    return {s: cfg[s] for s in sections} if len(sections) > 1 else cfg[mod.STAGE]
+    return cfg.stage_section(mod.STAGE, getattr(mod, "SECTIONS", None))
 
 
 def _link(link: Path, target: Path) -> None:
@@ -171,7 +137,7 @@ def inference_map(cls_dir: Path, data_dir: Path, pooling: str, cfg, device: str,
     from stages.classifier import evaluate
 
     net, _ = load_model(cls_dir / "model.pth", kind="classifier")
-    res = evaluate(net, DatasetIndex.load(data_dir), cfg.classifier.get("val", {}), device, (pooling,))
+    res = evaluate(net, DatasetIndex.load(data_dir), cfg.classifier.val, device, (pooling,))
     return res[pooling]["mAP"]
 
 
@@ -180,7 +146,7 @@ def variant_row(name: str, spec: dict, vcfg, vdir: Path, device: str, *, score_i
     man = {s: read_manifest(vdir / s) for s in CUE_STAGES + FULL_STAGES}
     met = {s: (m or {}).get("metrics", {}) for s, m in man.items()}
     trained = met["classifier"].get("pooling")
-    inf = met["heatmaps"].get("inference_pooling") or (vcfg.get("heatmaps") or {}).get("pooling") or trained
+    inf = met["heatmaps"].get("inference_pooling") or vcfg.heatmaps.pooling or trained
     mAP = met["classifier"].get("val_mAP")
     if inf and trained and inf != trained:
         mAP = None
@@ -229,8 +195,7 @@ def run_ablation(cfg, work_dir, *, variants=None, full: bool | None = None, forc
     """Run (or find fresh) every selected variant; write and return the results."""
     work_dir = Path(work_dir).resolve()
     specs = variant_specs(cfg)
-    abl = cfg.ablation
-    full = bool(abl.get("full", False)) if full is None else bool(full)
+    full = cfg.ablation.full if full is None else bool(full)
     selected = list(specs) if not variants else list(variants)
     unknown = [v for v in selected if v not in specs]
     if unknown:
@@ -242,8 +207,7 @@ def run_ablation(cfg, work_dir, *, variants=None, full: bool | None = None, forc
     for stage in SHARED:                                   # shared inputs in the main WORK_DIR
         _run(stage, cfg, work_dir, force=False, device=device)
 
-    common = abl.get("common") or {}
-    vcfgs = {n: variant_config(cfg, s, common) for n, s in specs.items()}
+    vcfgs = {n: variant_config(cfg, n) for n in specs}
     errors, status, ran = {}, {}, {}
 
     def prepare(name: str) -> Path:
@@ -318,7 +282,7 @@ def run_ablation(cfg, work_dir, *, variants=None, full: bool | None = None, forc
             row["error"] = errors[name]
         rows.append(row)
 
-    results = {"format": FORMAT, "experiment": cfg.experiment.get("name"), "work_dir": str(work_dir),
+    results = {"format": FORMAT, "experiment": cfg.experiment.name, "work_dir": str(work_dir),
                "full": full, "selected": selected, "stages": list(stages),
                "generated": time.strftime("%Y-%m-%dT%H:%M:%S"), "columns": [list(c) for c in COLUMNS
                                                                            + FULL_COLUMNS + [STATUS_COLUMN]],
@@ -326,7 +290,7 @@ def run_ablation(cfg, work_dir, *, variants=None, full: bool | None = None, forc
     md = format_markdown(results)
     write_json_atomic(root / "results.json", results)
     write_text_atomic(root / "results.md", md)
-    log(f"\nAblation ({cfg.experiment.get('name')}) -> {root / 'results.md'}\n\n{md}")
+    log(f"\nAblation ({cfg.experiment.name}) -> {root / 'results.md'}\n\n{md}")
     return results
 
 
@@ -343,10 +307,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    from stages.common import DEFAULT_EXP, choose_device, default_work_dir, load_experiment
+    from stages.common import DEFAULT_EXP, choose_device, config_exit, default_work_dir, load_experiment
 
     a = parse_args(argv)
-    cfg = load_experiment(a.exp or DEFAULT_EXP, a.opts)
+    try:
+        cfg = load_experiment(a.exp or DEFAULT_EXP, a.opts)
+        for name in cfg.ablation.variants if cfg.ablation is not None else ():
+            cfg.variant(name)                 # every variant's overrides, before anything runs
+    except ConfigError as exc:
+        raise config_exit("ablation", exc) from None
     work_dir = Path(a.work_dir).expanduser().resolve() if a.work_dir else default_work_dir(cfg)
     device = choose_device(cfg)
     variants = [v for item in (a.variants or []) for v in item.replace(",", " ").split()]

@@ -71,14 +71,13 @@ def check(result_path, index, split: str = "test", comp: str = "comp6") -> list[
 
 def main(argv=None) -> int:
     from pipeline.data.index import DatasetIndex
-    from stages.common import DEFAULT_EXP, default_work_dir, load_experiment
+    from stages.common import DEFAULT_EXP, default_work_dir, load_experiment_or_exit
 
     a = parse_args(argv)
-    cfg = load_experiment(a.exp or DEFAULT_EXP, a.opts)
+    cfg = load_experiment_or_exit("check-submission", a.exp or DEFAULT_EXP, a.opts)
     work_dir = Path(a.work_dir).expanduser().resolve() if a.work_dir else default_work_dir(cfg)
-    sub_cfg = cfg.get("submit", {}) or {}
-    split = a.split or sub_cfg.get("split", "test")
-    comp = a.comp or sub_cfg.get("comp", "comp6")
+    split = a.split or (cfg.submit.split if cfg.submit is not None else "test")
+    comp = a.comp or (cfg.submit.comp if cfg.submit is not None else "comp6")
     try:
         index = DatasetIndex.load(work_dir / "data")
     except (FileNotFoundError, ValueError) as exc:

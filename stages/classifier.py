@@ -27,11 +27,11 @@ EP_STALL_CAUSE = ("EP normalisation (classifier.model.pooling.normalize='hw' poo
 
 
 def model_config(section) -> dict:
-    """The model section with ``pretrained`` resolved to an absolute path (or torchvision/None)."""
-    cfg = section["model"].to_dict() if hasattr(section["model"], "to_dict") else dict(section["model"])
-    pre = cfg.get("pretrained")
-    if pre not in (None, "torchvision"):
-        cfg["pretrained"] = resolve_path(pre)
+    """The model section as a dict (what ``model.pth`` records) with ``pretrained`` resolved to
+    an absolute path (or torchvision/None)."""
+    cfg = section.model.to_dict()
+    if cfg["pretrained"] not in (None, "torchvision"):
+        cfg["pretrained"] = resolve_path(cfg["pretrained"])
     return cfg
 
 
@@ -56,11 +56,11 @@ def predict_scores(net, loader, device) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(scores), torch.cat(targets)
 
 
-def evaluate(net, index, val_cfg, device, poolings=()) -> dict:
-    """mAP and per-class AP on ``val_cfg.split`` for the trained pooling and ``poolings``."""
-    ds = ClassificationDataset(index, val_cfg.get("split", "val"), val_cfg.get("size", 321), train=False)
-    loader = DataLoader(ds, batch_size=int(val_cfg.get("batch_size", 16)), shuffle=False,
-                        num_workers=int(val_cfg.get("num_workers", 0)))
+def evaluate(net, index, val, device, poolings=()) -> dict:
+    """mAP and per-class AP on ``val.split`` (the typed ``classifier.val`` section) for the
+    trained pooling and ``poolings``."""
+    ds = ClassificationDataset(index, val.split, val.size, train=False)
+    loader = DataLoader(ds, batch_size=val.batch_size, shuffle=False, num_workers=val.num_workers)
     trained = net.pooling_name
     results = {}
     for name in (trained, *[p for p in poolings if p != trained]):
@@ -74,29 +74,28 @@ def evaluate(net, index, val_cfg, device, poolings=()) -> dict:
 
 
 def run(ctx) -> dict:
-    sec, tr = ctx.section, ctx.section["train"]
+    sec, tr = ctx.section, ctx.section.train
     index = DatasetIndex.load(ctx.upstream_dir("data"))
-    seed = int(ctx.cfg.experiment.get("seed", 0))
+    seed = ctx.cfg.experiment.seed
     torch.manual_seed(seed)
     model_cfg = model_config(sec)
     net = build_classifier(model_cfg, index.num_classes - 1)
     ctx.log(f"VGG-16 classifier, pooling={net.pooling_name}, {index.num_classes - 1} classes, "
             f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f}M parameters, pretrained="
-            f"{model_cfg.get('pretrained')}")
+            f"{model_cfg['pretrained']}")
     if net.backbone.init_report is not None:
         ctx.log(net.backbone.init_report.describe())
-    train_ds = ClassificationDataset(index, tr.get("split", "trainaug"), tr["crop"], train=True,
-                                     scale_range=tuple(tr.get("scale_range", (1.0, 1.0))),
-                                     resize=tr.get("resize"))
+    train_ds = ClassificationDataset(index, tr.split, tr.crop, train=True,
+                                     scale_range=tr.scale_range, resize=tr.resize)
     guard = training_guard(tr, STAGE, causes=(EP_STALL_CAUSE,) if net.pooling_name == "ep" else ())
-    net = train_from_section(net, make_loss_fn(tr.get("loss", "multilabel_soft_margin")), train_ds, tr,
+    net = train_from_section(net, make_loss_fn(tr.loss), train_ds, tr,
                              work_dir=ctx.out / "train", seed=seed, world_size=ctx.world_size,
                              device=ctx.device, log=ctx.log, hooks=[guard])
-    counts = {"train_images": len(train_ds), "iterations": int(tr["max_iters"])}
+    counts = {"train_images": len(train_ds), "iterations": tr.max_iters}
     metrics = {}
     if ctx.rank == 0:
-        val = sec.get("val", {})
-        res = evaluate(net, index, val, ctx.device, tuple(val.get("extra_poolings", ())))
+        val = sec.val
+        res = evaluate(net, index, val, ctx.device, val.extra_poolings)
         trained = net.pooling_name
         metrics = {"val_mAP": res[trained]["mAP"], "val_AP": res[trained]["AP"],
                    "pooling": trained,
@@ -105,7 +104,7 @@ def run(ctx) -> dict:
             f"; {k} inference mAP = {100 * v['mAP']:.2f}" for k, v in res.items() if k != trained))
         save_model(ctx.out / "model.pth", net, "classifier", model_cfg, index.num_classes - 1, index.classes,
                    section=STAGE)
-        counts["val_images"] = len(index.ids(val.get("split", "val")))
+        counts["val_images"] = len(index.ids(val.split))
     return {"counts": counts, "metrics": metrics}
 
 

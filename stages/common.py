@@ -7,12 +7,15 @@ and hands over to :func:`pipeline.stage.run_stage`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import os
 import re
 import shlex
 import sys
 from pathlib import Path
+
+from pipeline.settings import ConfigError, Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_EXP = REPO_ROOT / "configs" / "demo_synthetic.py"
@@ -74,22 +77,57 @@ def parse_args(stage: str, argv=None) -> argparse.Namespace:
     return p.parse_args(expand_opts_line(argv))
 
 
-def load_experiment(exp: str | os.PathLike, opts: dict | None = None):
-    """Load an experiment config, apply overrides and resolve relative paths against the repo."""
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it."""
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def load_config(exp: str | os.PathLike) -> dict:
+    """The experiment config as a plain dict (mmengine's ``Config``: ``_base_`` inheritance),
+    not yet checked."""
     from mmengine.config import Config
 
     path = Path(exp).expanduser()
     if not path.is_file():
-        raise SystemExit(f"experiment config not found: {path}")
-    cfg = Config.fromfile(str(path.resolve()))
+        raise ConfigError(f"experiment config not found: {path}")
+    return Config.fromfile(str(path.resolve())).to_dict()
+
+
+def load_experiment(exp: str | os.PathLike, opts: dict | None = None,
+                    extra_sections: dict | None = None) -> Settings:
+    """Load an experiment config, check it, apply and check the overrides ``opts``
+    (``{"seeds.fg_top": 0.2}``, the command line's ``--opts``); return its typed settings.
+    Any bad section, key or value raises :class:`pipeline.settings.ConfigError` (one line that
+    names the file or OPTS and the key) before anything runs. ``extra_sections``: the typed
+    sections of stage modules outside the project's (``{name: Section class}``)."""
+    path = Path(exp).expanduser()
+    raw = load_config(path)
+    try:
+        settings = Settings.from_dict(raw, extra_sections=extra_sections)
+    except ConfigError as exc:
+        raise ConfigError(f"{_shown(path)}: {exc}", exc.key) from None
     if opts:
-        unknown = [k for k in opts if k.split(".")[0] not in cfg]
-        if unknown:
-            raise SystemExit(f"{path}: --opts names unknown config section(s): {', '.join(unknown)}")
-        cfg.merge_from_dict(opts)
-    cfg.setdefault("experiment", {})
-    cfg.experiment.setdefault("name", path.stem)
-    return cfg
+        settings = settings.with_overrides(dict(opts), "OPTS")
+    if settings.experiment.name is None:
+        settings = dataclasses.replace(settings, experiment=settings.experiment.replace(name=path.stem))
+    return settings
+
+
+def config_exit(prog: str, exc: ConfigError) -> SystemExit:
+    """The one-line exit of a command whose config is wrong (status 1, no traceback), worded
+    as :func:`pipeline.errors.reported_errors` words the stages' errors."""
+    return SystemExit(f"[{prog}] error: {exc}")
+
+
+def load_experiment_or_exit(prog: str, exp, opts: dict | None = None) -> Settings:
+    """:func:`load_experiment` for a command line ``prog``: a config error exits with one line."""
+    try:
+        return load_experiment(exp, opts)
+    except ConfigError as exc:
+        raise config_exit(prog, exc) from None
 
 
 def default_work_dir(cfg) -> Path:
@@ -125,13 +163,12 @@ def load_upstream_model(ctx, stage: str, kind: str, num_classes: int):
     return net, meta
 
 
-def split_ids(ctx, default_split: str) -> tuple:
-    """``(index, split, ids)``: the data stage's index and the ids of the section's ``split``
-    (``default_split`` when the section has none)."""
+def split_ids(ctx) -> tuple:
+    """``(index, split, ids)``: the data stage's index and the ids of the section's ``split``."""
     from pipeline.data.index import DatasetIndex
 
     index = DatasetIndex.load(ctx.upstream_dir("data"))
-    split = ctx.section.get("split", default_split)
+    split = ctx.section.split
     return index, split, index.ids(split)
 
 
@@ -141,8 +178,8 @@ def load_inference_classifier(ctx, index, section) -> tuple:
     (e.g. EP inference on a GAP-trained model)."""
     net, _ = load_upstream_model(ctx, "classifier", "classifier", index.num_classes - 1)
     trained = net.pooling_name
-    if section.get("pooling"):
-        net.set_pooling(str(section["pooling"]))
+    if section.pooling is not None:
+        net.set_pooling(section.pooling)
     return net.eval().to(ctx.device), trained
 
 
@@ -152,7 +189,7 @@ def choose_device(cfg, rank_device: str | None = None) -> str:
     from :func:`setup_distributed`) when given, else "cuda" when CUDA is available, else "cpu"."""
     import torch
 
-    if str(cfg.get("experiment", {}).get("device", "auto")) == "cpu":
+    if cfg.experiment.device == "cpu":
         return "cpu"
     if rank_device is not None:
         return rank_device
@@ -188,9 +225,9 @@ def stage_upstream(mod, section) -> tuple[str, ...]:
 
 def main_for(module_name: str, argv=None) -> dict:
     """Entry point used by each ``stages/<name>.py`` under ``if __name__ == '__main__'``.
-    Expected failures (bad input or config, missing upstream, permissions, full disk, Ctrl-C)
-    end in a one-line message and a non-zero exit, unless ``DEBUG=1``
-    (:func:`pipeline.errors.reported_errors`)."""
+    The experiment is loaded and checked before anything runs. Expected failures (bad input or
+    config, missing upstream, permissions, full disk, Ctrl-C) end in a one-line message and a
+    non-zero exit, unless ``DEBUG=1`` (:func:`pipeline.errors.reported_errors`)."""
     from pipeline.errors import reported_errors
 
     mod = sys.modules[module_name] if module_name in sys.modules else importlib.import_module(module_name)
@@ -203,16 +240,14 @@ def _run_main(mod, argv, where) -> dict:
 
     stage = mod.STAGE
     args = parse_args(stage, argv)
-    cfg = load_experiment(args.exp, args.opts)
+    extra = {stage: mod.SETTINGS} if hasattr(mod, "SETTINGS") else None   # a stage of its own
+    cfg = load_experiment(args.exp, args.opts, extra)     # ConfigError: before anything runs
+    section = cfg.stage_section(stage, getattr(mod, "SECTIONS", None))
+    upstream = stage_upstream(mod, section)
     work_dir = Path(args.work_dir).expanduser().resolve() if args.work_dir else default_work_dir(cfg)
     where.work_dir = work_dir
     rank, world, rank_device = setup_distributed()
     device = choose_device(cfg, rank_device)
-    sections = getattr(mod, "SECTIONS", (stage,))
-    missing = [s for s in sections if s not in cfg]
-    if missing:
-        raise SystemExit(f"{args.exp}: no config section {missing[0]!r} for stage {stage!r}")
-    section = {s: cfg[s] for s in sections} if len(sections) > 1 else cfg[stage]
-    return run_stage(stage, stage_upstream(mod, section), mod.run, cfg, section, work_dir,
+    return run_stage(stage, upstream, mod.run, cfg, section, work_dir,
                      force=args.force, device=device, rank=rank, world_size=world,
                      extra_manifest={"experiment": str(Path(args.exp).resolve())})

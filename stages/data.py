@@ -30,46 +30,42 @@ UPSTREAM = ()
 
 def run(ctx) -> dict:
     sec = ctx.section
-    kind = sec.get("dataset", "synthetic")
     heldout = None
-    if kind == "synthetic":
+    if sec.dataset == "synthetic":
         gen_root = ctx.out / "synthetic"
         shutil.rmtree(gen_root, ignore_errors=True)
-        syn_cfg = dict(sec.get("synthetic", {}))
-        seed = int(syn_cfg.pop("seed", 0))
+        seed = sec.synthetic.seed
         ctx.log(f"generating the synthetic VOC-format dataset (seed {seed}) in {gen_root}")
-        gen = generate_synthetic(gen_root, syn_cfg, seed=seed)
+        gen = generate_synthetic(gen_root, sec.synthetic.generator_options(), seed=seed)
         root, sbd_root = gen_root / "VOC2012", None
         heldout = gen_root / "heldout" / "SegmentationClass"
-        name = "synthetic"
-    elif kind == "voc":
-        root, sbd_root = resolve_path(sec.get("root")), resolve_path(sec.get("sbd_root"))
+        name = sec.name or "synthetic"
+    else:
+        root, sbd_root = resolve_path(sec.root), resolve_path(sec.sbd_root)
         if root is None:
             raise StageError("data.root is not set: `make data DATASET=voc VOC_ROOT=/path/to/VOCdevkit/VOC2012 "
                              "[SBD_ROOT=/path/to/benchmark_RELEASE]`")
-        gen, name = None, sec.get("name") or "voc2012"
-    else:
-        raise StageError(f"data.dataset must be 'synthetic' or 'voc', got {kind!r}")
+        gen, name = None, sec.name or "voc2012"
 
     index_tmp = ctx.out / "_index"
     shutil.rmtree(index_tmp, ignore_errors=True)
-    aug_dir = sec.get("aug_dir", "auto") if kind == "voc" else None
-    workers = int(sec.get("workers", min(4, os.cpu_count() or 1)))
+    aug_dir = sec.aug_dir if sec.dataset == "voc" else None
+    workers = sec.workers if sec.workers is not None else min(4, os.cpu_count() or 1)
     ctx.log(f"indexing {root}; every listed image is decoded ({workers} worker process(es))")
     started = time.perf_counter()
     try:
         summary = prepare_dataset(root, index_tmp, sbd_root=sbd_root,
-                                  label_source=sec.get("label_source", "xml"), name=name,
+                                  label_source=sec.label_source, name=name,
                                   heldout_seg_dir=heldout,
                                   aug_dir=(aug_dir if aug_dir in (None, "auto")
                                            else resolve_path(aug_dir)),
-                                  aug_list=resolve_path(sec.get("aug_list")), workers=workers,
-                                  required_splits=splits_needed(ctx.cfg))
+                                  aug_list=resolve_path(sec.aug_list), workers=workers,
+                                  required_splits=splits_needed(ctx.cfg.raw))
     except FileNotFoundError as exc:
-        raise StageError(f"{exc}: check data.root={sec.get('root')!r} and data.sbd_root="
-                         f"{sec.get('sbd_root')!r} (make data VOC_ROOT=... SBD_ROOT=...)") from exc
+        raise StageError(f"{exc}: check data.root={sec.root!r} and data.sbd_root="
+                         f"{sec.sbd_root!r} (make data VOC_ROOT=... SBD_ROOT=...)") from exc
     except DatasetError as exc:
-        raise StageError(f"{exc} (dataset data.root={sec.get('root')!r})") from exc
+        raise StageError(f"{exc} (dataset data.root={sec.root!r})") from exc
     for warning in summary.get("warnings", []):
         ctx.log(f"warning: {warning}")
     examples = summary["disagreement_examples"]

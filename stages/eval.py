@@ -19,7 +19,6 @@ import torch
 
 from pipeline.data.index import DatasetIndex
 from pipeline.evaluation import evaluate_segmenter
-from pipeline.inference import InferenceSettings
 from pipeline.io_utils import write_json_atomic
 from pipeline.metrics import format_table
 from pipeline.stage import StageError
@@ -27,28 +26,29 @@ from stages.common import load_upstream_model, main_for
 
 STAGE = "eval"
 UPSTREAM = ("data", "segmenter")
-MODEL_STAGES = ("segmenter", "retrain")
-
-
-def model_stage(section) -> str:
-    """Which trained model the section scores: ``model`` = 'segmenter' (default, DSRG) or
-    'retrain' (the second round: DSRG's DeepLab-ASPP or an mmseg segmentor)."""
-    name = str(section.get("model", "segmenter"))
-    if name not in MODEL_STAGES:
-        raise StageError(f"model must be one of {MODEL_STAGES}, got {name!r}")
-    return name
 
 
 def upstream_for(section) -> tuple[str, ...]:
-    return ("data", model_stage(section))
+    """``eval.model``: 'segmenter' (DSRG) or 'retrain' (the second round's mmseg segmentor)."""
+    return ("data", section.model)
 
 
-def load_segmenter(ctx, index, section=None):
-    """The segmenter of ``WORK_DIR/<segmenter|retrain>/model.pth`` (``model`` of ``section``,
-    default the stage's own), checked against the dataset classes."""
-    stage = model_stage(ctx.section if section is None else section)
+def load_segmenter(ctx, index, stage: str):
+    """The segmenter of ``WORK_DIR/<stage>/model.pth`` (``stage``: 'segmenter' or 'retrain'),
+    checked against the dataset classes."""
     net, meta = load_upstream_model(ctx, stage, "segmenter", index.num_classes)
     return net.to(ctx.device), meta
+
+
+def evaluate_section(net, index, sec, ctx, out_dir=None) -> dict:
+    """:func:`pipeline.evaluation.evaluate_segmenter` with the protocol of the ``eval`` section
+    ``sec`` (split, inference, CRF, outputs into ``out_dir`` when given)."""
+    inf = sec.inference()
+    return evaluate_segmenter(net, index, sec.split, inf.settings, ctx.device, crf=inf.crf,
+                              workers=inf.workers, chunk=inf.chunk, out_dir=out_dir,
+                              n_overlays=sec.n_overlays, save_predictions=sec.save_predictions,
+                              save_no_crf=sec.save_no_crf, rank=ctx.rank,
+                              world_size=ctx.world_size, log=ctx.log)
 
 
 def log_summary(ctx, title: str, summary: dict) -> None:
@@ -62,13 +62,12 @@ def _pct(v) -> str:
 def run(ctx) -> dict:
     sec = ctx.section
     index = DatasetIndex.load(ctx.upstream_dir("data"))
-    net, _ = load_segmenter(ctx, index)
-    split = sec.get("split", "val")
-    torch.manual_seed(int(ctx.cfg.get("experiment", {}).get("seed", 0)))
+    net, _ = load_segmenter(ctx, index, sec.model)
+    split = sec.split
+    torch.manual_seed(ctx.cfg.experiment.seed)
     ctx.log(f"scoring {split} ({len(index.ids(split))} images): test protocol "
-            f"{InferenceSettings.from_cfg(sec).describe()}, crf={dict(sec.get('crf', {}))}")
-    res = evaluate_segmenter(net, index, split, sec, ctx.device, out_dir=ctx.out,
-                             rank=ctx.rank, world_size=ctx.world_size, log=ctx.log)
+            f"{sec.inference().settings.describe()}, crf={sec.crf.to_dict()}")
+    res = evaluate_section(net, index, sec, ctx, out_dir=ctx.out)
     if res["scored"] == 0:
         raise StageError(f"no ground-truth mask for any id of split {split!r}: nothing to score")
     log_summary(ctx, f"{split} without CRF", res["no_crf"])

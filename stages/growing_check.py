@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from pipeline.crf_pool import crf_batch
 from pipeline.data.datasets import SegmentationDataset
 from pipeline.data.index import DatasetIndex
-from pipeline.dsrg import DSRGConfig, cues_on_grid, grid_images
+from pipeline.dsrg import cues_on_grid, grid_images
 from pipeline.dsrg_diagnostics import grid_label_counts, grid_label_rates
 from pipeline.growing import grow_seeds
 from pipeline.losses import stable_softmax_probs
@@ -56,12 +56,12 @@ def grid_gt(gt: torch.Tensor, C: int, size) -> torch.Tensor:
 def check(work_dir: Path, segmenter_cfg, n_images: int, log=print) -> dict:
     """``{row: rates}`` of :data:`ROWS` and ``grid_gt_mIoU`` (module docstring)."""
     index = DatasetIndex.load(work_dir / "data")
-    C, tr = index.num_classes, segmenter_cfg["train"]
-    size = int(tr.get("resize") or tr["crop"])
-    split = tr.get("split", "trainaug")
+    C, tr = index.num_classes, segmenter_cfg.train
+    size = int(tr.resize or tr.crop)
+    split = tr.split
     seeds_ds = SegmentationDataset(index, split, work_dir / "seeds" / "labels", size, train=False)
     gt_ds = SegmentationDataset(index, split, None, size, train=False)
-    dsrg = DSRGConfig.from_cfg(segmenter_cfg.get("dsrg"), segmenter_cfg.get("crf"))
+    dsrg = segmenter_cfg.dsrg_config()
     net, _ = load_segmenter(work_dir / "segmenter" / "model.pth")
     net.eval()
     n = min(int(n_images), len(seeds_ds))
@@ -108,7 +108,7 @@ def format_check(res: dict) -> str:
 def main(argv=None) -> int:
     from mmengine.config import DictAction
 
-    from stages.common import DEFAULT_EXP, default_work_dir, load_experiment
+    from stages.common import DEFAULT_EXP, default_work_dir, load_experiment_or_exit
 
     p = argparse.ArgumentParser(prog="python -m stages.growing_check", description=__doc__.split("\n")[0])
     p.add_argument("--exp", default=str(DEFAULT_EXP))
@@ -117,7 +117,7 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=int, default=200, help="how many training images (default 200)")
     p.add_argument("--force", action="store_true", help="ignored (accepted for Make symmetry)")
     a = p.parse_args(argv)
-    cfg = load_experiment(a.exp, a.opts)
+    cfg = load_experiment_or_exit("growing_check", a.exp, a.opts)
     work_dir = Path(a.work_dir).expanduser().resolve() if a.work_dir else default_work_dir(cfg)
     print(format_check(check(work_dir, cfg.segmenter, a.images)))
     return 0

@@ -37,7 +37,6 @@ from pipeline.data.transforms import parse_size, resize_image, to_tensor
 from pipeline.guards import check_array_finite
 from pipeline.heatmaps import infer_batch, normalise_per_class, save_heatmap
 from pipeline.rib import pick_negatives, rib_heatmaps
-from pipeline.stage import StageError
 from pipeline.writer import BackgroundWriter
 from stages.common import load_inference_classifier, main_for, split_ids
 
@@ -70,8 +69,8 @@ def _collate(items):
 
 
 def make_loader(index, ids, sec) -> DataLoader:
-    return DataLoader(_Images(index, ids, sec.get("size", 321)), batch_size=int(sec.get("batch_size", 8)),
-                      shuffle=False, num_workers=int(sec.get("num_workers", 0)), collate_fn=_collate)
+    return DataLoader(_Images(index, ids, sec.size), batch_size=sec.batch_size,
+                      shuffle=False, num_workers=sec.num_workers, collate_fn=_collate)
 
 
 def _groups(items):
@@ -97,29 +96,24 @@ def run(ctx) -> dict:
     sec = ctx.section
     if ctx.rank != 0:
         return {}
-    index, split, ids = split_ids(ctx, "trainaug")
+    index, split, ids = split_ids(ctx)
     net, trained = load_inference_classifier(ctx, index, sec)
-    scales = tuple(float(s) for s in sec.get("scales", (1.0,)))
-    flip = bool(sec.get("flip", True))
-    with_lc = bool(sec.get("class_specific_lambda", False))
-    amp = bool(sec.get("amp", True))
+    scales, flip, with_lc, amp = sec.scales, sec.flip, sec.class_specific_lambda, sec.amp
     ctx.log(f"{len(ids)} {split} images; classifier pooling {trained}, inference pooling "
-            f"{net.pooling_name}; size {sec.get('size')}, scales {scales}, flip {flip}, "
+            f"{net.pooling_name}; size {sec.size}, scales {scales}, flip {flip}, "
             f"lambda_c {with_lc}, device {ctx.device}")
     maps_dir, lc_dir = ctx.out / "maps", ctx.out / "lambda_c"
     maps_dir.mkdir(exist_ok=True)
     if with_lc:
         lc_dir.mkdir(exist_ok=True)
 
-    source = sec.get("source", "classifier")
-    if source not in ("classifier", "rib"):
-        raise StageError(f"heatmaps.source must be 'classifier' or 'rib', got {source!r}")
+    source = sec.source
     rib = RIBSource(net, index, ids, sec) if source == "rib" else None
     n_done, n_maps, score_sum = 0, 0, 0.0
     log_every = max(100, len(ids) // 10) if rib is None else 10
     # compressing the files is most of this stage's host time: threads write them (zlib frees
-    # the GIL). `writers`: optional key, default 2 threads (0 = write in the loop).
-    with BackgroundWriter(int(sec.get("writers", 2))) as writer:
+    # the GIL); `writers` threads (0 = write in the loop).
+    with BackgroundWriter(sec.writers) as writer:
         for batch in make_loader(index, ids, sec):
             for group in _groups(batch):
                 x = torch.stack([it[0] for it in group]).to(ctx.device)
@@ -165,12 +159,10 @@ class RIBSource:
 
     def __init__(self, net, index, ids, sec):
         self.net, self.index = net, index
-        self.cfg = dict(sec.get("rib", {}))
-        self.n_neg = int(self.cfg.pop("negatives", 20))
-        self.cfg.setdefault("scales", tuple(float(s) for s in sec.get("scales", (1.0,))))
-        self.cfg.setdefault("flip", bool(sec.get("flip", True)))
+        self.cfg = {**sec.rib.algorithm_options(), "scales": sec.scales, "flip": sec.flip}
+        self.n_neg = sec.rib.negatives
         self.labels = {i: index.labels(i) for i in ids}
-        self.size = parse_size(sec.get("size", 321))
+        self.size = parse_size(sec.size)
         self.stops: dict[str, int] = defaultdict(int)
 
     def _image(self, img_id):

@@ -79,11 +79,10 @@ def localize_image(maps: dict, labels: list[int], sec, extra_classes=()) -> dict
     K = maps["cam"].shape[0]
     scores = maps["scores"]
     top1 = int(np.argmax(scores)) + 1
-    use_img = bool(sec.get("use_image_classes", False)) and labels
-    lt, chosen = topk_lambda(maps["lambda_c"], scores, int(sec.get("topk", 5)),
+    use_img = sec.use_image_classes and labels
+    lt, chosen = topk_lambda(maps["lambda_c"], scores, sec.topk,
                              classes=[c - 1 for c in labels] if use_img else None)
-    mass = float(sec.get("mass", 0.98))
-    thr = float(sec.get("cam_threshold", 0.2))
+    mass, thr = sec.mass, sec.cam_threshold
     box_topk = smallest_box_holding_mass(lt, mass)
     classes = sorted(set(labels) | {int(c) for c in extra_classes} | {top1})
     return {"top1": top1, "topk": [c + 1 for c in chosen], "lambda_topk_map": lt,
@@ -118,24 +117,21 @@ def run(ctx) -> dict:
     sec = ctx.section
     if ctx.rank != 0:
         return {}
-    index, split, ids = split_ids(ctx, "val")
-    if sec.get("max_images"):
-        ids = ids[:int(sec["max_images"])]
+    index, split, ids = split_ids(ctx)
+    if sec.max_images is not None:
+        ids = ids[:sec.max_images]
     net, _ = load_inference_classifier(ctx, index, sec)
-    scales = tuple(float(s) for s in sec.get("scales", (1.0,)))
-    flip = bool(sec.get("flip", False))
-    thr = float(sec.get("iou_threshold", 0.5))
-    ctx.log(f"{len(ids)} {split} images; pooling {net.pooling_name}; size {sec.get('size')}, "
-            f"scales {scales}, flip {flip}; mass {sec.get('mass', 0.98)}, topk {sec.get('topk', 5)}"
-            f" (image classes: {bool(sec.get('use_image_classes', False))}), CAM threshold "
-            f"{sec.get('cam_threshold', 0.2)}")
+    scales, flip, thr = sec.scales, sec.flip, sec.iou_threshold
+    ctx.log(f"{len(ids)} {split} images; pooling {net.pooling_name}; size {sec.size}, "
+            f"scales {scales}, flip {flip}; mass {sec.mass}, topk {sec.topk}"
+            f" (image classes: {sec.use_image_classes}), CAM threshold {sec.cam_threshold}")
     corloc = {m: CorLocAccumulator(thr) for m in METHODS}
     top1 = {m: Top1LocAccumulator(thr) for m in METHODS}
-    records, n_overlays, no_gt, t_box = {}, int(sec.get("n_overlays", 8)), 0, 0.0
+    records, n_overlays, no_gt, t_box = {}, sec.n_overlays, 0, 0.0
     (ctx.out / "overlays").mkdir(exist_ok=True)
     for i, img_id in enumerate(ids):
         image = index.read_image(img_id)
-        maps = infer(net, image, sec.get("size", 321), scales, flip, ctx.device)
+        maps = infer(net, image, sec.size, scales, flip, ctx.device)
         try:
             labels = index.labels(img_id)
         except KeyError:                    # e.g. the test split: no image-level labels

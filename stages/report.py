@@ -24,6 +24,7 @@ import argparse
 import importlib
 import json
 import math
+import pprint
 import sys
 import time
 from pathlib import Path
@@ -36,7 +37,7 @@ from pipeline.report_html import (CSS, classifier_html, esc, final_scores, local
 from pipeline.report_plots import (plot_dsrg_diagnostics, plot_iou_bars, plot_training_curves,
                                    read_scalars)
 from pipeline.io_utils import atomic_dir, write_json_atomic
-from pipeline.stage import _plain, config_digests, read_manifest
+from pipeline.stage import config_digests, read_manifest
 from stages.common import add_opts_argument, expand_opts_line, stage_upstream
 
 STAGES = ("data", "classifier", "heatmaps", "saliency", "seeds", "segmenter", "upper_bound",
@@ -119,13 +120,12 @@ def _segmenter_outputs(cfg, work_dir, index, ids, images, seeds, device):
 
     net, _ = load_model(work_dir / "segmenter" / "model.pth", kind="segmenter")
     net = net.to(device).eval()
-    ev = cfg.get("eval") or {}
-    probs = predict_probs(net, images, scales=(1.0,), flip=False, size=ev.get("size", 321),
-                          device=device, batch_size=8)
+    size = cfg.eval.size if cfg.eval is not None else None      # "original" / None: own size
+    probs = predict_probs(net, images, scales=(1.0,), flip=False, size=size, device=device,
+                          batch_size=8)
     preds = [p.argmax(0).astype(np.uint8) for p in probs]
     grown = []
-    dsrg = (cfg.get("segmenter") or {}).get("dsrg") or {}
-    fg, bg = float(dsrg.get("fg_threshold", 0.85)), float(dsrg.get("bg_threshold", 0.99))
+    fg, bg = cfg.segmenter.dsrg.fg_threshold, cfg.segmenter.dsrg.bg_threshold
     for img_id, p, s in zip(ids, probs, seeds):
         if s is None:
             grown.append(None)
@@ -272,12 +272,9 @@ def build_report(cfg, work_dir, device: str = "cpu", exp_path=None, log=print) -
             examples = examples_html(cfg, work_dir, man, tmp, device)
         except Exception as exc:  # noqa: BLE001 - a report never fails on one section
             examples = f"<p class=error>examples failed: {esc(type(exc).__name__)}: {esc(exc)}</p>"
-        try:
-            config_text = cfg.pretty_text
-        except Exception:  # noqa: BLE001
-            config_text = json.dumps(_plain(cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)),
-                                     indent=2, default=str)
-        name = cfg.get("experiment", {}).get("name", work_dir.name)
+        config_text = "\n".join(f"{k} = {pprint.pformat(v, width=100, sort_dicts=False)}"
+                                for k, v in cfg.raw.items())
+        name = cfg.experiment.name or work_dir.name
         body = [
             f"<h1>WSSS experiment report: {esc(name)}</h1>",
             f"<p class=note>work dir {esc(work_dir)}; config {esc(exp_path or '?')}; generated "
@@ -307,7 +304,7 @@ def build_report(cfg, work_dir, device: str = "cpu", exp_path=None, log=print) -
 
 
 def main(argv=None) -> int:
-    from stages.common import DEFAULT_EXP, choose_device, default_work_dir, load_experiment
+    from stages.common import DEFAULT_EXP, choose_device, default_work_dir, load_experiment_or_exit
 
     p = argparse.ArgumentParser(prog="python -m stages.report", description=__doc__.split("\n")[0])
     p.add_argument("--exp", default=None, help="experiment config file")
@@ -316,7 +313,7 @@ def main(argv=None) -> int:
     p.add_argument("--force", action="store_true", help="ignored (the report always regenerates)")
     a = p.parse_args(expand_opts_line(argv))
     exp = a.exp or str(DEFAULT_EXP)
-    cfg = load_experiment(exp, a.opts)
+    cfg = load_experiment_or_exit("report", exp, a.opts)
     work_dir = Path(a.work_dir).expanduser().resolve() if a.work_dir else default_work_dir(cfg)
     device = choose_device(cfg)
     build_report(cfg, work_dir, device=device, exp_path=str(Path(exp).resolve()))

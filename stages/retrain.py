@@ -31,18 +31,17 @@ import torch
 from pipeline.data.index import DatasetIndex
 from pipeline.evaluation import score_label_dir
 from pipeline.guards import training_guard
-from pipeline.inference import InferenceSettings, crf_from_cfg, iter_segmentation, open_crf_pool
+from pipeline.inference import iter_segmentation, open_crf_pool
 from pipeline.io_utils import atomic_file
 from pipeline.mm import MMSegUnavailable, segmentation_edge
 from pipeline.models.deeplab import build_segmenter, load_segmenter
+from pipeline.settings.segmenter import OWN_MODEL, SegmenterModel
 from pipeline.stage import StageError
 from pipeline.voc import write_label_png
 from stages.common import main_for, resolve_path
 
 STAGE = "retrain"
 UPSTREAM = ("data", "segmenter")
-OWN_MODEL = "DeepLabV2VGG16"
-INITS = ("segmenter", "pretrained")
 # what mmengine would fetch from the internet at run time
 _REMOTE = ("open-mmlab://", "openmmlab://", "mmcls://", "torchvision://", "http://", "https://")
 
@@ -52,14 +51,14 @@ def make_pseudo_labels(ctx, index: DatasetIndex, pcfg) -> int:
     how many this rank predicted."""
     out = ctx.out / "pseudo"
     out.mkdir(parents=True, exist_ok=True)
-    ids = index.ids(pcfg.get("split", "trainaug"))
+    ids = index.ids(pcfg.split)
     todo = [i for i in ids[ctx.rank::ctx.world_size] if not (out / f"{i}.png").is_file()]
     if todo:
         net, _ = load_segmenter(ctx.upstream_dir("segmenter") / "model.pth")
         net = net.to(ctx.device).eval()
-        settings = InferenceSettings.from_cfg(pcfg)
-        crf, workers = crf_from_cfg(pcfg.get("crf"))
-        pool = open_crf_pool(crf, workers)
+        inf = pcfg.inference()
+        settings, crf = inf.settings, inf.crf
+        pool = open_crf_pool(crf, inf.workers)
         ctx.log(f"pseudo-labels of {len(todo)} images (test protocol {settings.describe()}, "
                 f"CRF {crf})")
         try:
@@ -103,32 +102,22 @@ def local_weights(model_cfg, key: str = "retrain.model"):
 def mm_edge(sec):
     """:mod:`pipeline.mm.segmentation`, or a one-line :class:`StageError` naming ``make env-mm``."""
     try:
-        return segmentation_edge(f"retrain.model.type={model_type(sec)!r} (an mmsegmentation model)")
+        return segmentation_edge(f"retrain.model.type={sec.model['type']!r} (an mmsegmentation model)")
     except MMSegUnavailable as exc:
         raise StageError(str(exc)) from None
-
-
-def model_type(section) -> str:
-    return str(section["model"].get("type", OWN_MODEL))
 
 
 def second_round_start(ctx, index: DatasetIndex, sec) -> tuple[torch.nn.Module, dict]:
     """``(net, model_cfg)``: the first round's network with its weights (``init="segmenter"``,
     DSRG's ``run.sh``), or the same architecture from the segmenter's ``pretrained`` start."""
-    init = str(sec["model"].get("init", "segmenter"))
-    if init not in INITS:
-        raise StageError(f"retrain.model.init must be one of {INITS}, got {init!r}")
-    extra = sorted(set(sec["model"]) - {"type", "init"})
-    if extra:
-        raise StageError(f"retrain.model: the second round takes the first round's architecture; "
-                         f"unknown keys {extra} (only type, init)")
+    init = sec.model["init"]                     # checked: segmenter | pretrained
     path = ctx.upstream_dir("segmenter") / "model.pth"
     net, meta = load_segmenter(path)
     model_cfg = dict(meta["model_cfg"])
     if int(meta["num_classes"]) != index.num_classes:
         raise StageError(f"{path}: {meta['num_classes']} classes, the dataset {index.num_classes}")
     if init == "pretrained":
-        torch.manual_seed(int(ctx.cfg.experiment.get("seed", 0)))
+        torch.manual_seed(ctx.cfg.experiment.seed)
         net = build_segmenter(model_cfg, index.num_classes)
     ctx.log(f"second round: {OWN_MODEL} started from "
             f"{path if init == 'segmenter' else 'pretrained=' + str(model_cfg.get('pretrained'))}")
@@ -140,8 +129,10 @@ def train_own(ctx, index: DatasetIndex, sec) -> tuple[dict, dict]:
     from stages.segmenter import evaluate_and_save, train_segmenter
 
     net, model_cfg = second_round_start(ctx, index, sec)
-    section = {"model": model_cfg, "loss": "ce", "train": sec["train"], "ce": sec.get("ce", {}),
-               "val": sec.get("val", {})}
+    # the segmenter's training with the second round's model, loss, schedule and quick val
+    section = ctx.cfg.section("segmenter", STAGE).replace(
+        model=SegmenterModel.from_dict(model_cfg, "segmenter.model"), loss="ce", train=sec.train,
+        ce=sec.ce, val=sec.val)
     net = train_segmenter(ctx, index, ctx.out / "pseudo", section, stage=STAGE, net=net)
     res = evaluate_and_save(ctx, net, index, section)
     return res["counts"], res["metrics"]
@@ -153,16 +144,16 @@ def train_mmseg(ctx, index: DatasetIndex, sec, mm, model_cfg: dict) -> tuple[dic
     from pipeline.data.datasets import SegmentationDataset
     from pipeline.evaluation import evaluate_segmenter
     from pipeline.training import train_from_section
+    from stages.segmenter import quick_val_settings
 
-    tr = sec["train"]
-    seed = int(ctx.cfg.experiment.get("seed", 0))
+    tr = sec.train
+    seed = ctx.cfg.experiment.seed
     torch.manual_seed(seed)
     model = mm.for_training(mm.build_mmseg_model(model_cfg, index.num_classes), ctx.world_size > 1)
     ctx.log(f"mmseg {model_cfg['type']} ({model_cfg.get('decode_head', {}).get('type')}), "
             f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
-    train_ds = SegmentationDataset(index, tr.get("split", "trainaug"), ctx.out / "pseudo",
-                                   tr["crop"], train=True, resize=tr.get("resize"),
-                                   scale_range=tuple(tr.get("scale_range", (1.0, 1.0))))
+    train_ds = SegmentationDataset(index, tr.split, ctx.out / "pseudo", tr.crop, train=True,
+                                   resize=tr.resize, scale_range=tr.scale_range)
 
     def loss_fn(net, batch):
         return mm.mmseg_losses(net, batch["image"], batch["label"])
@@ -170,11 +161,9 @@ def train_mmseg(ctx, index: DatasetIndex, sec, mm, model_cfg: dict) -> tuple[dic
     model = train_from_section(model, loss_fn, train_ds, tr, work_dir=ctx.out / "train", seed=seed,
                                world_size=ctx.world_size, device=ctx.device, log=ctx.log,
                                hooks=[training_guard(tr, STAGE)])
-    val = sec.get("val", {})
-    res = evaluate_segmenter(mm.MMSegLogits(model).eval(), index, val.get("split", "val"),
-                             dict(size=val.get("size", 321), scales=(1.0,), flip=False,
-                                  batch_size=int(val.get("batch_size", 10)), crf=dict(enabled=False)),
-                             ctx.device, rank=ctx.rank, world_size=ctx.world_size)
+    res = evaluate_segmenter(mm.MMSegLogits(model).eval(), index, sec.val.split,
+                             quick_val_settings(sec.val), ctx.device, rank=ctx.rank,
+                             world_size=ctx.world_size)
     counts, metrics = {"val_scored": res["scored"]}, {}
     if ctx.rank == 0:
         metrics.update(val_mIoU=res["mIoU"], val_IoU=dict(zip(index.classes, res["no_crf"]["IoU"])))
@@ -186,17 +175,17 @@ def train_mmseg(ctx, index: DatasetIndex, sec, mm, model_cfg: dict) -> tuple[dic
 
 
 def run(ctx) -> dict:
-    sec, tr = ctx.section, ctx.section["train"]
-    own = model_type(sec) == OWN_MODEL
+    sec, tr = ctx.section, ctx.section.train
+    own = sec.model["type"] == OWN_MODEL
     # before any work: a missing weight file or mmseg install is named now
-    mm_model, mm = (None, None) if own else (local_weights(sec["model"]), mm_edge(sec))
+    mm_model, mm = (None, None) if own else (local_weights(sec.model), mm_edge(sec))
     index = DatasetIndex.load(ctx.upstream_dir("data"))
-    pcfg = sec.get("pseudo", {})
+    pcfg = sec.pseudo
     made = make_pseudo_labels(ctx, index, pcfg)
-    split = pcfg.get("split", "trainaug")
+    split = pcfg.split
     counts = {"pseudo_labels": len(index.ids(split)), "pseudo_predicted_here": made}
-    metrics = {"pseudo_protocol": InferenceSettings.from_cfg(pcfg).describe(),
-               "model_type": model_type(sec)}
+    metrics = {"pseudo_protocol": pcfg.inference().settings.describe(),
+               "model_type": sec.model["type"]}
     if ctx.rank == 0:
         q = score_label_dir(index, split, ctx.out / "pseudo")
         if q["images"]:
@@ -204,8 +193,7 @@ def run(ctx) -> dict:
             ctx.log(f"pseudo-labels vs GT on {q['images']} {split} images: mIoU "
                     f"{100 * q['mIoU']:.2f}")
     c, m = train_own(ctx, index, sec) if own else train_mmseg(ctx, index, sec, mm, mm_model)
-    counts.update(c, iterations=int(tr["max_iters"]),
-                  train_images=len(index.ids(tr.get("split", split))))
+    counts.update(c, iterations=tr.max_iters, train_images=len(index.ids(tr.split)))
     metrics.update(m)
     return {"counts": counts, "metrics": metrics}
 

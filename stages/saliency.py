@@ -67,17 +67,17 @@ def run(ctx) -> dict:
     sec = ctx.section
     if ctx.rank != 0:
         return {}
-    index, split, ids = split_ids(ctx, "trainaug")
-    src_dir = resolve_path(sec.get("dir"))
-    rbd_params = dict(sec.get("rbd", {}))
-    workers = int(sec.get("workers", 2))
+    index, split, ids = split_ids(ctx)
+    src_dir = resolve_path(sec.dir)
+    rbd_params = sec.rbd.to_dict()
+    workers = sec.workers
     out_dir = ctx.out / "maps"
     out_dir.mkdir(exist_ok=True)
 
     sources = {}
     if src_dir is not None:
         if not Path(src_dir).is_dir():
-            raise StageError(f"saliency.dir={sec.get('dir')!r}: folder {src_dir} not found")
+            raise StageError(f"saliency.dir={sec.dir!r}: folder {src_dir} not found")
         missing = []
         for img_id in ids:
             try:
@@ -93,7 +93,7 @@ def run(ctx) -> dict:
         ctx.log(f"computing RBD saliency for {len(ids)} {split} images with {workers} worker(s)")
 
     masks = {i: index.mask_path(i) for i in ids}
-    allow_colour = bool(sec.get("allow_colour", False))
+    allow_colour = bool(sec.allow_colour)          # unset: colour maps are an error
     jobs = [(i, str(index.image_path(i)), str(out_dir / f"{i}.png"), sources.get(i), rbd_params,
              masks[i] is not None, allow_colour) for i in ids]
     quality, n_done, conversions = SaliencyQuality(), 0, []

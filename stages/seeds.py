@@ -34,7 +34,7 @@ from pipeline.heatmaps import load_heatmap, normalise_per_class
 from pipeline.io_utils import json_safe
 from pipeline.metrics import ConfusionMatrix, SeedQuality, format_table
 from pipeline.saliency import read_saliency
-from pipeline.seeds import BG_SOURCES, export_dsrg_cues, make_seeds, pseudo_mask_argmax
+from pipeline.seeds import export_dsrg_cues, make_seeds, pseudo_mask_argmax
 from pipeline.stage import StageError
 from pipeline.visualize import blank, grey_rgb, heatmap_rgb, label_rgb, panel_row, save_rgb
 from pipeline.voc import read_label_png, write_label_png
@@ -42,21 +42,12 @@ from stages.common import main_for
 
 STAGE = "seeds"
 UPSTREAM = ("data", "heatmaps", "saliency")
-SOURCES = ("cam", "lambda_c")
-
-
-def bg_source(section) -> str:
-    """The section's background cue: 'saliency' (default), 'cam' or 'both'."""
-    src = str(section.get("bg_source", "saliency"))
-    if src not in BG_SOURCES:
-        raise StageError(f"seeds.bg_source must be one of {BG_SOURCES}, got {src!r}")
-    return src
 
 
 def upstream_for(section) -> tuple[str, ...]:
     """``data`` and ``heatmaps``, plus ``saliency`` unless the background comes from the class
-    maps alone (``bg_source='cam'``)."""
-    return UPSTREAM if bg_source(section) != "cam" else ("data", "heatmaps")
+    maps alone (``seeds.bg_source='cam'``)."""
+    return UPSTREAM if section.bg_source != "cam" else ("data", "heatmaps")
 
 
 class _LabelFiles(Mapping):
@@ -93,24 +84,18 @@ def run(ctx) -> dict:
     if ctx.rank != 0:
         return {}
     index = DatasetIndex.load(ctx.upstream_dir("data"))
-    bg_src = bg_source(sec)
+    bg_src = sec.bg_source
     heat_dir = ctx.upstream_dir("heatmaps")
     sal_dir = ctx.upstream_dir("saliency") if bg_src != "cam" else None
-    heat_cfg = ctx.upstream_manifests["heatmaps"].get("config", {})
-    split = heat_cfg.get("split", "trainaug")
+    split = ctx.upstream_manifests["heatmaps"]["config"]["split"]
     ids = index.ids(split)
-    source = sec.get("heatmap_source", "cam")
-    if source not in SOURCES:
-        raise StageError(f"seeds.heatmap_source must be one of {SOURCES}, got {source!r}")
+    source = sec.heatmap_source
     if source == "lambda_c" and not (heat_dir / "lambda_c").is_dir():
         raise StageError("seeds.heatmap_source='lambda_c' needs the λ^c maps: run "
                          "`make heatmaps OPTS=\"heatmaps.class_specific_lambda=True\"` first")
-    opts = dict(fg_top=float(sec.get("fg_top", 0.30)), fg_mode=sec.get("fg_mode", "relative"),
-                bg_sal=float(sec.get("bg_sal", 0.06)), overlap=sec.get("overlap", "max"),
-                bg_source=bg_src, bg_cam=float(sec.get("bg_cam", 0.05)))
-    norm_sal = bool(sec.get("normalise_saliency", True))
-    bg_thr = float(sec.get("pseudo_bg_threshold", 0.15))
-    n_overlays = int(sec.get("n_overlays", 8))
+    opts = dict(fg_top=sec.fg_top, fg_mode=sec.fg_mode, bg_sal=sec.bg_sal, overlap=sec.overlap,
+                bg_source=bg_src, bg_cam=sec.bg_cam)
+    norm_sal, bg_thr, n_overlays = sec.normalise_saliency, sec.pseudo_bg_threshold, sec.n_overlays
     bg_rules = {"saliency": f"saliency < {opts['bg_sal']} (normalised: {norm_sal})",
                 "cam": f"every class map <= {opts['bg_cam']}"}
     bg_rule = bg_rules.get(bg_src) or f"{bg_rules['saliency']} and {bg_rules['cam']}"
@@ -180,11 +165,11 @@ def run(ctx) -> dict:
     else:
         ctx.log(f"no GT masks for the {split} images: no seed quality")
 
-    if sec.get("export_dsrg_pickle", False):
+    if sec.export_dsrg_pickle:
         index_of = export_dsrg_cues(_LabelFiles(ctx.out / "labels", ids), ctx.out / "dsrg_cues.pickle",
-                                    grid=int(sec.get("dsrg_grid", 41)), num_classes=index.num_classes,
+                                    grid=sec.dsrg_grid, num_classes=index.num_classes,
                                     image_labels={i: index.labels(i) for i in ids},
-                                    mode=sec.get("dsrg_mode", "nearest"))
+                                    mode=sec.dsrg_mode)
         (ctx.out / "input_list.txt").write_text("".join(f"{i}.jpg {index_of[i]}\n" for i in ids))
         counts["dsrg_cues"] = len(ids)
         ctx.log(f"wrote {ctx.out / 'dsrg_cues.pickle'} and input_list.txt ({len(ids)} images)")

@@ -34,34 +34,29 @@ from pipeline.dsrg import DSRGConfig, ce_loss, dsrg_losses
 from pipeline.dsrg_diagnostics import confusion_fg_fractions
 from pipeline.evaluation import evaluate_segmenter
 from pipeline.guards import training_guard
+from pipeline.inference import InferenceSettings
 from pipeline.models.checkpoint import save_model
 from pipeline.models.deeplab import build_segmenter
-from pipeline.stage import StageError
 from pipeline.training import train_from_section
 from stages.common import main_for, resolve_path
 
 STAGE = "segmenter"
 UPSTREAM = ("data", "seeds")
 
-LOSSES = ("dsrg", "ce")
-LABELS = ("seeds", "gt")
-
 
 def model_config(section) -> dict:
-    """The model section with ``pretrained`` resolved to an absolute path (or torchvision/None)."""
-    m = section["model"]
-    cfg = m.to_dict() if hasattr(m, "to_dict") else dict(m)
-    if cfg.get("pretrained") not in (None, "torchvision"):
+    """The model section as a dict (what ``model.pth`` records) with ``pretrained`` resolved to
+    an absolute path (or torchvision/None)."""
+    cfg = section.model.to_dict()
+    if cfg["pretrained"] not in (None, "torchvision"):
         cfg["pretrained"] = resolve_path(cfg["pretrained"])
     return cfg
 
 
 def make_loss_fn(loss: str, dsrg_cfg: DSRGConfig | None = None, crf_pool=None,
-                 ce_resolution: str = "input"):
-    """``loss_fn(net, batch)`` for :mod:`pipeline.training` (batch: SegmentationDataset items)."""
-    if loss not in LOSSES:
-        raise StageError(f"segmenter.loss must be one of {LOSSES}, got {loss!r}")
-
+                 ce_resolution: str | None = None):
+    """``loss_fn(net, batch)`` for :mod:`pipeline.training` (batch: SegmentationDataset items):
+    ``"dsrg"`` with ``dsrg_cfg`` or ``"ce"`` at ``ce_resolution``."""
     def loss_fn(net, batch):
         logits = net(batch["image"])
         if loss == "ce":
@@ -79,40 +74,35 @@ def train_segmenter(ctx, index: DatasetIndex, label_dir, section, stage: str = S
     network to start from (e.g. the first round's, for the second round); None builds
     ``section.model``.
     """
-    tr = section["train"]
-    loss = section.get("loss", "dsrg")
-    seed = int(ctx.cfg.experiment.get("seed", 0))
+    tr, loss = section.train, section.loss
+    seed = ctx.cfg.experiment.seed
     torch.manual_seed(seed)
     model_cfg = model_config(section)
     if net is None:
         net = build_segmenter(model_cfg, index.num_classes)
-    train_ds = SegmentationDataset(index, tr.get("split", "trainaug"), label_dir, tr["crop"], train=True,
-                                   scale_range=tuple(tr.get("scale_range", (1.0, 1.0))),
-                                   resize=tr.get("resize"))
-    grid = net.output_size(int(tr["crop"]))
+    train_ds = SegmentationDataset(index, tr.split, label_dir, tr.crop, train=True,
+                                   scale_range=tr.scale_range, resize=tr.resize)
+    grid = net.output_size(tr.crop)
     ctx.log(f"DeepLab v2 VGG-16 ASPP, {index.num_classes} classes (bg incl.), "
             f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f}M parameters, pretrained="
-            f"{model_cfg.get('pretrained')}; loss={loss}; {len(train_ds)} training images, labels "
-            f"from {label_dir or 'the ground-truth masks'}; crop {tr['crop']} -> output {grid}x{grid}")
+            f"{model_cfg['pretrained']}; loss={loss}; {len(train_ds)} training images, labels "
+            f"from {label_dir or 'the ground-truth masks'}; crop {tr.crop} -> output {grid}x{grid}")
     if net.init_report is not None:
         ctx.log(net.init_report.describe())
     pool = None
     dsrg_cfg = None
     if loss == "dsrg":
-        try:
-            dsrg_cfg = DSRGConfig.from_cfg(section.get("dsrg"), section.get("crf"))
-        except ValueError as exc:
-            raise StageError(str(exc)) from exc
-        workers = int(section.get("crf", {}).get("workers", 0) or 0)
+        dsrg_cfg = section.dsrg_config()
+        workers = section.crf.workers
         if workers > 0 and dsrg_cfg.crf_backend == "pydensecrf":
-            pool = make_crf_pool(workers, section["crf"].get("start_method", "spawn"))
+            pool = make_crf_pool(workers, section.crf.start_method)
         where = (f"torch on {ctx.device}" if dsrg_cfg.crf_backend == "torch" else
                  f"pydensecrf in {f'{workers} worker processes' if pool else 'process'}")
         ctx.log(f"DSRG: grow on {dsrg_cfg.grow_on}, thresholds {dsrg_cfg.fg_threshold}/"
                 f"{dsrg_cfg.bg_threshold}, CRF {dsrg_cfg.crf} ({where})")
-    ce_res = section.get("ce", {}).get("resolution", "input")
     try:
-        return train_from_section(net, make_loss_fn(loss, dsrg_cfg, pool, ce_res), train_ds, tr,
+        return train_from_section(net, make_loss_fn(loss, dsrg_cfg, pool, section.ce.resolution),
+                                  train_ds, tr,
                                   work_dir=ctx.out / "train", seed=seed, world_size=ctx.world_size,
                                   device=ctx.device, log=ctx.log,
                                   hooks=[training_guard(tr, stage)])
@@ -121,17 +111,17 @@ def train_segmenter(ctx, index: DatasetIndex, label_dir, section, stage: str = S
             pool.shutdown()
 
 
-def quick_eval_cfg(section) -> dict:
-    """Inference settings of the quick scores: ``val.size``, single scale, no flip, no CRF."""
-    val = section.get("val", {})
-    return dict(size=val.get("size", 321), scales=(1.0,), flip=False,
-                batch_size=int(val.get("batch_size", 10)), crf=dict(enabled=False))
+def quick_val_settings(val) -> InferenceSettings:
+    """Inference of the quick scores (``val``: a section with ``size`` and ``batch_size``):
+    ``val.size``, single scale, no flip, float32 (and no CRF)."""
+    return InferenceSettings.from_cfg(dict(size=val.size, scales=(1.0,), flip=False,
+                                           batch_size=val.batch_size))
 
 
 def evaluate_and_save(ctx, net, index: DatasetIndex, section, kind: str = "segmenter") -> dict:
     """Quick val mIoU (single scale, no flip, no CRF) and ``model.pth``; returns counts/metrics."""
-    split = section.get("val", {}).get("split", "val")
-    res = evaluate_segmenter(net.eval(), index, split, quick_eval_cfg(section), ctx.device,
+    split = section.val.split
+    res = evaluate_segmenter(net.eval(), index, split, quick_val_settings(section.val), ctx.device,
                              rank=ctx.rank, world_size=ctx.world_size)
     s = res["no_crf"]
     fg = confusion_fg_fractions(res["confusion"]["no_crf"])
@@ -168,8 +158,8 @@ def score_on_train(ctx, net, index: DatasetIndex, section) -> dict:
     Returns metrics ``train_mIoU``, ``train_pred_fg``, ``train_gt_fg``, ``train_scored``,
     ``pseudo_mIoU`` (None when the seeds stage scored none) and ``train_below_pseudo``.
     """
-    ids = pseudo_mask_ids(ctx, index, section["train"].get("split", "trainaug"))
-    res = evaluate_segmenter(net.eval(), index, "train", quick_eval_cfg(section), ctx.device,
+    ids = pseudo_mask_ids(ctx, index, section.train.split)
+    res = evaluate_segmenter(net.eval(), index, "train", quick_val_settings(section.val), ctx.device,
                              rank=ctx.rank, world_size=ctx.world_size, ids=ids)
     seeds_man = ctx.upstream_manifests.get("seeds") or {}
     pseudo = ((seeds_man.get("metrics") or {}).get("pseudo") or {}).get("mIoU")
@@ -189,18 +179,15 @@ def score_on_train(ctx, net, index: DatasetIndex, section) -> dict:
 
 
 def run(ctx) -> dict:
-    sec, tr = ctx.section, ctx.section["train"]
-    labels = tr.get("labels", "seeds")
-    if labels not in LABELS:
-        raise StageError(f"segmenter.train.labels must be one of {LABELS}, got {labels!r}")
+    sec, tr = ctx.section, ctx.section.train
+    labels = tr.labels
     index = DatasetIndex.load(ctx.upstream_dir("data"))
     label_dir = ctx.upstream_dir("seeds") / "labels" if labels == "seeds" else None
     net = train_segmenter(ctx, index, label_dir, sec)
     result = evaluate_and_save(ctx, net, index, sec)
-    result["counts"].update(train_images=len(index.ids(tr.get("split", "trainaug"))),
-                            iterations=int(tr["max_iters"]))
-    result["metrics"].update(loss=sec.get("loss", "dsrg"), labels=labels)
-    if sec.get("val", {}).get("score_train", True):
+    result["counts"].update(train_images=len(index.ids(tr.split)), iterations=tr.max_iters)
+    result["metrics"].update(loss=sec.loss, labels=labels)
+    if sec.val.score_train:
         result["metrics"].update(score_on_train(ctx, net, index, sec))
     return result
 

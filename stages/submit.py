@@ -15,13 +15,11 @@ from __future__ import annotations
 
 from pipeline.data.index import DatasetIndex
 from pipeline.evaluation import score_label_dir
-from pipeline.inference import (InferenceSettings, crf_from_cfg, iter_segmentation,
-                                merge_inference_cfg, open_crf_pool)
+from pipeline.inference import iter_segmentation, open_crf_pool
 from pipeline.submission import (SUBMISSION_SUBDIR, make_submission_archive,
                                  validate_submission, write_prediction_png)
 from pipeline.stage import StageError
 from stages.common import main_for
-from stages import eval as eval_stage
 from stages.eval import load_segmenter, log_summary
 
 STAGE = "submit"
@@ -29,23 +27,9 @@ UPSTREAM = ("data", "segmenter")
 SECTIONS = ("submit", "eval")
 
 
-def sections(ctx):
-    """(submit section, eval section); a bare submit section is accepted too."""
-    sec = ctx.section
-    if "submit" in sec:
-        return sec["submit"], sec.get("eval") or ctx.cfg.get("eval", {})
-    return sec, ctx.cfg.get("eval", {}) if hasattr(ctx.cfg, "get") else {}
-
-
-def model_section(section) -> dict:
-    """``{"model": ...}``: submit's own ``model``, else eval's, else 'segmenter'."""
-    sub = section.get("submit", section)
-    ev = section.get("eval") or {}
-    return {"model": sub.get("model") or ev.get("model") or "segmenter"}
-
-
 def upstream_for(section) -> tuple[str, ...]:
-    return eval_stage.upstream_for(model_section(section))
+    """The model of ``submit.model``, else ``eval.model``."""
+    return ("data", section["submit"].model_stage(section["eval"]))
 
 
 def _barrier(world_size: int) -> None:
@@ -56,13 +40,12 @@ def _barrier(world_size: int) -> None:
 
 
 def run(ctx) -> dict:
-    sub, ev = sections(ctx)
+    sub, ev = ctx.section["submit"], ctx.section["eval"]
     index = DatasetIndex.load(ctx.upstream_dir("data"))
-    net, _ = load_segmenter(ctx, index, model_section({"submit": sub, "eval": ev}))
-    split, comp = sub.get("split", "test"), sub.get("comp", "comp6")
-    inf_cfg = merge_inference_cfg(ev, sub)
-    settings = InferenceSettings.from_cfg(inf_cfg)
-    crf, workers = crf_from_cfg(inf_cfg.get("crf"))
+    net, _ = load_segmenter(ctx, index, sub.model_stage(ev))
+    split, comp = sub.split, sub.comp
+    inf = sub.inference(ev)
+    settings, crf, workers = inf.settings, inf.crf, inf.workers
     ids = index.ids(split)
     if not ids:
         raise StageError(f"split {split!r} is empty: nothing to submit")
@@ -75,7 +58,7 @@ def run(ctx) -> dict:
     pool = open_crf_pool(crf, workers)
     try:
         for seg in iter_segmentation(net, items, settings, ctx.device, crf=crf, pool=pool,
-                                     chunk=sub.get("chunk") or ev.get("chunk")):
+                                     chunk=inf.chunk):
             write_prediction_png(result_dir / f"{seg.key}.png", seg.final, index.num_classes)
     finally:
         if pool is not None:

@@ -8,7 +8,7 @@ import argparse
 from pathlib import Path
 
 from pipeline.stage import read_manifest
-from stages.common import default_work_dir, expand_opts_line, load_experiment
+from stages.common import default_work_dir, expand_opts_line, load_experiment_or_exit
 
 ORDER = ("data", "classifier", "heatmaps", "saliency", "seeds", "segmenter", "upper_bound",
          "eval", "submit", "localize", "report")
@@ -66,7 +66,8 @@ def main(argv=None) -> None:
     p.add_argument("--force", action="store_true", help="ignored")
     a = p.parse_args(expand_opts_line(argv))
     from stages.common import DEFAULT_EXP
-    work_dir = Path(a.work_dir) if a.work_dir else default_work_dir(load_experiment(a.exp or DEFAULT_EXP))
+    work_dir = (Path(a.work_dir) if a.work_dir
+                else default_work_dir(load_experiment_or_exit("summary", a.exp or DEFAULT_EXP)))
     print(summarize(work_dir.resolve()))
 
 

@@ -7,14 +7,12 @@ compares ``eval``'s mIoU with this one.
 """
 from __future__ import annotations
 
-import copy
-
 from pipeline.data.index import DatasetIndex
-from pipeline.evaluation import evaluate_segmenter
 from pipeline.io_utils import write_json_atomic
 from pipeline.metrics import format_table
 from pipeline.models.checkpoint import save_model
 from stages.common import main_for
+from stages.eval import evaluate_section
 from stages.segmenter import model_config, train_segmenter
 
 STAGE = "upper_bound"
@@ -23,20 +21,15 @@ SECTIONS = ("segmenter", "upper_bound", "eval")
 
 
 def run(ctx) -> dict:
-    seg = copy.deepcopy(ctx.cfg.segmenter)
-    seg.loss = ctx.cfg.upper_bound.get("loss", "ce")
-    seg.train.update(ctx.cfg.upper_bound.get("train", {}))
+    seg = ctx.section["upper_bound"].segmenter(ctx.section["segmenter"])
     index = DatasetIndex.load(ctx.upstream_dir("data"))
-    ctx.log(f"training the segmenter on ground-truth masks ({seg.train.get('split', 'trainaug')}, "
-            f"loss={seg.loss})")
+    ctx.log(f"training the segmenter on ground-truth masks ({seg.train.split}, loss={seg.loss})")
     net = train_segmenter(ctx, index, None, seg, stage=STAGE)
-    counts, metrics = {"iterations": int(seg.train["max_iters"])}, {}
+    counts, metrics = {"iterations": seg.train.max_iters}, {}
     if ctx.rank == 0:
         save_model(ctx.out / "model.pth", net, "segmenter", model_config(seg), index.num_classes,
                    index.classes, section=STAGE)
-    ev = ctx.cfg.eval
-    res = evaluate_segmenter(net.eval().to(ctx.device), index, ev.get("split", "val"), ev, ctx.device,
-                             out_dir=None, rank=ctx.rank, world_size=ctx.world_size)
+    res = evaluate_section(net.eval().to(ctx.device), index, ctx.section["eval"], ctx)
     if ctx.rank == 0:
         ctx.log("upper bound, no CRF\n" + format_table(res["no_crf"]))
         if res["crf"] is not None:

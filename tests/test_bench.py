@@ -38,7 +38,7 @@ def test_loop_baseline_hand_example():
     cues = torch.zeros(1, 2, 1, 4, dtype=torch.bool)
     cues[0, 1, 0, 0] = True
     classes = torch.tensor([[True, True]])
-    out = grow_seeds_loop(probs, cues, classes)
+    out = grow_seeds_loop(probs, cues, classes, 0.85, 0.99)
     assert out[0, 1, 0].tolist() == [True, True, True, False]
     assert not out[0, 0].any()                        # no background cue: background does not grow
 

@@ -3,6 +3,8 @@ Potts sign, self term, weights), agreement with pydensecrf, batching/chunking, f
 autocast, errors, and the DSRG loss with ``crf.backend="torch"``."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -167,14 +169,14 @@ def test_agrees_with_pydensecrf_on_smooth_inputs(preset):
 
 def test_dsrg_loss_with_torch_backend_close_to_pydensecrf():
     pytest.importorskip("pydensecrf.densecrf")
-    from bench.inputs import segmenter_batch
-    from pipeline.dsrg import DSRGConfig, dsrg_losses
+    from bench.inputs import reference_dsrg_config, segmenter_batch
+    from pipeline.dsrg import dsrg_losses
     batch = segmenter_batch(3, 64, 5, seed=1)
     g = torch.Generator().manual_seed(1)
     z = torch.nn.functional.interpolate(torch.randn(3, 5, 3, 3, generator=g), size=(9, 9), mode="bilinear")
     outs = {}
     for backend in ("pydensecrf", "torch"):
-        cfg = DSRGConfig.from_cfg(dict(grow_on="crf"), dict(preset="dsrg_train", backend=backend, workers=2))
+        cfg = dataclasses.replace(reference_dsrg_config(), grow_on="crf", crf_backend=backend)
         assert cfg.crf_backend == backend
         logits = (4 * z).requires_grad_(True)
         out = dsrg_losses(logits, batch["label"], batch["classes"], batch["raw"], cfg, None)
@@ -186,10 +188,15 @@ def test_dsrg_loss_with_torch_backend_close_to_pydensecrf():
 
 
 def test_crf_backend_config_is_checked():
-    from pipeline.dsrg import DSRGConfig
-    assert DSRGConfig.from_cfg(None, dict(preset="dsrg_train")).crf_backend == "pydensecrf"
+    from bench.inputs import reference_dsrg_config
+    from stages.common import REPO_ROOT, load_experiment
+    from pipeline.settings import ConfigError
+
+    assert reference_dsrg_config().crf_backend == "pydensecrf"
     with pytest.raises(ValueError, match=r"segmenter\.crf\.backend.*'cuda'"):
-        DSRGConfig.from_cfg(None, dict(backend="cuda"))
+        dataclasses.replace(reference_dsrg_config(), crf_backend="cuda")
+    with pytest.raises(ConfigError, match=r"segmenter\.crf\.backend='cuda' is not allowed"):
+        load_experiment(REPO_ROOT / "configs" / "demo_synthetic.py", {"segmenter.crf.backend": "cuda"})
 
 
 def test_exact_kernel_is_the_one_the_lattice_approximates():

@@ -1,14 +1,27 @@
 """DSRG training loss (pipeline.dsrg): cues on the output grid, growing + losses, CE option."""
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from mmengine.config import Config
 
 from pipeline.crf import CRFParams
 from pipeline.dsrg import DSRGConfig, ce_loss, cues_on_grid, dsrg_losses
 from pipeline.losses import stable_softmax_probs
 from pipeline.seeds import seeds_to_multihot
+from pipeline.settings import ConfigError, apply_overrides
+from pipeline.settings.segmenter import SegmenterSettings
+
+BASE = Config.fromfile(str(Path(__file__).resolve().parent.parent
+                           / "configs/_base_/segmenter_dsrg_vgg16.py")).to_dict()["segmenter"]
+
+
+def reference(**overrides) -> DSRGConfig:
+    """The DSRG parameters of configs/_base_/segmenter_dsrg_vgg16.py, with ``dsrg`` overrides."""
+    return dataclasses.replace(SegmenterSettings.from_dict(BASE, "segmenter").dsrg_config(), **overrides)
 
 
 # inputs of 8·(h−1)+1 px, where the grids of a network input (cues_on_grid) and of a whole map
@@ -57,7 +70,7 @@ def _hand_case():
 def test_hand_made_growing_and_seeding_loss():
     logits, labels, classes, expect = _hand_case()
     logits.requires_grad_(True)
-    cfg = DSRGConfig(grow_on="probs", boundary_weight=0.0)
+    cfg = reference(grow_on="probs", boundary_weight=0.0)
     out = dsrg_losses(logits, labels, classes, np.zeros((1, 6, 6, 3), np.uint8), cfg, None)
     assert "loss_boundary" not in out
     assert out["cov_before"].item() == pytest.approx(2 / 36)
@@ -69,8 +82,8 @@ def test_hand_made_growing_and_seeding_loss():
     out["loss_seed"].backward()
     assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
     # the thresholds come from the config: a 0.95 foreground threshold stops class 1 growing
-    out = dsrg_losses(logits, labels, classes, None, DSRGConfig(grow_on="probs", boundary_weight=0,
-                                                                  fg_threshold=0.95), None)
+    out = dsrg_losses(logits, labels, classes, None, reference(grow_on="probs", boundary_weight=0,
+                                                                 fg_threshold=0.95), None)
     assert out["cov_after"].item() == pytest.approx((6 + 1) / 36)
 
 
@@ -87,7 +100,7 @@ def _random_case(seed=0, B=3, C=4, S=24):
 
 def test_crf_growing_and_boundary_loss_finite_and_pool_equal():
     logits, labels, classes, raw = _random_case()
-    cfg = DSRGConfig.from_cfg(dict(grow_on="crf"), dict(preset="dsrg_train", workers=2))
+    cfg = reference(grow_on="crf")
     out = dsrg_losses(logits, labels, classes, raw, cfg, None)
     assert set(out) >= {"loss_seed", "loss_boundary", "cov_before", "cov_after", "crf_wait_s"}
     assert all(torch.isfinite(v).all() for v in out.values())
@@ -101,14 +114,20 @@ def test_crf_growing_and_boundary_loss_finite_and_pool_equal():
 
 
 def test_config_from_sections():
-    cfg = DSRGConfig.from_cfg(dict(fg_threshold=0.8, boundary_clip=None),
-                              dict(preset="dsrg_train", workers=3, iterations=5))
+    ref = reference()
+    assert (ref.fg_threshold, ref.bg_threshold, ref.grow_on) == (0.85, 0.99, "crf")   # DSRG §5
+    assert ref.crf == CRFParams.preset("dsrg_train") and ref.boundary_clip == (0.05, 20.0)
+    sec = apply_overrides({"segmenter": BASE}, {"segmenter.dsrg.fg_threshold": 0.8,
+                                                "segmenter.dsrg.boundary_clip": None,
+                                                "segmenter.crf.iterations": 5})["segmenter"]
+    cfg = SegmenterSettings.from_dict(sec, "segmenter").dsrg_config()
     assert cfg.fg_threshold == 0.8 and cfg.boundary_clip is None
     assert cfg.crf == CRFParams.preset("dsrg_train", iterations=5)
-    with pytest.raises(ValueError, match="unknown dsrg keys"):
-        DSRGConfig.from_cfg(dict(fg_thresh=0.8))
+    bad = apply_overrides({"segmenter": BASE}, {"segmenter.dsrg.fg_thresh": 0.8})["segmenter"]
+    with pytest.raises(ConfigError, match="did you mean segmenter.dsrg.fg_threshold"):
+        SegmenterSettings.from_dict(bad, "segmenter")
     with pytest.raises(ValueError, match="grow_on"):
-        DSRGConfig(grow_on="q")
+        reference(grow_on="q")
 
 
 def test_ce_loss_resolutions_and_all_ignored():
@@ -131,14 +150,14 @@ def test_collapse_diagnostics_on_the_hand_made_case():
     C (1) and D (2, class 2); confident background (> 0.99) in B (6); confident foreground
     (> 0.85 over the image's classes) in A and C (10; D's class 2 is not in the image)."""
     logits, labels, classes, _ = _hand_case()
-    out = dsrg_losses(logits, labels, classes, None, DSRGConfig(grow_on="probs", boundary_weight=0))
+    out = dsrg_losses(logits, labels, classes, None, reference(grow_on="probs", boundary_weight=0))
     want = {"cov_bg_before": 1, "cov_fg_before": 1, "cov_bg_after": 6, "cov_fg_after": 9,
             "pred_fg": 12, "conf_bg": 6, "conf_fg": 10}
     for key, cells in want.items():
         assert out[key].item() == pytest.approx(cells / 36), key
         assert "loss" not in key and not out[key].requires_grad
     # growing off (thresholds above 1): after == before, the confident cells stay the same
-    off = dsrg_losses(logits, labels, classes, None, DSRGConfig(
+    off = dsrg_losses(logits, labels, classes, None, reference(
         grow_on="probs", boundary_weight=0, fg_threshold=1.01, bg_threshold=1.01))
     assert off["cov_bg_after"].item() == pytest.approx(1 / 36)
     assert off["cov_fg_after"].item() == pytest.approx(1 / 36)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from mmengine.config import ConfigDict
+from mmengine.config import Config
 from PIL import Image
 from torch import nn
 
@@ -17,20 +17,36 @@ from pipeline.data.index import DatasetIndex
 from pipeline.evaluation import evaluate_segmenter, score_label_dir
 from pipeline.models.checkpoint import save_model
 from pipeline.models.deeplab import DeepLabV2VGG16
+from pipeline.settings import Settings
 from pipeline.stage import StageError, read_manifest, run_stage
 from pipeline.submission import SUBMISSION_SUBDIR, validate_submission, write_prediction_png
 from pipeline.voc import read_label_png, write_label_png
 
 REPO = Path(__file__).resolve().parent.parent
 SUB = SUBMISSION_SUBDIR.format(comp="comp6")
-DATA_SEC = dict(dataset="synthetic", label_source="xml",
+DATA_SEC = dict(dataset="synthetic", root=None, sbd_root=None, label_source="xml",
                 synthetic=dict(seed=1, image_size=48, n_train=2, n_val=4, n_test=3, n_classes=3))
+BASE = Config.fromfile(str(REPO / "configs/_base_/eval_submit.py")).to_dict()
 EVAL_SEC = dict(split="val", size=32, scales=(0.75, 1.0), flip=True, batch_size=4, amp=False,
                 crf=dict(enabled=True, preset="dsrg_test", workers=0), n_overlays=2,
                 save_predictions=True, save_no_crf=True)
-SUBMIT_SEC = dict(split="test", comp="comp6", size=None, scales=None, flip=None, batch_size=None,
-                  amp=None, crf=dict())
 MODEL_CFG = dict(width=0.125, batch_norm=True)
+
+
+def make_cfg(eval_changes=None, submit_changes=None) -> Settings:
+    """Settings with the base eval / submit sections, EVAL_SEC and the changes on top."""
+    return Settings.from_dict(dict(
+        experiment=dict(name="t", seed=0, device="cpu"), data=DATA_SEC,
+        eval={**BASE["eval"], **EVAL_SEC, **(eval_changes or {})},
+        submit={**BASE["submit"], **(submit_changes or {})}))
+
+
+def evaluate(net, index, ev, out_dir=None) -> dict:
+    """:func:`evaluate_segmenter` with the protocol of the typed eval section ``ev``."""
+    inf = ev.inference()
+    return evaluate_segmenter(net, index, ev.split, inf.settings, crf=inf.crf, workers=inf.workers,
+                              out_dir=out_dir, n_overlays=ev.n_overlays,
+                              save_predictions=ev.save_predictions, save_no_crf=ev.save_no_crf)
 
 
 def tiny_net(num_classes):
@@ -49,8 +65,8 @@ def work(tmp_path_factory):
     import stages.submit
 
     wd = tmp_path_factory.mktemp("work")
-    cfg = ConfigDict(experiment=dict(name="t", seed=0), eval=EVAL_SEC, submit=SUBMIT_SEC)
-    run_stage("data", (), stages.data.run, cfg, DATA_SEC, wd)
+    cfg = make_cfg()
+    run_stage("data", (), stages.data.run, cfg, cfg.data, wd)
     index = DatasetIndex.load(wd / "data")
 
     def fake_segmenter(ctx):
@@ -60,9 +76,10 @@ def work(tmp_path_factory):
 
     run_stage("segmenter", ("data",), fake_segmenter, cfg, {"fake": 1}, wd)
     run_stage("submit", ("data", "segmenter"), stages.submit.run, cfg,
-              {"submit": SUBMIT_SEC, "eval": EVAL_SEC}, wd)
+              cfg.stage_section("submit", stages.submit.SECTIONS), wd)
     exp = wd / "exp.py"
-    exp.write_text("experiment = dict(name='t')\nsubmit = dict(split='test', comp='comp6')\n")
+    exp.write_text(f"_base_ = [{str(REPO / 'configs/_base_/eval_submit.py')!r}]\n"
+                   "experiment = dict(name='t', seed=0, device='cpu')\n")
     return dict(wd=wd, cfg=cfg, index=index, exp=exp)
 
 
@@ -143,13 +160,14 @@ def test_evaluate_segmenter_end_to_end(work, tmp_path):
     ids, C = index.ids("val"), index.num_classes
     gts = [index.read_mask(i) for i in ids]
     # an all-background predictor: numbers by hand
-    res = evaluate_segmenter(ConstNet(C), index, "val", {**EVAL_SEC, "crf": dict(enabled=False)})
+    res = evaluate(ConstNet(C), index, make_cfg({"crf": dict(enabled=False, preset="dsrg_test",
+                                                             workers=0)}).eval)
     assert res["crf"] is None and res["scored"] == len(ids) and not res["crf_enabled"]
     assert_scores(res["no_crf"], hand_scores([np.zeros_like(g) for g in gts], gts, C))
     assert res["mIoU"] == res["no_crf"]["mIoU"]
     # the tiny network, with CRF: written predictions re-score to the same numbers
     net = tiny_net(C)
-    res = evaluate_segmenter(net, index, "val", EVAL_SEC, out_dir=tmp_path)
+    res = evaluate(net, index, make_cfg().eval, out_dir=tmp_path)
     assert sorted(p.stem for p in (tmp_path / "pred").iterdir()) == sorted(ids)
     assert sorted(p.stem for p in (tmp_path / "overlays").iterdir()) == sorted(ids[:2])
     preds = [read_label_png(tmp_path / "pred" / f"{i}.png") for i in ids]
@@ -169,7 +187,7 @@ def test_eval_stage_writes_metrics(work):
     import stages.eval
 
     wd, cfg = work["wd"], work["cfg"]
-    sec = {**EVAL_SEC, "crf": dict(enabled=True, preset="dsrg_test", workers=2)}   # CRF pool
+    sec = make_cfg({"crf": dict(enabled=True, preset="dsrg_test", workers=2)}).eval   # CRF pool
     man = run_stage("eval", ("data", "segmenter"), stages.eval.run, cfg, sec, wd)
     m = man["metrics"]
     assert m["split"] == "val" and m["crf_enabled"] and m["mIoU"] == m["mIoU_crf"]
@@ -210,7 +228,8 @@ def test_submit_stage_fails_naming_bad_files(work, monkeypatch):
             Image.fromarray(np.zeros((*label.shape, 3), np.uint8)).save(path)
 
     monkeypatch.setattr(stages.submit, "write_prediction_png", writer)
-    sub = {"submit": {**SUBMIT_SEC, "crf": dict(enabled=False)}, "eval": EVAL_SEC}
+    cfg = make_cfg(submit_changes={"crf": dict(enabled=False)})
+    sub = cfg.stage_section("submit", stages.submit.SECTIONS)
     with pytest.raises(StageError, match=f"{bad}.png"):
         run_stage("submit", ("data", "segmenter"), stages.submit.run, work["cfg"], sub, work["wd"])
     assert read_manifest(work["wd"] / "submit")["counts"]["archived"] == 3   # previous output kept

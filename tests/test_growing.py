@@ -35,7 +35,11 @@ def as_set(mask, c):
     return {tuple(p) for p in torch.nonzero(mask[0, c]).tolist()}
 
 
+DSRG = dict(fg_threshold=0.85, bg_threshold=0.99)     # DSRG's growing thresholds
+
+
 def both(probs, cues, cls, **kw):
+    kw = {**DSRG, **kw}
     out = grow_seeds(probs, cues, cls, **kw)
     ref = grow_seeds_reference(probs, cues, cls, **kw)
     assert np.array_equal(out.numpy(), ref)
@@ -109,7 +113,7 @@ def test_original_cues_never_removed_and_no_accumulation():
     assert bool((out | ~cues).all())
     # growth restarts from the cues: unconfident probabilities give back the cues exactly
     flat = torch.full_like(probs, 0.5)
-    assert torch.equal(grow_seeds(flat, cues, classes(2, [0, 1])), cues)
+    assert torch.equal(grow_seeds(flat, cues, classes(2, [0, 1]), **DSRG), cues)
 
 
 def test_background_channel_forced_present():
@@ -163,8 +167,8 @@ def test_flood_fill_packed_equals_bool_and_wide_images():
     probs = torch.softmax(_smooth(gen, 2, 3, 9, 70, low=6) * 8, dim=1)
     cues = _smooth(gen, 2, 3, 9, 70, low=9) > 1.0
     cls = torch.ones(2, 3, dtype=torch.bool)
-    out = grow_seeds(probs, cues, cls)
-    assert np.array_equal(out.numpy(), grow_seeds_reference(probs, cues, cls))
+    out = grow_seeds(probs, cues, cls, **DSRG)
+    assert np.array_equal(out.numpy(), grow_seeds_reference(probs, cues, cls, **DSRG))
     assert (out & ~cues).any()
 
 
@@ -174,6 +178,6 @@ def test_cuda_matches_cpu():
     probs = torch.softmax(_smooth(gen, 6, 4, 41, 41) * 8, dim=1)
     cls = torch.ones(6, 4, dtype=torch.bool)
     cues = _smooth(gen, 6, 4, 41, 41, low=7) > 1.0
-    out = grow_seeds(probs.cuda(), cues.cuda(), cls.cuda())
+    out = grow_seeds(probs.cuda(), cues.cuda(), cls.cuda(), **DSRG)
     assert out.is_cuda
-    assert torch.equal(out.cpu(), grow_seeds(probs, cues, cls))
+    assert torch.equal(out.cpu(), grow_seeds(probs, cues, cls, **DSRG))

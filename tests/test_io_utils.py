@@ -1,5 +1,6 @@
 """Shared runtime helpers: atomic file / folder writes, JSON-safe values, size and device."""
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -113,9 +114,12 @@ def test_parse_size_rejects_bad_values(size):
 
 
 def test_choose_device(monkeypatch):
+    def cfg(device):                                     # the typed settings' experiment.device
+        return SimpleNamespace(experiment=SimpleNamespace(device=device))
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert choose_device({"experiment": {"device": "auto"}}) == "cuda"
-    assert choose_device({"experiment": {"device": "auto"}}, "cuda:3") == "cuda:3"
-    assert choose_device({"experiment": {"device": "cpu"}}, "cuda:3") == "cpu"
+    assert choose_device(cfg("auto")) == "cuda"
+    assert choose_device(cfg("auto"), "cuda:3") == "cuda:3"
+    assert choose_device(cfg("cpu"), "cuda:3") == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert choose_device({}) == "cpu"
+    assert choose_device(cfg("auto")) == "cpu"

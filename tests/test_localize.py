@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -168,12 +169,13 @@ def test_corloc_and_top1_loc_on_hand_made_boxes():
 
 
 # ------------------------------------------------------------------ the stage, end to end
-EXP = textwrap.dedent("""
+BASE = Path(__file__).resolve().parent.parent / "configs" / "_base_"
+EXP = f"_base_ = {[str(BASE / 'classifier_vgg16_ep.py')]!r}\n" + textwrap.dedent("""
     experiment = dict(name="loc_test", seed=0, device="cpu")
     data = dict(dataset="synthetic", root=None, sbd_root=None, label_source="xml",
                 synthetic=dict(seed=0, image_size=48, n_train=4, n_val=4, n_test=2, n_classes=3))
-    classifier = dict(model=dict(backbone=dict(width=0.125, batch_norm=True), pooling="ep",
-                                 pretrained=None))
+    classifier = dict(model=dict(backbone=dict(width=0.125, batch_norm=True),
+                                 pooling=dict(type="ep"), pretrained=None))
     localize = dict(split="val", mass=0.98, topk=5, use_image_classes=False, cam_threshold=0.2,
                     iou_threshold=0.5, size=40, scales=(1.0,), flip=True, pooling=None,
                     max_images=None, n_overlays=2)

@@ -24,9 +24,12 @@ REPO = Path(__file__).resolve().parent.parent
 SLOW_STAGE = textwrap.dedent("""
     import os, time
     from pathlib import Path
+    from pipeline.settings.checks import Bool, Int, Str
+    from pipeline.settings.section import make_section
     from stages.common import main_for
     STAGE = "slow"
     UPSTREAM = ()
+    SETTINGS = make_section("slow", n=Int(1), wait=Bool(), go=Str())   # its config section
     def run(ctx):
         n, go = int(ctx.section["n"]), Path(ctx.section["go"])
         (ctx.out / "files").mkdir(exist_ok=True)
@@ -61,8 +64,8 @@ def _wait_for_holder(path: Path, pid: int, timeout: float = 60.0) -> None:
 
 def test_two_concurrent_runs_one_output_and_a_clear_error(tmp_path):
     (tmp_path / "slow_stage.py").write_text(SLOW_STAGE)
-    (tmp_path / "exp.py").write_text('experiment = dict(name="t", device="cpu")\n'
-                                     'slow = dict(n=1, wait=False, go="")\n')
+    (tmp_path / "exp.py").write_text('experiment = dict(name="t", seed=0, device="cpu")\n'
+                                     'slow = dict(n=1, wait=False, go="go")\n')
     first = _start(tmp_path, n=40, wait=True)
     _wait_for_holder(tmp_path / "work" / ".locks" / "slow", first.pid)
     second = _start(tmp_path, n=3, wait=False)

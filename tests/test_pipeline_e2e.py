@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,15 +24,20 @@ from pipeline.stage import read_manifest, run_stage
 from pipeline.voc import read_label_png
 from stages.common import load_experiment
 
-EXP = textwrap.dedent("""
+BASE = Path(__file__).resolve().parent.parent / "configs" / "_base_"
+BASES = ("classifier_vgg16_ep.py", "data_synthetic.py", "cues.py", "eval_submit.py",
+         "segmenter_dsrg_vgg16.py", "localize.py")
+EXP = f"_base_ = {[str(BASE / f) for f in BASES]!r}\n" + textwrap.dedent("""
     experiment = dict(name="e2e", seed=0, device="cpu")
     data = dict(dataset="synthetic", root=None, sbd_root=None, label_source="xml",
                 synthetic=dict(seed=1, image_size=48, n_train=12, n_val=4, n_test=4, n_classes=3))
     classifier = dict(
         model=dict(backbone=dict(width=0.125, batch_norm=True),
                    pooling=dict(type="ep", normalize="lambda"), pretrained=None),
-        train=dict(split="trainaug", crop=48, batch_size=6, max_iters=3, num_workers=0,
-                   optimizer=dict(type="Adam", lr=1e-3), schedule=dict(type="poly", power=0.9),
+        train=dict(split="trainaug", crop=48, resize=None, scale_range=(1.0, 1.0), batch_size=6,
+                   max_iters=3, num_workers=0,
+                   optimizer=dict(_delete_=True, type="Adam", lr=1e-3, weight_decay=0.0),
+                   schedule=dict(_delete_=True, type="poly", power=0.9),
                    amp=False, log_interval=1, checkpoint_interval=2),
         val=dict(split="val", size=48, batch_size=4))
     heatmaps = dict(split="trainaug", size=48, scales=(1.0,), flip=True, pooling=None,
@@ -44,8 +50,10 @@ EXP = textwrap.dedent("""
         model=dict(width=0.0625, batch_norm=True, fc_channels=32, rates=(1, 2), pretrained=None),
         loss="dsrg",
         train=dict(labels="seeds", split="trainaug", crop=48, resize=48, scale_range=(1.0, 1.0),
-                   batch_size=4, max_iters=2, num_workers=0,
-                   optimizer=dict(type="Adam", lr=1e-3), schedule=dict(type="poly", power=0.9),
+                   batch_size=4, max_iters=2, num_workers=0, lr_mult=dict(_delete_=True),
+                   paramwise=dict(_delete_=True),
+                   optimizer=dict(_delete_=True, type="Adam", lr=1e-3, weight_decay=0.0),
+                   schedule=dict(_delete_=True, type="poly", power=0.9),
                    amp=False, log_interval=1, checkpoint_interval=100),
         dsrg=dict(fg_threshold=0.85, bg_threshold=0.99),
         crf=dict(preset="dsrg_train", workers=0),
@@ -66,8 +74,7 @@ CHAIN = ("data", "classifier", "heatmaps", "saliency", "seeds", "segmenter", "up
 
 def run(stage, cfg, work_dir, **kw):
     mod = importlib.import_module(f"stages.{stage}")
-    sections = getattr(mod, "SECTIONS", (stage,))
-    section = {s: cfg[s] for s in sections} if len(sections) > 1 else cfg[stage]
+    section = cfg.stage_section(stage, getattr(mod, "SECTIONS", None))
     return run_stage(stage, tuple(mod.UPSTREAM), mod.run, cfg, section, work_dir, device="cpu", **kw)
 
 

@@ -36,7 +36,8 @@ VOC_EXP = """
 
 
 def _voc_exp(tmp_path, tiny_voc, sal=None) -> Path:
-    return _exp(tmp_path, VOC_EXP.format(root=str(tiny_voc.root), sal=sal))
+    return _exp(tmp_path, VOC_EXP.format(root=str(tiny_voc.root), sal=sal),
+                bases=("data_voc.py", "classifier_vgg16_ep.py", "eval_submit.py", "cues.py"))
 
 
 # ------------------------------------------------------------------ data stage validation ------
@@ -109,10 +110,13 @@ def test_colour_saliency_map_is_rejected_unless_allowed(tiny_voc, tmp_path, caps
 
 FAKE_STAGE = """
 import errno, os
+from pipeline.settings.checks import Str
+from pipeline.settings.section import make_section
 from pipeline.stage import StageError
 from stages.common import main_for
 STAGE = "fake"
 UPSTREAM = ()
+SETTINGS = make_section("fake", mode=Str())                 # its config section
 def run(ctx):
     mode = ctx.section["mode"]
     (ctx.out / "out.txt").write_text(mode)
@@ -135,7 +139,7 @@ def fake_stage(tmp_path, monkeypatch):
     (tmp_path / "fake_stage_mod.py").write_text(FAKE_STAGE)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delenv("DEBUG", raising=False)
-    exp = _exp(tmp_path, 'experiment = dict(name="f", device="cpu")\nfake = dict(mode="ok")\n')
+    exp = _exp(tmp_path, 'experiment = dict(name="f", seed=0, device="cpu")\nfake = dict(mode="ok")\n')
     work = tmp_path / "work"
     _run_cli("fake_stage_mod", exp, work)
     return lambda mode, **kw: _run_cli("fake_stage_mod", exp, work, f"fake.mode={mode}", force=True, **kw)

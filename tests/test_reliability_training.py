@@ -19,8 +19,9 @@ TINY_CLASSIFIER = """
     classifier = dict(
         model=dict(backbone=dict(width=0.0625, batch_norm=True),
                    pooling=dict(type="ep", normalize="lambda"), pretrained=None),
-        train=dict(split="trainaug", crop=32, batch_size=4, max_iters=6, num_workers=0,
-                   optimizer=dict(type="SGD", lr=1e-3), schedule=dict(type="poly", power=0.9),
+        train=dict(split="trainaug", crop=32, scale_range=(1.0, 1.0), batch_size=4, max_iters=6,
+                   num_workers=0, optimizer=dict(_delete_=True, type="SGD", lr=1e-3, weight_decay=0.0),
+                   schedule=dict(_delete_=True, type="poly", power=0.9),
                    amp=False, log_interval=2, checkpoint_interval=100),
         val=dict(split="val", size=32, batch_size=4))
 """
@@ -29,7 +30,7 @@ TINY_CLASSIFIER = """
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("diverge")
-    exp = _exp(root, TINY_CLASSIFIER)
+    exp = _exp(root, TINY_CLASSIFIER, bases=("classifier_vgg16_ep.py",))
     _run_cli("stages.data", exp, root / "work")
     return exp, root / "work"
 
@@ -59,11 +60,13 @@ def test_a_loss_that_does_not_move_gets_a_warning(tiny_data, capsys, one_thread)
 
 # ------------------------------------------------------------------ inference inputs -----------
 
+CUES_BASES = ("classifier_vgg16_ep.py", "cues.py")
 CUES_EXP = """
 experiment = dict(name="nan_inputs", seed=0, device="cpu")
 data = dict(dataset="synthetic", root=None, sbd_root=None, label_source="xml",
             synthetic=dict(seed=0, image_size=32, n_train=4, n_val=2, n_test=2, n_classes=2))
-classifier = dict(model=dict(backbone=dict(width=0.0625, batch_norm=True), pooling="ep", pretrained=None))
+classifier = dict(model=dict(backbone=dict(width=0.0625, batch_norm=True), pooling=dict(type="ep"),
+                             pretrained=None))
 heatmaps = dict(split="trainaug", size=32, scales=(1.0,), flip=False, pooling=None,
                 class_specific_lambda=False, batch_size=4, num_workers=0, amp=False, writers=0)
 saliency = dict(split="trainaug", dir=None, rbd=dict(n_segments=20), workers=1)
@@ -91,12 +94,13 @@ def test_inference_stages_reject_nonfinite_inputs_naming_the_stage_to_rerun(tmp_
 
     (tmp_path / "bad").mkdir()
     (tmp_path / "good").mkdir()
-    exp, work, _ = tiny_work_dir(tmp_path / "bad", CUES_EXP, classifier_run=_nan_classifier)
+    exp, work, _ = tiny_work_dir(tmp_path / "bad", CUES_EXP, classifier_run=_nan_classifier,
+                                 bases=CUES_BASES)
     _expect_one_line_error(capsys, lambda: _run_cli("stages.heatmaps", exp, work),
                            str(work / "classifier" / "model.pth"), "non-finite weights",
                            "running_var = inf", "re-run `make classifier`")
     assert not (work / "heatmaps").exists()
-    exp, work, _ = tiny_work_dir(tmp_path / "good", CUES_EXP)
+    exp, work, _ = tiny_work_dir(tmp_path / "good", CUES_EXP, bases=CUES_BASES)
     _run_cli("stages.heatmaps", exp, work)
     _run_cli("stages.saliency", exp, work)
     path = sorted((work / "heatmaps" / "maps").glob("*.npz"))[1]

@@ -21,15 +21,19 @@ from pipeline.data.index import DatasetIndex
 from pipeline.stage import read_manifest, run_stage
 from pipeline.testing import save_untrained_classifier, tiny_work_dir
 
-EXP = textwrap.dedent("""
+BASE = Path(__file__).resolve().parent.parent / "configs" / "_base_"
+BASES = ("classifier_vgg16_ep.py", "cues.py", "segmenter_dsrg_vgg16.py", "eval_submit.py")
+EXP = f"_base_ = {[str(BASE / f) for f in BASES]!r}\n" + textwrap.dedent("""
     experiment = dict(name="report_test", seed=0, device="cpu")
     data = dict(dataset="synthetic", root=None, sbd_root=None, label_source="xml",
                 synthetic=dict(seed=0, image_size=48, n_train=12, n_val=4, n_test=4, n_classes=3))
     classifier = dict(
         model=dict(backbone=dict(width=0.125, batch_norm=True), pooling=dict(type="ep"),
                    pretrained=None),
-        train=dict(split="trainaug", crop=40, batch_size=4, max_iters=2, num_workers=0,
-                   optimizer=dict(type="Adam", lr=1e-3), schedule=dict(type="poly", power=0.9),
+        train=dict(split="trainaug", crop=40, scale_range=(1.0, 1.0), batch_size=4, max_iters=2,
+                   num_workers=0,
+                   optimizer=dict(_delete_=True, type="Adam", lr=1e-3, weight_decay=0.0),
+                   schedule=dict(_delete_=True, type="poly", power=0.9),
                    amp=False, log_interval=1, checkpoint_interval=100),
         val=dict(split="val", size=40, batch_size=4))
     heatmaps = dict(split="trainaug", size=40, scales=(1.0,), flip=False, pooling=None,
@@ -112,7 +116,7 @@ def _fake_segmenter(ctx):
 
     index = DatasetIndex.load(ctx.upstream_dir("data"))
     torch.manual_seed(0)
-    cfg = ctx.section["model"].to_dict()
+    cfg = ctx.section.model.to_dict()
     net = build_segmenter(cfg, index.num_classes)
     save_model(ctx.out / "model.pth", net, "segmenter", cfg, index.num_classes, index.classes)
     vis = ctx.out / "train" / "20250101_000000" / "vis_data"       # with the DSRG diagnostics
@@ -155,7 +159,7 @@ def test_report_with_missing_stages(work):
     missing = read_manifest(rep)["metrics"]["missing_stages"]
     assert {"segmenter", "eval", "upper_bound", "submit", "localize"} <= set(missing)
     assert "Missing stages:" in text and "<b>upper_bound</b>" in text
-    assert "experiment = dict(" in text                       # the resolved config
+    assert "experiment = {" in text and "fg_top" in text      # the resolved config
     assert not list(work.wd.glob(".report*"))                 # no temporary folder left
 
 

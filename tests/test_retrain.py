@@ -10,6 +10,7 @@ import torch
 from mmengine.config import Config
 
 from pipeline.data.index import DatasetIndex
+from pipeline.settings import ConfigError, Settings, apply_overrides
 from pipeline.stage import run_stage
 from pipeline.testing import seeds_from_masks
 from pipeline.voc import read_label_png
@@ -37,11 +38,10 @@ def test_retrain_stage(tmp_path, mm_edge):
     import stages.retrain as retrain
     import stages.segmenter as seg
 
-    base = Config.fromfile(str(REPO / "configs/_base_/segmenter_dsrg_vgg16.py"))
-    rbase = Config.fromfile(str(REPO / "configs/_base_/retrain_mmseg.py"))
-    cfg = Config(dict(experiment=dict(seed=0), data=DATA, segmenter=base.segmenter.to_dict(),
-                      retrain=rbase.retrain.to_dict()))
-    cfg.merge_from_dict({
+    raw = {"experiment": dict(seed=0, device="cpu"), "data": DATA}
+    for name in ("segmenter_dsrg_vgg16.py", "retrain_mmseg.py", "eval_submit.py"):
+        raw.update(Config.fromfile(str(REPO / "configs/_base_" / name)).to_dict())
+    raw = apply_overrides(raw, {
         "segmenter.model.width": 1 / 16, "segmenter.model.batch_norm": True,
         "segmenter.model.pretrained": None, "segmenter.model.rates": (1, 2),
         "segmenter.train.crop": 48, "segmenter.train.resize": None, "segmenter.train.batch_size": 4,
@@ -49,8 +49,12 @@ def test_retrain_stage(tmp_path, mm_edge):
         "segmenter.val.size": 48,
         "retrain.pseudo.size": 48, "retrain.pseudo.scales": (1.0,), "retrain.pseudo.crf.workers": 0,
         "retrain.train.crop": 48, "retrain.train.batch_size": 4, "retrain.train.max_iters": 2,
-        "retrain.train.num_workers": 0, "retrain.train.log_interval": 1, "retrain.val.size": 48})
-    cfg.retrain.model = TINY_V3PLUS
+        "retrain.train.num_workers": 0, "retrain.train.log_interval": 1, "retrain.val.size": 48,
+        "eval.size": 48, "eval.scales": (1.0,), "eval.batch_size": 2, "eval.amp": False,
+        "eval.crf.workers": 0, "eval.n_overlays": 0, "eval.save_predictions": False,
+        "eval.model": "retrain"})
+    raw["retrain"]["model"] = TINY_V3PLUS
+    cfg = Settings.from_dict(raw)
     run_stage("data", (), stages.data.run, cfg, cfg.data, tmp_path)
     run_stage("seeds", ("data",), seeds_from_masks, cfg, {"fake": 1}, tmp_path)
     run_stage("segmenter", seg.UPSTREAM, seg.run, cfg, cfg.segmenter, tmp_path)
@@ -78,24 +82,23 @@ def test_retrain_stage(tmp_path, mm_edge):
     # the retrained model goes through the full eval protocol (eval.model = 'retrain')
     import stages.eval as ev
     from pipeline.models.checkpoint import load_model
-    from pipeline.stage import StageError
 
     net2, meta2 = load_model(out / "model.pth", kind="segmenter")
     assert torch.equal(net2.eval()(torch.zeros(1, 3, 48, 48)), logits)
     with pytest.raises(ValueError, match="mmseg segmentor, expected a classifier"):
         load_model(out / "model.pth", kind="classifier")
-    esec = dict(split="val", size=48, scales=(1.0,), flip=True, batch_size=2, amp=False,
-                crf=dict(enabled=True, preset="dsrg_test", workers=0), n_overlays=0,
-                save_predictions=False, model="retrain")
-    assert ev.upstream_for(esec) == ("data", "retrain") and ev.upstream_for({}) == ("data", "segmenter")
+    esec = cfg.eval
+    assert ev.upstream_for(esec) == ("data", "retrain")
+    assert ev.upstream_for(esec.replace(model="segmenter")) == ("data", "segmenter")
     eman = run_stage("eval", ev.upstream_for(esec), ev.run, cfg, esec, tmp_path)
     assert set(eman["upstream"]) == {"data", "retrain"}
     assert eman["counts"]["scored"] == 4 and 0 <= eman["metrics"]["mIoU_crf"] <= 1
-    with pytest.raises(StageError, match="model must be one of"):
-        ev.upstream_for(dict(esec, model="classifier"))
+    with pytest.raises(ConfigError, match="eval.model='classifier' is not allowed"):
+        cfg.with_overrides({"eval.model": "classifier"})
     import stages.submit as sub
-    assert sub.upstream_for({"submit": {}, "eval": esec}) == ("data", "retrain")
-    assert sub.upstream_for({"submit": {"model": "segmenter"}, "eval": esec}) == ("data", "segmenter")
+    assert sub.upstream_for({"submit": cfg.submit, "eval": esec}) == ("data", "retrain")
+    own = cfg.with_overrides({"submit.model": "segmenter"})
+    assert sub.upstream_for({"submit": own.submit, "eval": esec}) == ("data", "segmenter")
 
 
 @pytest.mark.parametrize("heads", ["decode", "both"])
@@ -124,7 +127,8 @@ def test_without_mmseg_the_stage_and_model_files_say_how_to_install_it(tmp_path,
 
     monkeypatch.setitem(sys.modules, "mmseg", None)          # `import mmseg` raises ImportError
     monkeypatch.delitem(sys.modules, "pipeline.mm.segmentation", raising=False)
-    ctx = type("Ctx", (), {"section": {"model": dict(TINY_V3PLUS), "train": {}}})()
+    section = type("Retrain", (), {"model": dict(TINY_V3PLUS), "train": None})()   # typed keys read
+    ctx = type("Ctx", (), {"section": section})()
     with pytest.raises(StageError, match="make env-mm") as info:
         retrain.run(ctx)                                     # before any work
     assert "\n" not in str(info.value)

@@ -11,6 +11,7 @@ import stages.retrain as retrain
 from pipeline.data.index import DatasetIndex
 from pipeline.models.checkpoint import load_model
 from pipeline.models.deeplab import build_segmenter
+from pipeline.settings import ConfigError, Settings, apply_overrides
 from pipeline.stage import StageError, run_stage
 from pipeline.testing import seeds_from_masks
 from pipeline.voc import read_label_png
@@ -31,15 +32,16 @@ TINY = {"segmenter.model.width": 1 / 16, "segmenter.model.batch_norm": False,
         "retrain.train.optimizer": dict(type="SGD", lr=0.0, momentum=0.0, weight_decay=0.0)}
 
 
-def make_cfg(**overrides) -> Config:
-    parts = {n: Config.fromfile(str(REPO / f"configs/_base_/{n}.py"))
-             for n in ("segmenter_dsrg_vgg16", "retrain_dsrg", "eval_submit")}
-    cfg = Config(dict(experiment=dict(seed=0), data=DATA,
-                      segmenter=parts["segmenter_dsrg_vgg16"].segmenter.to_dict(),
-                      retrain=parts["retrain_dsrg"].retrain.to_dict(),
-                      eval=parts["eval_submit"].eval.to_dict()))
-    cfg.merge_from_dict({**TINY, **overrides})
-    return cfg
+def make_raw(**overrides) -> dict:
+    raw = dict(experiment=dict(seed=0, device="cpu"), data=DATA)
+    for name in ("segmenter_dsrg_vgg16", "retrain_dsrg", "eval_submit"):
+        base = Config.fromfile(str(REPO / f"configs/_base_/{name}.py")).to_dict()
+        raw.update({k: v for k, v in base.items() if k in ("segmenter", "retrain", "eval")})
+    return apply_overrides(raw, {**TINY, **overrides})
+
+
+def make_cfg(**overrides) -> Settings:
+    return Settings.from_dict(make_raw(**overrides))
 
 
 @pytest.fixture(scope="module")
@@ -86,9 +88,10 @@ def test_second_round_starts_from_the_first_round_and_is_scored_by_eval(first_ro
     assert "loss=ce" in log and "retrain/pseudo" in log.replace("/.partial", "")
     # eval.model=retrain scores it with the eval protocol
     import stages.eval as ev
-    esec = dict(cfg.eval, model="retrain", protocol="resized-square", size=48, scales=(1.0,),
-                flip=False, batch_size=3, amp=False, n_overlays=0, save_predictions=False,
-                crf=dict(enabled=False))
+    esec = cfg.with_overrides({"eval.model": "retrain", "eval.protocol": "resized-square",
+                               "eval.size": 48, "eval.scales": (1.0,), "eval.flip": False,
+                               "eval.batch_size": 3, "eval.amp": False, "eval.n_overlays": 0,
+                               "eval.save_predictions": False, "eval.crf.enabled": False}).eval
     eman = run_stage("eval", ev.upstream_for(esec), ev.run, cfg, esec, first_round, device="cpu")
     assert set(eman["upstream"]) == {"data", "retrain"} and eman["counts"]["scored"] == 3
 
@@ -113,30 +116,37 @@ def test_second_round_from_the_pretrained_start_and_with_a_learning_rate(first_r
 def test_bad_model_settings_are_named(first_round, tmp_path):
     for stage in ("data", "seeds", "segmenter"):
         (tmp_path / stage).symlink_to(first_round / stage)
-    with pytest.raises(StageError, match="retrain.model.init must be one of"):
-        _run(make_cfg(**{"retrain.model.init": "imagenet"}), tmp_path)
-    with pytest.raises(StageError, match=r"unknown keys \['width'\]"):
-        _run(make_cfg(**{"retrain.model.width": 0.5}), tmp_path)
+    # the config keys are checked when the experiment is loaded
+    with pytest.raises(ConfigError, match=r"retrain.model.init='imagenet' is not allowed: it must "
+                                          r"be one of 'segmenter', 'pretrained'"):
+        make_cfg(**{"retrain.model.init": "imagenet"})
+    with pytest.raises(ConfigError, match=r"retrain.model.width is not a key of type "
+                                          r"'DeepLabV2VGG16'"):
+        make_cfg(**{"retrain.model.width": 0.5})
+
+    def with_model(model) -> Settings:
+        raw = make_raw()
+        raw["retrain"]["model"] = model
+        return Settings.from_dict(raw)
+
     remote = dict(type="EncoderDecoder", pretrained="open-mmlab://resnet50_v1c",
                   backbone=dict(type="ResNetV1c"))
-    cfg = make_cfg()
-    cfg.retrain.model = remote
     with pytest.raises(StageError, match="retrain.model.pretrained.*downloaded at run time"):
-        _run(cfg, tmp_path)
+        _run(with_model(remote), tmp_path)
     assert not (tmp_path / ".partial" / "retrain" / "pseudo").exists()   # stopped before any work
-    cfg.retrain.model = dict(remote, pretrained=None,
-                             backbone=dict(type="ResNetV1c", init_cfg=dict(
-                                 type="Pretrained", checkpoint="no/such/r50.pth")))
+    local = dict(remote, pretrained=None,
+                 backbone=dict(type="ResNetV1c", init_cfg=dict(type="Pretrained",
+                                                               checkpoint="no/such/r50.pth")))
     with pytest.raises(StageError, match=r"retrain.model.backbone.init_cfg.checkpoint: weight file "
                                          r".*no/such/r50.pth not found"):
-        _run(cfg, tmp_path)
+        _run(with_model(local), tmp_path)
     try:
         import mmseg  # noqa: F401
     except ImportError:                      # the core environment: the stage says what to build
         (tmp_path / "r50.pth").write_bytes(b"x")
-        cfg.retrain.model.backbone.init_cfg.checkpoint = str(tmp_path / "r50.pth")
+        local["backbone"]["init_cfg"]["checkpoint"] = str(tmp_path / "r50.pth")
         with pytest.raises(StageError, match="needs mmsegmentation.*make env-mm"):
-            _run(cfg, tmp_path)
+            _run(with_model(local), tmp_path)
 
 
 def test_local_weights_resolves_paths_without_touching_the_config(tmp_path):
@@ -156,12 +166,12 @@ def test_voc_and_demo_retrain_is_the_dsrg_second_round():
 
     for name in ("voc_ep_dsrg", "voc_gap_dsrg", "demo_synthetic"):
         r = load_experiment(REPO / "configs" / f"{name}.py").retrain
-        assert r.model.to_dict() == dict(type="DeepLabV2VGG16", init="segmenter"), name
+        assert r.model == dict(type="DeepLabV2VGG16", init="segmenter"), name
         assert r.ce.resolution == "output" and r.train.schedule.type == "poly"
     r = load_experiment(REPO / "configs/voc_ep_dsrg.py").retrain
     # DSRG's solver-f.prototxt / train-f.prototxt / run.sh
     assert (r.train.max_iters, r.train.batch_size, r.train.crop) == (20000, 10, 321)
-    assert r.train.optimizer.to_dict() == dict(type="SGD", lr=1e-3, momentum=0.9, weight_decay=5e-4)
+    assert r.train.optimizer == dict(type="SGD", lr=1e-3, momentum=0.9, weight_decay=5e-4)
     assert r.train.schedule.power == 0.9 and r.pseudo.protocol == "test-ms"
     mm = load_experiment(REPO / "configs/voc_ep_dsrg_mmseg.py").retrain
-    assert mm.model.type == "EncoderDecoder" and "://" not in mm.model.pretrained
+    assert mm.model["type"] == "EncoderDecoder" and "://" not in mm.model["pretrained"]

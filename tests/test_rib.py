@@ -4,15 +4,23 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.models.classifier import build_classifier
-from pipeline.rib import RIB_DEFAULTS, pick_negatives, plain_cam, rib_heatmaps
+from pathlib import Path
 
+from mmengine.config import Config
+
+from pipeline.models.classifier import build_classifier
+from pipeline.rib import RIB_OPTIONS, pick_negatives, plain_cam, rib_heatmaps
+from pipeline.settings.cues import RIBSettings
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 K = 3
-FAST = dict(steps=3, lr=5e-3, scales=(1.0, 0.5), flip=True, max_logit=1e6, explode_ratio=1.1,
-            neg_batch=2)
+# the reference RIB options of configs/_base_/cues.py (heatmaps.rib + the heatmaps views)
+BASE = Config.fromfile(str(Path(__file__).resolve().parent.parent / "configs/_base_/cues.py"))
+REFERENCE = {**RIBSettings.from_dict(BASE.heatmaps.rib.to_dict(), "heatmaps.rib").algorithm_options(),
+             "scales": BASE.heatmaps.scales, "flip": BASE.heatmaps.flip}
+FAST = {**REFERENCE, **dict(steps=3, lr=5e-3, scales=(1.0, 0.5), flip=True, max_logit=1e6,
+                            explode_ratio=1.1, neg_batch=2)}
 
 
 def _net(pooling="ep", bn=True):
@@ -117,7 +125,9 @@ def test_caller_optimizer_state_is_restored():
 
 
 def test_defaults_and_pick_negatives():
-    assert RIB_DEFAULTS["steps"] == 10 and RIB_DEFAULTS["lr"] == 8e-6 and RIB_DEFAULTS["tau"] == 0.4
+    # RIB's VOC settings (NeurIPS 2021): 10 steps, lr 8e-6, GNDRP tau 0.4
+    assert REFERENCE["steps"] == 10 and REFERENCE["lr"] == 8e-6 and REFERENCE["tau"] == 0.4
+    assert sorted(REFERENCE) == sorted(RIB_OPTIONS)
     labels = {"a": [1], "b": [2], "c": [1, 3], "d": [3], "e": []}
     negs = pick_negatives(labels, [1], 5)
     assert sorted(negs) == ["b", "d"]

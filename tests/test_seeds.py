@@ -11,34 +11,44 @@ I = 255
 A = np.array([[1.0, 0.8, 0.6, 0.0], [0.75, 0.2, 0.0, 0.0]])   # class 3
 B = np.array([[0.0, 0.9, 1.0, 0.71], [0.0, 0.0, 0.0, 0.1]])   # class 5
 SAL = np.array([[0.5, 0.5, 0.5, 0.03], [0.5, 0.01, 0.05, 0.5]])
+BG = dict(bg_source="saliency", bg_sal=0.06, bg_cam=0.05)   # EP paper §4.4; IRN's 0.05
+RULE = dict(fg_top=0.3, fg_mode="relative", overlap="max", **BG)
+
+
+def seeds(maps, classes, sal, **changes):
+    return make_seeds(maps, classes, sal, **{**RULE, **changes})
+
+
+def cues(maps, sal, **changes):
+    return background_cues(maps, sal, **{**BG, **changes})
 
 
 def test_relative_overlap_max():
-    out = make_seeds(np.stack([A, B]), [3, 5], SAL, fg_top=0.3, fg_mode="relative", overlap="max")
+    out = seeds(np.stack([A, B]), [3, 5], SAL, fg_top=0.3, fg_mode="relative", overlap="max")
     # (0,1): A .8 vs B .9 -> 5; (0,3): B fg and bg -> 255; (1,3) unclaimed, salient -> 255
     assert out.dtype == np.uint8
     assert out.tolist() == [[3, 5, 5, I], [3, 0, 0, I]]
 
 
 def test_relative_overlap_ignore():
-    out = make_seeds(np.stack([A, B]), [3, 5], SAL, overlap="ignore")
+    out = seeds(np.stack([A, B]), [3, 5], SAL, overlap="ignore")
     assert out.tolist() == [[3, I, 5, I], [3, 0, 0, I]]
 
 
 def test_exact_tie_under_max_is_ignored():
     a = A.copy()
     a[0, 1] = 0.9
-    out = make_seeds(np.stack([a, B]), [3, 5], SAL, overlap="max")
+    out = seeds(np.stack([a, B]), [3, 5], SAL, overlap="max")
     assert out[0, 1] == I and out[0, 0] == 3
 
 
 def test_rank_mode_and_ties():
-    out = make_seeds(np.stack([A, B]), [3, 5], SAL, fg_top=0.25, fg_mode="rank")
+    out = seeds(np.stack([A, B]), [3, 5], SAL, fg_top=0.25, fg_mode="rank")
     # n = 2 pixels per class: A -> (0,0),(0,1); B -> (0,2),(0,1); overlap at (0,1) -> B;
     # (0,3) is no longer claimed by B, so its low saliency makes it background
     assert out.tolist() == [[3, 5, 5, 0], [I, 0, 0, I]]
     tied = np.array([[1.0, 1.0, 1.0, 0.0], [0.5, 0.0, 0.0, 0.0]])
-    out = make_seeds(tied[None], [2], np.ones((2, 4)), fg_top=0.25, fg_mode="rank")
+    out = seeds(tied[None], [2], np.ones((2, 4)), fg_top=0.25, fg_mode="rank")
     # all pixels tied with the cut value are claimed (3 > n = 2)
     assert out.tolist() == [[2, 2, 2, I], [I, I, I, I]]
 
@@ -46,60 +56,60 @@ def test_rank_mode_and_ties():
 def test_zero_map_claims_nothing_and_bg_only():
     z = np.zeros((2, 4))
     for mode in ("relative", "rank"):
-        out = make_seeds(z[None], [1], SAL, fg_mode=mode)
+        out = seeds(z[None], [1], SAL, fg_mode=mode)
         assert out.tolist() == [[I, I, I, 0], [I, 0, 0, I]]
-    out = make_seeds(np.zeros((0, 2, 4)), [], SAL)
+    out = seeds(np.zeros((0, 2, 4)), [], SAL)
     assert out.tolist() == [[I, I, I, 0], [I, 0, 0, I]]
 
 
 def test_bad_arguments():
     with pytest.raises(ValueError):
-        make_seeds(np.stack([A, B]), [3], SAL)
+        seeds(np.stack([A, B]), [3], SAL)
     with pytest.raises(ValueError):
-        make_seeds(A[None], [3], SAL, fg_mode="top")
+        seeds(A[None], [3], SAL, fg_mode="top")
     with pytest.raises(ValueError):
-        make_seeds(A[None], [3], SAL, overlap="min")
+        seeds(A[None], [3], SAL, overlap="min")
 
 
 def test_background_from_class_maps_irn_rule():
     # max over A, B: [[1, .9, 1, .71], [.75, .2, 0, .1]]; IRN: background where it is <= 0.05
-    cam, veto = background_cues(np.stack([A, B]), None, "cam", bg_cam=0.05)
+    cam, veto = cues(np.stack([A, B]), None, bg_source="cam", bg_cam=0.05)
     assert cam.tolist() == [[False, False, False, False], [False, False, True, False]]
     assert (veto == cam).all()
-    at_threshold, _ = background_cues(np.stack([A, B]), None, "cam", bg_cam=0.1)
+    at_threshold, _ = cues(np.stack([A, B]), None, bg_source="cam", bg_cam=0.1)
     assert at_threshold[1].tolist() == [False, False, True, True]          # 0.1 <= 0.1
     # no class maps: every pixel is background (IRN: only the padded background map)
-    assert background_cues(np.zeros((0, 2, 4)), None, "cam")[0].all()
+    assert cues(np.zeros((0, 2, 4)), None, bg_source="cam")[0].all()
     # saliency alone: < 0.06 at (0,3), (1,1), (1,2)
-    sal, veto = background_cues(np.stack([A, B]), SAL, "saliency", bg_sal=0.06)
+    sal, veto = cues(np.stack([A, B]), SAL, bg_source="saliency", bg_sal=0.06)
     assert sal.tolist() == [[False, False, False, True], [False, True, True, False]]
     assert (veto == sal).all()
     # both: background where both hold (AND), either cue vetoes foreground (OR);
     # class maps <= 0.2 at (1,1), (1,2), (1,3)
-    both, veto = background_cues(np.stack([A, B]), SAL, "both", bg_sal=0.06, bg_cam=0.2)
+    both, veto = cues(np.stack([A, B]), SAL, bg_source="both", bg_sal=0.06, bg_cam=0.2)
     assert both.tolist() == [[False, False, False, False], [False, True, True, False]]
     assert veto.tolist() == [[False, False, False, True], [False, True, True, True]]
     with pytest.raises(ValueError, match="needs a saliency map"):
-        background_cues(A[None], None, "both")
+        cues(A[None], None, bg_source="both")
     with pytest.raises(ValueError, match="bg_source must be one of"):
-        background_cues(A[None], SAL, "depth")
+        cues(A[None], SAL, bg_source="depth")
 
 
 def test_seeds_with_cam_background():
     # A alone, relative top 30%: fg where A >= 0.7 -> (0,0), (0,1), (1,0); bg where A <= 0.05
-    out = make_seeds(A[None], [3], None, bg_source="cam", bg_cam=0.05)
+    out = seeds(A[None], [3], None, bg_source="cam", bg_cam=0.05)
     assert out.tolist() == [[3, 3, I, 0], [3, I, 0, 0]]
     # 'both' keeps only the background both cues agree on; saliency says (0,3), (1,1), (1,2)
-    out = make_seeds(A[None], [3], SAL, bg_source="both", bg_cam=0.05)
+    out = seeds(A[None], [3], SAL, bg_source="both", bg_cam=0.05)
     assert out.tolist() == [[3, 3, I, 0], [3, I, 0, I]]
     # ... and saliency still withdraws a foreground claim the class maps do not call background
     sal = SAL.copy()
     sal[0, 1] = 0.01
-    assert make_seeds(A[None], [3], sal, bg_source="both", bg_cam=0.05)[0, 1] == I
-    assert make_seeds(A[None], [3], sal, bg_source="cam", bg_cam=0.05)[0, 1] == 3
+    assert seeds(A[None], [3], sal, bg_source="both", bg_cam=0.05)[0, 1] == I
+    assert seeds(A[None], [3], sal, bg_source="cam", bg_cam=0.05)[0, 1] == 3
     # rank mode can claim pixels the class map also calls background: those become 255
     m = np.array([[1.0, 0.04, 0.04, 0.0]])
-    out = make_seeds(m[None], [3], None, fg_top=0.75, fg_mode="rank", bg_source="cam", bg_cam=0.05)
+    out = seeds(m[None], [3], None, fg_top=0.75, fg_mode="rank", bg_source="cam", bg_cam=0.05)
     assert out.tolist() == [[3, I, I, 0]]
 
 

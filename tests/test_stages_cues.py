@@ -9,6 +9,7 @@ from __future__ import annotations
 import pickle
 import shutil
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,12 +23,13 @@ from pipeline.voc import read_label_png
 from stages.common import main_for
 from pipeline.testing import expect_one_line_error, tiny_work_dir
 
-EXP = textwrap.dedent("""
+BASE = Path(__file__).resolve().parent.parent / "configs" / "_base_"
+EXP = f"_base_ = {[str(BASE / f) for f in ('classifier_vgg16_ep.py', 'cues.py')]!r}\n" + textwrap.dedent("""
     experiment = dict(name="cues_test", seed=0, device="cpu")
     data = dict(dataset="synthetic", root=None, sbd_root=None, label_source="xml",
                 synthetic=dict(seed=0, image_size=48, n_train=12, n_val=4, n_test=4, n_classes=3))
-    classifier = dict(model=dict(backbone=dict(width=0.125, batch_norm=True), pooling="ep",
-                                 pretrained=None))
+    classifier = dict(model=dict(backbone=dict(width=0.125, batch_norm=True),
+                                 pooling=dict(type="ep"), pretrained=None))
     heatmaps = dict(split="trainaug", size=40, scales=(1.0, 0.75), flip=True, pooling="gap",
                     class_specific_lambda=True, batch_size=5, num_workers=0, amp=False)
     saliency = dict(split="trainaug", dir=None, rbd=dict(n_segments=40), workers=2)
@@ -137,8 +139,7 @@ def test_lambda_c_source(cues, tmp_path):
     wd = tmp_path / "work"
     for stage in ("data", "classifier", "heatmaps", "saliency"):
         shutil.copytree(cues.wd / stage, wd / stage)
-    sec = dict(cues.cfg.seeds)
-    sec.update(heatmap_source="lambda_c", export_dsrg_pickle=False, n_overlays=0)
+    sec = cues.cfg.seeds.replace(heatmap_source="lambda_c", export_dsrg_pickle=False, n_overlays=0)
     m = run_stage("seeds", stages.seeds.UPSTREAM, stages.seeds.run, cues.cfg, sec, wd)
     assert m["counts"]["images"] == 12 and "seeds" in m["metrics"]
     shutil.rmtree(wd / "heatmaps" / "lambda_c")
@@ -161,10 +162,12 @@ def test_cam_background_needs_no_saliency_stage(cues, tmp_path, capsys):
     hm = load_heatmap(wd / "heatmaps" / "maps" / f"{first}.npz")
     maps = normalise_per_class(hm["cam"])
     seeds = read_label_png(wd / "seeds" / "labels" / f"{first}.png")
-    assert (seeds == make_seeds(maps, hm["classes"], None, bg_source="cam", bg_cam=0.1)).all()
+    rule = dict(fg_top=0.30, fg_mode="relative", bg_sal=0.06, overlap="max")     # EXP's seeds
+    assert (seeds == make_seeds(maps, hm["classes"], None, bg_source="cam", bg_cam=0.1, **rule)).all()
     assert ((seeds == 0) == (maps.max(0) <= 0.1)).all()        # the relative fg never reaches 0.1
     assert 0 < man["metrics"]["seeds_bg_fraction"] < 1
     # 'both' needs the saliency stage; with it, its background is where both rules hold
+    capsys.readouterr()
     expect_one_line_error(capsys, lambda: _cli("seeds", cues.exp, wd, "seeds.bg_source=both"),
                           "needs the output of stage 'saliency'")
     shutil.copytree(cues.wd / "saliency", wd / "saliency")
@@ -175,8 +178,9 @@ def test_cam_background_needs_no_saliency_stage(cues, tmp_path, capsys):
     seeds = read_label_png(wd / "seeds" / "labels" / f"{first}.png")
     assert ((seeds == 0) == ((maps.max(0) <= 0.1) & (sal < cues.cfg.seeds.bg_sal))).all()
     assert both["metrics"]["seeds_bg_fraction"] <= man["metrics"]["seeds_bg_fraction"]
+    capsys.readouterr()
     expect_one_line_error(capsys, lambda: _cli("seeds", cues.exp, wd, "seeds.bg_source=depth"),
-                          "seeds.bg_source must be one of")
+                          "seeds.bg_source='depth' is not allowed: it must be one of 'saliency', 'cam', 'both'")
 
 
 def test_saliency_import(cues, tmp_path):
@@ -189,15 +193,14 @@ def test_saliency_import(cues, tmp_path):
     ids = cues.ids
     for img_id in ids[1:]:                     # any size; resized to the image
         Image.fromarray(np.full((30, 20), 200, np.uint8)).save(src / f"{img_id}.png")
-    sec = dict(cues.cfg.saliency)
-    sec.update(dir=str(src), workers=1)
+    sec = cues.cfg.saliency.replace(dir=str(src), workers=1)
     with pytest.raises(StageError, match=f"{ids[0]}.png"):
         run_stage("saliency", ("data",), stages.saliency.run, cues.cfg, sec, wd)
     (src / f"{ids[0]}.png").write_bytes(b"not a png")
     with pytest.raises(StageError, match=f"{ids[0]}.png"):
         run_stage("saliency", ("data",), stages.saliency.run, cues.cfg, sec, wd)
     Image.fromarray(np.full((60, 70), 200, np.uint8)).save(src / f"{ids[0]}.png")
-    sec.update(workers=2)
+    sec = sec.replace(workers=2)
     m = run_stage("saliency", ("data",), stages.saliency.run, cues.cfg, sec, wd)
     assert m["metrics"]["source"] == "import" and m["counts"]["images"] == 12
     for img_id in ids:

@@ -7,10 +7,12 @@ classifier = dict(
         # fully convolutional VGG-16 (DSRG/SEC cue network): pool4/pool5 stride 1, dilated conv5,
         # fc6 (3x3, 1024) + fc7 (1x1, 1024) convs, output stride 8 (321 -> 41)
         backbone=dict(width=1.0, batch_norm=False, dropout=0.5, fc6_dilation=1,
-                      sge_after=(), lip_pools=(), bew_before=()),
-        pooling=dict(type="ep", detach_lambda=False, tau=0.4),
+                      sge_after=(), sge_groups=32, lip_pools=(), bew_before=()),
+        # tau: GNDRP threshold; normalize (EP): "hw" = Eq. 4's 1/hw | "lambda" = λ-weighted mean
+        pooling=dict(type="ep", detach_lambda=False, tau=0.4, normalize="hw"),
         pretrained="torchvision",        # torchvision cache, or a path to vgg16-397923af.pth
         bew_loss_weight=0.5,
+        classifier_bias=True,            # bias b of the 1x1 classifier (CAM = Wᵀv + b)
     ),
     train=dict(
         split="trainaug", crop=321, resize=None, scale_range=(0.7, 1.3),
@@ -20,5 +22,6 @@ classifier = dict(
         lr_mult=dict(),
         loss="multilabel_soft_margin", amp=True, log_interval=20, checkpoint_interval=1000,
     ),
-    val=dict(split="val", size=321, batch_size=20),
+    # extra_poolings: also score the trained weights with these pooling rules ("EP inference")
+    val=dict(split="val", size=321, batch_size=20, num_workers=0, extra_poolings=()),
 )

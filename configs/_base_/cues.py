@@ -22,14 +22,20 @@ heatmaps = dict(
     class_specific_lambda=False,
     batch_size=8,
     num_workers=2,             # DataLoader workers (image decoding + resizing)
-    # (optional) writers=2: threads that compress and write the .npz files (0 = in the loop)
+    writers=2,                 # threads that compress and write the .npz files (0 = in the loop)
     amp=True,                  # float16 autocast on CUDA (ignored on CPU)
     # 'classifier': CAMs of the trained classifier | 'rib': RIB's per-image fine-tuned CAMs
     # (Lee et al. NeurIPS 2021, docs/ALGORITHMS.md §8.2; pipeline/rib.py), one image at a time.
     source="classifier",
-    # RIB settings (source='rib'): steps per image, lr (VOC), GNDRP tau, early stops (logit
-    # bound, CAM coverage > explode_ratio), `negatives` images sharing no class with the target.
-    rib=dict(steps=10, lr=8e-6, tau=0.4, max_logit=100.0, explode_ratio=0.7, negatives=20),
+    # RIB settings (source='rib'; docs/ALGORITHMS.md §8.2), views = the scales/flip above: steps
+    # per image, SGD lr (VOC) with the classifier's lr x classifier_lr_mult, weight decay, momentum,
+    # poly decay over the steps; GNDRP tau; early stops (a labelled logit > max_logit; CAM >
+    # explode_th on more than explode_ratio of the pixels); `negatives` images sharing no class
+    # with the target, neg_batch of them per step; loss 'sum' (RIB) | 'mean'; train_mode=False
+    # keeps BatchNorm statistics and dropout frozen; seed of the negatives' sub-sampling.
+    rib=dict(steps=10, lr=8e-6, classifier_lr_mult=10.0, weight_decay=1e-4, momentum=0.0,
+             poly_power=0.9, tau=0.4, max_logit=100.0, explode_th=0.3, explode_ratio=0.7,
+             negatives=20, neg_batch=20, loss_reduction="sum", train_mode=False, seed=0),
 )
 
 saliency = dict(

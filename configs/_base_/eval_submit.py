@@ -3,9 +3,10 @@
 # val / test numbers): scales 0.75 / 1 / 1.25 of the original image, no flip, logits upsampled to
 # the original size and summed, softmax floored at 1e-5, dense CRF with the DSRG test parameters.
 eval = dict(
-    # (optional) model="retrain": score the `retrain` stage's model (DSRG's second round, or an
-    # mmseg segmentor) instead of the first-round DSRG segmenter (default "segmenter"); submit
-    # follows unless it sets its own `model`.
+    # the model scored: "segmenter" (the first-round DSRG segmenter) | "retrain" (the `retrain`
+    # stage's model: DSRG's second round, or an mmseg segmentor); submit follows unless it sets
+    # its own `model`.
+    model="segmenter",
     split="val",
     # test protocol (pipeline/inference.py, PROTOCOLS): "test-ms-f" (DSRG's test-ms-f.py, above) |
     # "test-ms" (DSRG's test-ms.py: squares 241/321/401, logits summed) | "resized-square"
@@ -27,6 +28,8 @@ eval = dict(
     n_overlays=8,              # overlays/<id>.png: image | prediction | prediction+CRF | GT
     save_predictions=True,     # pred/<id>.png colour palette PNGs (final = with CRF if enabled)
     save_no_crf=False,         # also pred_nocrf/<id>.png when the CRF is on
+    # (optional) chunk=N: images streamed through the network per CRF chunk (default
+    # max(batch_size, 8)); memory only, the results do not depend on it
 )
 
 submit = dict(

@@ -34,9 +34,10 @@ segmenter = dict(
     # sigma / 12, P as unary);
     # any CRFParams field overrides the preset (bi_w, bi_xy, bi_rgb, pos_w, pos_xy, iterations,
     # unary). backend: "pydensecrf" (permutohedral lattice, CPU; workers: process pool size per
-    # training process, 0 = in-process) | "torch" (exact mean-field on the training device,
-    # pipeline/crf_torch.py; workers unused). docs/CRF_TORCH.md compares the two.
-    crf=dict(preset="dsrg_train", backend="pydensecrf", workers=4),
+    # training process, 0 = in-process, started with start_method) | "torch" (exact mean-field
+    # on the training device, pipeline/crf_torch.py; workers unused). docs/CRF_TORCH.md compares
+    # the two.
+    crf=dict(preset="dsrg_train", backend="pydensecrf", workers=4, start_method="spawn"),
     ce=dict(resolution="input"),        # loss="ce": "input" = upsampled logits | "output" = grid
     # quick single-scale, no-CRF val mIoU (+ the fraction of val pixels predicted foreground);
     # score_train: also score the segmenter (same settings) on the images the seeds stage scored

@@ -42,6 +42,8 @@ from torch import nn
 from pipeline.io_utils import atomic_file
 from pipeline.models.checkpoint import MMSEG_FORMAT
 from pipeline.dsrg import DSRGConfig, ce_loss, dsrg_losses
+from pipeline.settings.crf import TrainingCRF
+from pipeline.settings.segmenter import DSRGSettings
 from pipeline.models.deeplab import DeepLabV2VGG16 as _DeepLabV2VGG16
 from pipeline.models.deeplab import _ASPPBranch
 
@@ -114,7 +116,9 @@ class DSRGSegmentor(BaseSegmentor):
     Training data: ``gt_sem_seg`` holds the seed map (255 = unlabelled); the image classes are
     ``metainfo["img_classes"]`` (dataset indices ≥ 1) when present, else the classes occurring
     in the seed map. The uint8 image for the CRF is recovered from the normalised input with
-    the data preprocessor's mean/std. ``crf_workers > 0`` opens a CRF process pool on first use.
+    the data preprocessor's mean/std. ``dsrg`` / ``crf``: the ``segmenter.dsrg`` /
+    ``segmenter.crf`` config sections, every key set (pipeline.settings checks them);
+    ``crf.workers > 0`` opens a CRF process pool on first use.
     """
 
     def __init__(self, net: dict, loss: str = "dsrg", dsrg: dict | None = None,
@@ -125,8 +129,10 @@ class DSRGSegmentor(BaseSegmentor):
             raise ValueError(f"loss must be 'dsrg' or 'ce', got {loss!r}")
         self.net = MODELS.build(net)
         self.loss_type, self.ce_resolution = loss, ce_resolution
-        self.dsrg_cfg = DSRGConfig.from_cfg(dsrg, crf)
-        self.crf_workers = int(dict(crf or {}).get("workers", 0) or 0)
+        crf = TrainingCRF.from_dict(dict(crf or {}), "crf")
+        self.dsrg_cfg = DSRGConfig(**DSRGSettings.from_dict(dict(dsrg or {}), "dsrg").fields_dict(),
+                                   crf=crf.params(), crf_backend=crf.backend)
+        self.crf_workers = crf.workers
         self._crf_pool = None
         self.align_corners = False
 

@@ -116,7 +116,10 @@ class WSSSClassifier(nn.Module):
 def build_classifier(model_cfg: dict, num_classes: int) -> WSSSClassifier:
     """Build a ``WSSSClassifier`` from a plain dict (see module docstring); loads ImageNet
     VGG-16 (13 convs + decimated fc6/fc7) when ``model_cfg['pretrained']`` is set; what came from
-    the file is in ``model.backbone.init_report``."""
+    the file is in ``model.backbone.init_report``. The stage passes the checked
+    ``classifier.model`` section; the fall-backs for absent keys read ``model.pth`` files that
+    predate those keys (and the keys pipeline.settings.KEYS_ADDED_LATER leaves out at these
+    values)."""
     cfg = dict(model_cfg or {})
     known = {"backbone", "pooling", "classifier_bias", "pretrained", "bew_loss_weight"}
     unknown = sorted(set(cfg) - known - {"type"})
