@@ -45,6 +45,16 @@ KEYS_ADDED_LATER: dict[str, Any] = {
     "heatmaps.rib.seed": 0,
     "segmenter.crf.start_method": "spawn",
     "eval.model": "segmenter",
+    "classifier.model.backbone.type": "vgg16",
+    "classifier.model.backbone.frozen_blocks": 0,
+    "classifier.model.backbone.head": True,
+    "classifier.train.cache_trunk": False,
+    # a nested section whose keys are all at their earlier values is left out as a whole ({})
+    "segmenter.model.backbone": {},
+    "segmenter.model.backbone.type": "vgg16",
+    "segmenter.model.backbone.frozen_blocks": 0,
+    "segmenter.model.backbone.head": False,
+    "segmenter.train.cache_trunk": False,
 }
 
 
@@ -108,10 +118,11 @@ class Section(Mapping):
             if not self.is_set(f.name):
                 continue
             value = getattr(self, f.name)
+            value = value.to_dict() if isinstance(value, Section) else value
             later = KEYS_ADDED_LATER.get(f"{self.path}.{f.name}", _NOTHING)
             if later is not _NOTHING and value == later:
                 continue
-            out[f.name] = value.to_dict() if isinstance(value, Section) else value
+            out[f.name] = value
         return out
 
     def fields_dict(self) -> dict:

@@ -126,12 +126,16 @@ class TrainSettings(Section):
 
 @dataclasses.dataclass(frozen=True)
 class ClassifierTrain(TrainSettings):
-    """``classifier.train``: plus the multi-label loss."""
+    """``classifier.train``: plus the multi-label loss and ``cache_trunk`` (compute the frozen
+    trunk once per image and train the rest on the cached features; pipeline/models/trunk_cache.py)."""
     loss: str = key(OneOf(*LOSS_TYPES))
+    cache_trunk: bool = key(Bool())
 
 
 @dataclasses.dataclass(frozen=True)
 class SegmenterTrain(TrainSettings):
-    """``segmenter.train``: plus where the training labels come from."""
+    """``segmenter.train``: plus where the training labels come from and ``cache_trunk`` (as
+    ``classifier.train``)."""
     labels: str = key(OneOf("seeds", "gt"))       # seeds: WORK_DIR/seeds/labels | gt: GT masks
+    cache_trunk: bool = key(Bool())
 
