@@ -32,13 +32,15 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from pipeline.data.datasets import ClassificationDataset
 from pipeline.data.index import DatasetIndex
 from pipeline.data.transforms import parse_size, resize_image, to_tensor
 from pipeline.guards import check_array_finite
 from pipeline.heatmaps import infer_batch, normalise_per_class, save_heatmap
+from pipeline.models.trunk_cache import trunk_cache_dir, trunk_lookup
 from pipeline.rib import pick_negatives, rib_heatmaps
 from pipeline.writer import BackgroundWriter
-from stages.common import load_inference_classifier, main_for, split_ids
+from stages.common import load_inference_classifier, main_for, resolve_path, split_ids
 
 STAGE = "heatmaps"
 UPSTREAM = ("data", "classifier")
@@ -109,6 +111,7 @@ def run(ctx) -> dict:
 
     source = sec.source
     rib = RIBSource(net, index, ids, sec) if source == "rib" else None
+    lookup = use_trunk_cache(ctx, net, index, sec)
     n_done, n_maps, score_sum = 0, 0, 0.0
     log_every = max(100, len(ids) // 10) if rib is None else 10
     # compressing the files is most of this stage's host time: threads write them (zlib frees
@@ -142,6 +145,8 @@ def run(ctx) -> dict:
                     score_sum += sum(scores)
                     if n_done % log_every == 0:
                         ctx.log(f"{n_done}/{len(ids)} images")
+    if lookup is not None:
+        ctx.log(f"trunk cache: {lookup.hits} inputs from the cache, {lookup.misses} computed")
     mean_score = score_sum / n_maps if n_maps else float("nan")
     ctx.log(f"wrote {n_done} heatmap files ({n_maps} class maps) to {maps_dir}; mean score of "
             f"the labelled classes {mean_score:.3f}")
@@ -152,6 +157,23 @@ def run(ctx) -> dict:
         ctx.log(f"RIB early stops: {dict(rib.stops)}")
     return {"counts": {"images": n_done, "class_maps": n_maps, "lambda_c": n_done if with_lc else 0},
             "metrics": metrics}
+
+
+def use_trunk_cache(ctx, net, index, sec):
+    """With a cached frozen trunk (``classifier.train.cache_trunk``) and a square ``size``, set
+    the classifier's trunk to read the cached features of the inputs the classifier trained on
+    (identical inputs only: pipeline/models/trunk_cache.py); returns the lookup or None."""
+    model = ctx.cfg.classifier.model
+    if not ctx.cfg.classifier.train.cache_trunk or not isinstance(sec.size, int) or sec.source != "classifier":
+        return None
+    base = ClassificationDataset(index, ctx.cfg.classifier.train.split, sec.size, train=False)
+    pretrained = model.pretrained if model.pretrained in (None, "package") else resolve_path(model.pretrained)
+    where = trunk_cache_dir(ctx.work_dir, model.backbone.to_dict(), pretrained, sec.size)
+    lookup = trunk_lookup(base, where)
+    if lookup is not None:
+        net.backbone.lookup = lookup
+        ctx.log(f"trunk cache {where}: {len(lookup.features)} cached inputs")
+    return lookup
 
 
 class RIBSource:

@@ -12,7 +12,7 @@ from pipeline.models.classifier import build_classifier
 from pipeline.models.deeplab import build_segmenter
 from pipeline.models.efficientnet_lite import (NUM_BLOCKS, EfficientNetLite0, key_map,
                                                resolve_lite0_weights)
-from pipeline.models.trunk_cache import CachedTrunkDataset
+from pipeline.models.trunk_cache import CachedTrunkDataset, trunk_lookup
 
 
 def package_layout(net: EfficientNetLite0) -> dict[str, torch.Tensor]:
@@ -169,6 +169,18 @@ def test_cached_and_uncached_forward_give_the_same_output(tmp_path):
                 assert torch.allclose(cached, plain, atol=1e-5)
         CachedTrunkDataset(base, None, cache, log=logs.append)     # second time: read, no trunk needed
         assert logs[-1].endswith(f"{len(base)} of {len(base)} images cached, computing 0")
+        # inference through the lookup: cached inputs read, a new input computed, same outputs
+        backbone = net.backbone
+        backbone.lookup = lookup = trunk_lookup(base, cache)
+        batch = torch.cat([base.images[:2], torch.randn(1, 3, base.size, base.size)])
+        with torch.no_grad():
+            looked = net(batch)
+            backbone.lookup = None
+            plain = net(batch)
+        if key:
+            looked, plain = looked[key], plain[key]
+        assert torch.allclose(looked, plain, atol=1e-5)
+        assert (lookup.hits, lookup.misses) == (2, 1)
 
 
 REALPHOTO = "configs/realphoto_cpu.py"

@@ -140,6 +140,7 @@ class EfficientNetLite0(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.out_channels = HEAD_CHANNELS if self.has_head else last
         self.init_report: InitReport | None = None
+        self.lookup = None          # cached trunk features for inference (trunk_cache.TrunkLookup)
         self._init_weights()
         self._freeze()
 
@@ -171,9 +172,15 @@ class EfficientNetLite0(nn.Module):
         return self
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
-        """Output of the frozen part (the images themselves when nothing is frozen)."""
+        """Output of the frozen part (the images themselves when nothing is frozen); through
+        ``self.lookup`` (pipeline.models.trunk_cache.TrunkLookup) when one is set."""
         if self.frozen_blocks == 0:
             return x
+        if self.lookup is not None:
+            return self.lookup(self._run_trunk, x)
+        return self._run_trunk(x)
+
+    def _run_trunk(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.stem_bn(self.stem_conv(x)))
         for block in self.blocks[:self.frozen_blocks]:
             x = block(x)

@@ -8,7 +8,11 @@ time. The cached mode therefore feeds each training image as a square resize to 
 the trunk once per image, keeps it on disk under ``WORK_DIR/cache/trunk/<key>/<id>.pt`` (shared by
 every stage whose trunk, weights and input size agree: classifier, segmenter, upper bound) and in
 memory, and trains the rest of the network on it (``net(features, from_trunk=True)``). The forward
-output is the uncached one's (tests/test_trunk_cache.py); only the per-step cost changes.
+output is the uncached one's (tests/test_efficientnet_lite.py); only the per-step cost changes.
+
+Inference stages reuse the cache through :class:`TrunkLookup` (``backbone.lookup``): an input
+image tensor found in the cache (same bytes: SHA-1 of the tensor) takes its cached features, any
+other input runs the trunk — e.g. the heatmaps stage at the training size, one scale, no flip.
 """
 from __future__ import annotations
 
@@ -21,7 +25,8 @@ from torch.utils.data import Dataset
 
 from pipeline.io_utils import atomic_file
 
-__all__ = ["trunk_cache_dir", "CachedTrunkDataset", "trunk_of", "cached_trunk_dataset"]
+__all__ = ["trunk_cache_dir", "CachedTrunkDataset", "trunk_of", "cached_trunk_dataset",
+           "input_digest", "TrunkLookup", "trunk_lookup"]
 
 CACHE_FORMAT = "wsss-trunk-cache/1"
 
@@ -97,3 +102,39 @@ def cached_trunk_dataset(base, net, model_cfg: dict, work_dir, device="cpu", log
     trunk_cfg = model_cfg.get("backbone") or {}
     where = trunk_cache_dir(work_dir, trunk_cfg, model_cfg.get("pretrained"), base.size)
     return CachedTrunkDataset(base, trunk_of(net), where, device, log=log)
+
+
+def input_digest(x: torch.Tensor) -> str:
+    """SHA-1 of one input tensor's bytes (float32, contiguous)."""
+    return hashlib.sha1(x.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
+class TrunkLookup:
+    """``lookup(trunk_fn, x)``: the trunk output of a batch, cached features for the inputs whose
+    digest is known (``features``: digest → tensor), ``trunk_fn`` on the others."""
+
+    def __init__(self, features: dict[str, torch.Tensor]) -> None:
+        self.features, self.hits, self.misses = features, 0, 0
+
+    def __call__(self, trunk_fn, x: torch.Tensor) -> torch.Tensor:
+        found = [self.features.get(input_digest(xi)) for xi in x]
+        missing = [i for i, f in enumerate(found) if f is None]
+        self.hits, self.misses = self.hits + len(x) - len(missing), self.misses + len(missing)
+        if len(missing) == len(x):
+            return trunk_fn(x)
+        if missing:
+            for i, f in zip(missing, trunk_fn(x[missing])):
+                found[i] = f
+        return torch.stack([f.to(device=x.device, dtype=x.dtype) for f in found])
+
+
+def trunk_lookup(base, cache_dir) -> TrunkLookup | None:
+    """A :class:`TrunkLookup` over the cached features of ``base``'s items (a deterministic
+    dataset: its ``"image"`` tensors are the cached inputs), or None when ``cache_dir`` holds none."""
+    cache_dir = Path(cache_dir)
+    features = {}
+    for i, img_id in enumerate(base.ids):
+        path = cache_dir / f"{img_id}.pt"
+        if path.is_file():
+            features[input_digest(base[i]["image"])] = torch.load(path, weights_only=True)
+    return TrunkLookup(features) if features else None
