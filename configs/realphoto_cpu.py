@@ -11,11 +11,11 @@ experiment = dict(name="realphoto_cpu", seed=0, device="auto")
 
 # classifier: the stem and all 16 MBConv blocks frozen (ImageNet) and cached once per image
 # (train.cache_trunk: square resize to 225, no flip); the 1x1 1280-ch head conv (+BN) and the
-# classifier train, so EP / GAP still shape the features they pool. Adam, batch 16, 300 iterations.
+# classifier train, so EP / GAP still shape the features they pool. Adam, batch 16, 150 iterations (~4 epochs).
 classifier = dict(
     model=dict(backbone=dict(type="efficientnet_lite0", frozen_blocks=16, head=True, dropout=0.2),
                pretrained="package"),
-    train=dict(crop=225, resize=225, scale_range=(1.0, 1.0), batch_size=16, max_iters=300,
+    train=dict(crop=225, resize=225, scale_range=(1.0, 1.0), batch_size=16, max_iters=150,
                num_workers=0, cache_trunk=True,
                optimizer=dict(_delete_=True, type="Adam", lr=1e-3, weight_decay=1e-4),
                schedule=dict(_delete_=True, type="poly", power=0.9),
@@ -23,19 +23,19 @@ classifier = dict(
     val=dict(size=225, batch_size=16, extra_poolings=("gap",)),
 )
 
-# cues at the classifier's input size, one view (the full trunk runs here: ~0.5 s per image on 2
-# cores). bg_sal 0.15 as the demo's RBD setting (RBD saliency is far from DRFI's on real photos).
+# cues at the classifier's input size, one view: the same inputs as its training, so the trunk's
+# cached features are read (pipeline/models/trunk_cache.py). bg_sal 0.15 as the demo's RBD setting.
 heatmaps = dict(size=225, scales=(1.0,), flip=False, batch_size=8, num_workers=0)
 saliency = dict(workers=2)
 seeds = dict(bg_sal=0.15)
 
 # segmenter: DeepLab-ASPP on the frozen, cached 320-ch map of the last block (the ASPP branches
 # train: 64 channels, rates scaled from DSRG's 6/12/18/24 on 41x41 to the 29x29 grid), DSRG loss,
-# Adam, batch 8, 300 iterations; the training CRF in-process (29x29 grid).
+# Adam, batch 8, 200 iterations; the training CRF in-process (29x29 grid).
 segmenter = dict(
     model=dict(backbone=dict(type="efficientnet_lite0", frozen_blocks=16, head=False),
                pretrained="package", fc_channels=64, rates=(4, 8, 12, 16), dropout=0.5),
-    train=dict(crop=225, resize=225, scale_range=(1.0, 1.0), batch_size=8, max_iters=300,
+    train=dict(crop=225, resize=225, scale_range=(1.0, 1.0), batch_size=8, max_iters=200,
                num_workers=0, cache_trunk=True,
                optimizer=dict(_delete_=True, type="Adam", lr=1e-3, weight_decay=1e-4),
                schedule=dict(_delete_=True, type="poly", power=0.9),

@@ -37,7 +37,7 @@ from pipeline.data.index import DatasetIndex
 from pipeline.data.transforms import parse_size, resize_image, to_tensor
 from pipeline.guards import check_array_finite
 from pipeline.heatmaps import infer_batch, normalise_per_class, save_heatmap
-from pipeline.models.trunk_cache import trunk_cache_dir, trunk_lookup
+from pipeline.models.trunk_cache import attach_trunk_lookup
 from pipeline.rib import pick_negatives, rib_heatmaps
 from pipeline.writer import BackgroundWriter
 from stages.common import load_inference_classifier, main_for, resolve_path, split_ids
@@ -160,20 +160,17 @@ def run(ctx) -> dict:
 
 
 def use_trunk_cache(ctx, net, index, sec):
-    """With a cached frozen trunk (``classifier.train.cache_trunk``) and a square ``size``, set
-    the classifier's trunk to read the cached features of the inputs the classifier trained on
+    """With a cached frozen trunk (``classifier.train.cache_trunk``) and a square ``size``, let
+    the classifier's trunk read the cached features of the inputs the classifier trained on
     (identical inputs only: pipeline/models/trunk_cache.py); returns the lookup or None."""
-    model = ctx.cfg.classifier.model
-    if not ctx.cfg.classifier.train.cache_trunk or not isinstance(sec.size, int) or sec.source != "classifier":
+    cls = ctx.cfg.classifier
+    if not cls.train.cache_trunk or not isinstance(sec.size, int) or sec.source != "classifier":
         return None
-    base = ClassificationDataset(index, ctx.cfg.classifier.train.split, sec.size, train=False)
-    pretrained = model.pretrained if model.pretrained in (None, "package") else resolve_path(model.pretrained)
-    where = trunk_cache_dir(ctx.work_dir, model.backbone.to_dict(), pretrained, sec.size)
-    lookup = trunk_lookup(base, where)
-    if lookup is not None:
-        net.backbone.lookup = lookup
-        ctx.log(f"trunk cache {where}: {len(lookup.features)} cached inputs")
-    return lookup
+    model = cls.model.to_dict()
+    if model["pretrained"] not in (None, "package"):
+        model["pretrained"] = resolve_path(model["pretrained"])
+    base = ClassificationDataset(index, cls.train.split, sec.size, train=False)
+    return attach_trunk_lookup(net, model, base, ctx.work_dir, ctx.log)
 
 
 class RIBSource:

@@ -39,6 +39,7 @@ from pipeline.models.checkpoint import save_model
 from pipeline.models.deeplab import build_segmenter
 from pipeline.models.trunk_cache import cached_trunk_dataset
 from pipeline.training import train_from_section
+from pipeline.stage import StageError
 from stages.common import main_for, resolve_path
 
 STAGE = "segmenter"
@@ -84,7 +85,10 @@ def train_segmenter(ctx, index: DatasetIndex, label_dir, section, stage: str = S
     model_cfg = model_config(section)
     if net is None:
         net = build_segmenter(model_cfg, index.num_classes)
-    cached = getattr(tr, "cache_trunk", False)      # retrain.train has no cached mode
+    cached = tr.cache_trunk
+    if cached and not getattr(net, "trunk", None):
+        raise StageError(f"{stage}.train.cache_trunk=True needs a frozen trunk (segmenter.model."
+                         "backbone type='efficientnet_lite0', frozen_blocks >= 1): set it to False")
     if cached:
         train_ds = cached_trunk_dataset(SegmentationDataset(index, tr.split, label_dir, tr.crop, train=False),
                                         net, model_cfg, ctx.work_dir, ctx.device, ctx.log)

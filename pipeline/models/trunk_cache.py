@@ -68,6 +68,8 @@ class CachedTrunkDataset(Dataset):
             self._compute(trunk, missing, device, batch_size)
         self.features = {img_id: torch.load(self._path(img_id), weights_only=True)
                          for img_id in base.ids}
+        # the items without their images (labels, raw pixels for the CRF), read once
+        self.items = [{k: v for k, v in base[i].items() if k != "image"} for i in range(len(base))]
 
     def _path(self, img_id: str) -> Path:
         return self.cache_dir / f"{img_id}.pt"
@@ -90,7 +92,7 @@ class CachedTrunkDataset(Dataset):
         return len(self.base)
 
     def __getitem__(self, i: int) -> dict:
-        item = self.base[i]
+        item = dict(self.items[i])
         item["image"] = self.features[item["id"]]
         return item
 
@@ -138,3 +140,21 @@ def trunk_lookup(base, cache_dir) -> TrunkLookup | None:
         if path.is_file():
             features[input_digest(base[i]["image"])] = torch.load(path, weights_only=True)
     return TrunkLookup(features) if features else None
+
+
+def attach_trunk_lookup(net, model_cfg: dict, base, work_dir, log=print) -> TrunkLookup | None:
+    """Let ``net``'s frozen trunk read the cached features of ``base``'s inputs (the training
+    inputs of a cached run: a deterministic dataset at the cache's size); ``model_cfg``: the model
+    section (``backbone``, ``pretrained``). Returns the lookup, or None (no frozen trunk, or
+    nothing cached)."""
+    trunk_cfg = dict(model_cfg.get("backbone") or {})
+    if trunk_cfg.get("type", "vgg16") == "vgg16" or not trunk_cfg.get("frozen_blocks"):
+        return None
+    where = trunk_cache_dir(work_dir, trunk_cfg, model_cfg.get("pretrained"), base.size)
+    lookup = trunk_lookup(base, where)
+    if lookup is not None:
+        for module in net.modules():
+            if hasattr(module, "lookup"):          # the EfficientNetLite0 trunk
+                module.lookup = lookup
+        log(f"trunk cache {where}: {len(lookup.features)} cached inputs")
+    return lookup

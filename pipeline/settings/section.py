@@ -55,6 +55,7 @@ KEYS_ADDED_LATER: dict[str, Any] = {
     "segmenter.model.backbone.frozen_blocks": 0,
     "segmenter.model.backbone.head": False,
     "segmenter.train.cache_trunk": False,
+    "retrain.train.cache_trunk": False,
 }
 
 

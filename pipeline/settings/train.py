@@ -109,6 +109,9 @@ class TrainSettings(Section):
     # iterations without a loss change before the stall warning (pipeline.guards; execution
     # only); unset = pipeline.guards.DEFAULT_STALL_ITERS, 0 = no warning
     stall_iters: int | None = key(Int(0), optional=True)
+    # compute a frozen trunk once per image and train the rest on the cached features
+    # (pipeline/models/trunk_cache.py); needs resize = crop and scale_range (1, 1)
+    cache_trunk: bool = key(Bool())
 
     def check(self) -> None:
         lo, hi = self.scale_range
@@ -126,16 +129,12 @@ class TrainSettings(Section):
 
 @dataclasses.dataclass(frozen=True)
 class ClassifierTrain(TrainSettings):
-    """``classifier.train``: plus the multi-label loss and ``cache_trunk`` (compute the frozen
-    trunk once per image and train the rest on the cached features; pipeline/models/trunk_cache.py)."""
+    """``classifier.train``: plus the multi-label loss."""
     loss: str = key(OneOf(*LOSS_TYPES))
-    cache_trunk: bool = key(Bool())
 
 
 @dataclasses.dataclass(frozen=True)
 class SegmenterTrain(TrainSettings):
-    """``segmenter.train``: plus where the training labels come from and ``cache_trunk`` (as
-    ``classifier.train``)."""
+    """``segmenter.train``: plus where the training labels come from."""
     labels: str = key(OneOf("seeds", "gt"))       # seeds: WORK_DIR/seeds/labels | gt: GT masks
-    cache_trunk: bool = key(Bool())
 
