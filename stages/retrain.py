@@ -37,6 +37,7 @@ from pipeline.io_utils import atomic_file
 from pipeline.mm import MMSegUnavailable, segmentation_edge
 from pipeline.models.deeplab import build_segmenter, load_segmenter
 from pipeline.models.trunk_cache import attach_trunk_lookup
+from pipeline.settings.section import with_later_keys
 from pipeline.settings.segmenter import OWN_MODEL, SegmenterModel
 from pipeline.stage import StageError
 from pipeline.voc import write_label_png
@@ -144,7 +145,8 @@ def train_own(ctx, index: DatasetIndex, sec) -> tuple[dict, dict]:
     net, model_cfg = second_round_start(ctx, index, sec)
     # the segmenter's training with the second round's model, loss, schedule and quick val
     section = ctx.cfg.section("segmenter", STAGE).replace(
-        model=SegmenterModel.from_dict(model_cfg, "segmenter.model"), loss="ce", train=sec.train,
+        model=SegmenterModel.from_dict(with_later_keys(model_cfg, "segmenter.model"), "segmenter.model"),
+        loss="ce", train=sec.train,
         ce=sec.ce, val=sec.val)
     net = train_segmenter(ctx, index, ctx.out / "pseudo", section, stage=STAGE, net=net)
     res = evaluate_and_save(ctx, net, index, section)

@@ -214,3 +214,17 @@ def test_the_real_photo_config_builds_both_networks_on_the_trunk():
     with torch.no_grad():
         out = cls.eval()(torch.randn(1, 3, 225, 225))
         assert out["cam"].shape == (1, 20, 29, 29) and out["logits"].shape == (1, 20)
+
+
+def test_a_model_record_without_the_later_keys_loads_as_a_section():
+    """The second round rebuilds segmenter.model from a model.pth record, which leaves out the
+    keys added later at their earlier values (e.g. backbone for VGG-16)."""
+    from pipeline.settings.section import with_later_keys
+    from pipeline.settings.segmenter import SegmenterModel
+    from stages.common import load_experiment
+    for exp in ("configs/demo_synthetic.py", REALPHOTO):
+        model = load_experiment(exp).segmenter.model
+        record = model.to_dict()
+        again = SegmenterModel.from_dict(with_later_keys(record, "segmenter.model"), "segmenter.model")
+        assert again == model and again.to_dict() == record
+    assert "backbone" not in load_experiment("configs/demo_synthetic.py").segmenter.model.to_dict()
