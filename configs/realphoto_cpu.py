@@ -50,6 +50,22 @@ segmenter = dict(
 eval = dict(protocol="resized-square", size=225, scales=(1.0,), flip=False, fusion="mean",
             batch_size=8, amp=False, crf=dict(enabled=True, preset="dsrg_test", workers=2))
 
+# retrain (DSRG's second round, `make retrain` then `make eval OPTS="eval.model=retrain"`): the
+# first-round segmenter labels the train images with the eval protocol above (225 px, CRF), then
+# the same network, from its weights, trains on them with cross-entropy on the same cached trunk
+# (the pseudo-label pass reads the cached features too): the segmenter's CPU schedule.
+retrain = dict(
+    pseudo=dict(protocol="resized-square", size=225, scales=(1.0,), flip=False, fusion="mean",
+                batch_size=8, amp=False, crf=dict(workers=2)),
+    train=dict(crop=225, resize=225, scale_range=(1.0, 1.0), batch_size=8, max_iters=200,
+               num_workers=0, cache_trunk=True,
+               optimizer=dict(_delete_=True, type="Adam", lr=1e-3, weight_decay=1e-4),
+               schedule=dict(_delete_=True, type="poly", power=0.9),
+               lr_mult=dict(_delete_=True), paramwise=dict(_delete_=True),
+               amp=False, log_interval=25, checkpoint_interval=100),
+    val=dict(size=225, batch_size=8),
+)
+
 localize = dict(size=225)
 
 # the classifier variants that exist for this trunk (BEW, SGE and LIP are VGG-16 modules)

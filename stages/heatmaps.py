@@ -152,6 +152,8 @@ def run(ctx) -> dict:
             f"the labelled classes {mean_score:.3f}")
     metrics = {"trained_pooling": trained, "inference_pooling": net.pooling_name, "source": source,
                "mean_labelled_score": mean_score if n_maps else None}
+    if lookup is not None:
+        metrics["trunk_cache_hits"] = lookup.hits
     if rib is not None:
         metrics["rib_stops"] = dict(rib.stops)
         ctx.log(f"RIB early stops: {dict(rib.stops)}")
