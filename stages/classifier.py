@@ -17,6 +17,7 @@ from pipeline.guards import training_guard
 from pipeline.metrics import average_precision
 from pipeline.models.checkpoint import save_model
 from pipeline.models.classifier import build_classifier
+from pipeline.models.trunk_cache import cached_trunk_dataset
 from pipeline.training import train_from_section
 from stages.common import main_for, resolve_path
 
@@ -28,16 +29,19 @@ EP_STALL_CAUSE = ("EP normalisation (classifier.model.pooling.normalize='hw' poo
 
 def model_config(section) -> dict:
     """The model section as a dict (what ``model.pth`` records) with ``pretrained`` resolved to
-    an absolute path (or torchvision/None)."""
+    an absolute path (or torchvision/package/None)."""
     cfg = section.model.to_dict()
-    if cfg["pretrained"] not in (None, "torchvision"):
+    if cfg["pretrained"] not in (None, "torchvision", "package"):
         cfg["pretrained"] = resolve_path(cfg["pretrained"])
     return cfg
 
 
-def make_loss_fn(loss_type: str):
+def make_loss_fn(loss_type: str, from_trunk: bool = False):
+    """``from_trunk``: the batches hold cached trunk features (``train.cache_trunk``)."""
+    extra = {"from_trunk": True} if from_trunk else {}
+
     def loss_fn(net, batch):
-        out = net(batch["image"], labels=batch["target"])
+        out = net(batch["image"], labels=batch["target"], **extra)
         total, parts = net.classification_loss(out, batch["target"], loss_type=loss_type)
         # only "loss" is optimised; the parts are logged under names without "loss" in them
         # (the training loop sums every key that contains "loss")
@@ -80,15 +84,19 @@ def run(ctx) -> dict:
     torch.manual_seed(seed)
     model_cfg = model_config(sec)
     net = build_classifier(model_cfg, index.num_classes - 1)
-    ctx.log(f"VGG-16 classifier, pooling={net.pooling_name}, {index.num_classes - 1} classes, "
+    ctx.log(f"{sec.model.backbone.type} classifier, pooling={net.pooling_name}, {index.num_classes - 1} classes, "
             f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f}M parameters, pretrained="
             f"{model_cfg['pretrained']}")
     if net.backbone.init_report is not None:
         ctx.log(net.backbone.init_report.describe())
-    train_ds = ClassificationDataset(index, tr.split, tr.crop, train=True,
-                                     scale_range=tr.scale_range, resize=tr.resize)
+    if tr.cache_trunk:
+        train_ds = cached_trunk_dataset(ClassificationDataset(index, tr.split, tr.crop, train=False),
+                                        net, model_cfg, ctx.work_dir, ctx.device, ctx.log)
+    else:
+        train_ds = ClassificationDataset(index, tr.split, tr.crop, train=True,
+                                         scale_range=tr.scale_range, resize=tr.resize)
     guard = training_guard(tr, STAGE, causes=(EP_STALL_CAUSE,) if net.pooling_name == "ep" else ())
-    net = train_from_section(net, make_loss_fn(tr.loss), train_ds, tr,
+    net = train_from_section(net, make_loss_fn(tr.loss, tr.cache_trunk), train_ds, tr,
                              work_dir=ctx.out / "train", seed=seed, world_size=ctx.world_size,
                              device=ctx.device, log=ctx.log, hooks=[guard])
     counts = {"train_images": len(train_ds), "iterations": tr.max_iters}

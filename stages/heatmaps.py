@@ -32,13 +32,15 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from pipeline.data.datasets import ClassificationDataset
 from pipeline.data.index import DatasetIndex
 from pipeline.data.transforms import parse_size, resize_image, to_tensor
 from pipeline.guards import check_array_finite
 from pipeline.heatmaps import infer_batch, normalise_per_class, save_heatmap
+from pipeline.models.trunk_cache import attach_trunk_lookup
 from pipeline.rib import pick_negatives, rib_heatmaps
 from pipeline.writer import BackgroundWriter
-from stages.common import load_inference_classifier, main_for, split_ids
+from stages.common import load_inference_classifier, main_for, resolve_path, split_ids
 
 STAGE = "heatmaps"
 UPSTREAM = ("data", "classifier")
@@ -109,6 +111,7 @@ def run(ctx) -> dict:
 
     source = sec.source
     rib = RIBSource(net, index, ids, sec) if source == "rib" else None
+    lookup = use_trunk_cache(ctx, net, index, sec)
     n_done, n_maps, score_sum = 0, 0, 0.0
     log_every = max(100, len(ids) // 10) if rib is None else 10
     # compressing the files is most of this stage's host time: threads write them (zlib frees
@@ -142,16 +145,34 @@ def run(ctx) -> dict:
                     score_sum += sum(scores)
                     if n_done % log_every == 0:
                         ctx.log(f"{n_done}/{len(ids)} images")
+    if lookup is not None:
+        ctx.log(f"trunk cache: {lookup.hits} inputs from the cache, {lookup.misses} computed")
     mean_score = score_sum / n_maps if n_maps else float("nan")
     ctx.log(f"wrote {n_done} heatmap files ({n_maps} class maps) to {maps_dir}; mean score of "
             f"the labelled classes {mean_score:.3f}")
     metrics = {"trained_pooling": trained, "inference_pooling": net.pooling_name, "source": source,
                "mean_labelled_score": mean_score if n_maps else None}
+    if lookup is not None:
+        metrics["trunk_cache_hits"] = lookup.hits
     if rib is not None:
         metrics["rib_stops"] = dict(rib.stops)
         ctx.log(f"RIB early stops: {dict(rib.stops)}")
     return {"counts": {"images": n_done, "class_maps": n_maps, "lambda_c": n_done if with_lc else 0},
             "metrics": metrics}
+
+
+def use_trunk_cache(ctx, net, index, sec):
+    """With a cached frozen trunk (``classifier.train.cache_trunk``) and a square ``size``, let
+    the classifier's trunk read the cached features of the inputs the classifier trained on
+    (identical inputs only: pipeline/models/trunk_cache.py); returns the lookup or None."""
+    cls = ctx.cfg.classifier
+    if not cls.train.cache_trunk or not isinstance(sec.size, int) or sec.source != "classifier":
+        return None
+    model = cls.model.to_dict()
+    if model["pretrained"] not in (None, "package"):
+        model["pretrained"] = resolve_path(model["pretrained"])
+    base = ClassificationDataset(index, cls.train.split, sec.size, train=False)
+    return attach_trunk_lookup(net, model, base, ctx.work_dir, ctx.log)
 
 
 class RIBSource:

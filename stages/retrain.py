@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from pipeline.data.datasets import ClassificationDataset
 from pipeline.data.index import DatasetIndex
 from pipeline.evaluation import score_label_dir
 from pipeline.guards import training_guard
@@ -35,6 +36,8 @@ from pipeline.inference import iter_segmentation, open_crf_pool
 from pipeline.io_utils import atomic_file
 from pipeline.mm import MMSegUnavailable, segmentation_edge
 from pipeline.models.deeplab import build_segmenter, load_segmenter
+from pipeline.models.trunk_cache import attach_trunk_lookup
+from pipeline.settings.section import with_later_keys
 from pipeline.settings.segmenter import OWN_MODEL, SegmenterModel
 from pipeline.stage import StageError
 from pipeline.voc import write_label_png
@@ -54,8 +57,9 @@ def make_pseudo_labels(ctx, index: DatasetIndex, pcfg) -> int:
     ids = index.ids(pcfg.split)
     todo = [i for i in ids[ctx.rank::ctx.world_size] if not (out / f"{i}.png").is_file()]
     if todo:
-        net, _ = load_segmenter(ctx.upstream_dir("segmenter") / "model.pth")
+        net, meta = load_segmenter(ctx.upstream_dir("segmenter") / "model.pth")
         net = net.to(ctx.device).eval()
+        use_trunk_cache(ctx, net, meta["model_cfg"], index)
         inf = pcfg.inference()
         settings, crf = inf.settings, inf.crf
         pool = open_crf_pool(crf, inf.workers)
@@ -73,6 +77,16 @@ def make_pseudo_labels(ctx, index: DatasetIndex, pcfg) -> int:
         import torch.distributed as dist
         dist.barrier()
     return len(todo)
+
+
+def use_trunk_cache(ctx, net, model_cfg: dict, index: DatasetIndex):
+    """When the first round trained on a cached frozen trunk (``segmenter.train.cache_trunk``),
+    let ``net`` read those cached features for identical inputs (the segmenter's training images
+    at its crop size: pipeline/models/trunk_cache.py)."""
+    tr = ctx.cfg.segmenter.train
+    if tr.cache_trunk:
+        attach_trunk_lookup(net, model_cfg, ClassificationDataset(index, tr.split, tr.crop, train=False),
+                            ctx.work_dir, ctx.log)
 
 
 def local_weights(model_cfg, key: str = "retrain.model"):
@@ -131,7 +145,8 @@ def train_own(ctx, index: DatasetIndex, sec) -> tuple[dict, dict]:
     net, model_cfg = second_round_start(ctx, index, sec)
     # the segmenter's training with the second round's model, loss, schedule and quick val
     section = ctx.cfg.section("segmenter", STAGE).replace(
-        model=SegmenterModel.from_dict(model_cfg, "segmenter.model"), loss="ce", train=sec.train,
+        model=SegmenterModel.from_dict(with_later_keys(model_cfg, "segmenter.model"), "segmenter.model"),
+        loss="ce", train=sec.train,
         ce=sec.ce, val=sec.val)
     net = train_segmenter(ctx, index, ctx.out / "pseudo", section, stage=STAGE, net=net)
     res = evaluate_and_save(ctx, net, index, section)

@@ -37,7 +37,9 @@ from pipeline.guards import training_guard
 from pipeline.inference import InferenceSettings
 from pipeline.models.checkpoint import save_model
 from pipeline.models.deeplab import build_segmenter
+from pipeline.models.trunk_cache import cached_trunk_dataset
 from pipeline.training import train_from_section
+from pipeline.stage import StageError
 from stages.common import main_for, resolve_path
 
 STAGE = "segmenter"
@@ -46,19 +48,22 @@ UPSTREAM = ("data", "seeds")
 
 def model_config(section) -> dict:
     """The model section as a dict (what ``model.pth`` records) with ``pretrained`` resolved to
-    an absolute path (or torchvision/None)."""
+    an absolute path (or torchvision/package/None)."""
     cfg = section.model.to_dict()
-    if cfg["pretrained"] not in (None, "torchvision"):
+    if cfg["pretrained"] not in (None, "torchvision", "package"):
         cfg["pretrained"] = resolve_path(cfg["pretrained"])
     return cfg
 
 
 def make_loss_fn(loss: str, dsrg_cfg: DSRGConfig | None = None, crf_pool=None,
-                 ce_resolution: str | None = None):
+                 ce_resolution: str | None = None, from_trunk: bool = False):
     """``loss_fn(net, batch)`` for :mod:`pipeline.training` (batch: SegmentationDataset items):
-    ``"dsrg"`` with ``dsrg_cfg`` or ``"ce"`` at ``ce_resolution``."""
+    ``"dsrg"`` with ``dsrg_cfg`` or ``"ce"`` at ``ce_resolution``; ``from_trunk``: the batches
+    hold cached trunk features (``train.cache_trunk``)."""
+    extra = {"from_trunk": True} if from_trunk else {}
+
     def loss_fn(net, batch):
-        logits = net(batch["image"])
+        logits = net(batch["image"], **extra)
         if loss == "ce":
             return {"loss_ce": ce_loss(logits, batch["label"], ce_resolution)}
         return dsrg_losses(logits, batch["label"], batch["classes"], batch["raw"], dsrg_cfg, crf_pool)
@@ -80,10 +85,18 @@ def train_segmenter(ctx, index: DatasetIndex, label_dir, section, stage: str = S
     model_cfg = model_config(section)
     if net is None:
         net = build_segmenter(model_cfg, index.num_classes)
-    train_ds = SegmentationDataset(index, tr.split, label_dir, tr.crop, train=True,
-                                   scale_range=tr.scale_range, resize=tr.resize)
+    cached = tr.cache_trunk
+    if cached and not getattr(net, "trunk", None):
+        raise StageError(f"{stage}.train.cache_trunk=True needs a frozen trunk (segmenter.model."
+                         "backbone type='efficientnet_lite0', frozen_blocks >= 1): set it to False")
+    if cached:
+        train_ds = cached_trunk_dataset(SegmentationDataset(index, tr.split, label_dir, tr.crop, train=False),
+                                        net, model_cfg, ctx.work_dir, ctx.device, ctx.log)
+    else:
+        train_ds = SegmentationDataset(index, tr.split, label_dir, tr.crop, train=True,
+                                       scale_range=tr.scale_range, resize=tr.resize)
     grid = net.output_size(tr.crop)
-    ctx.log(f"DeepLab v2 VGG-16 ASPP, {index.num_classes} classes (bg incl.), "
+    ctx.log(f"DeepLab v2 ASPP ({(model_cfg.get('backbone') or {}).get('type', 'vgg16')}), {index.num_classes} classes (bg incl.), "
             f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f}M parameters, pretrained="
             f"{model_cfg['pretrained']}; loss={loss}; {len(train_ds)} training images, labels "
             f"from {label_dir or 'the ground-truth masks'}; crop {tr.crop} -> output {grid}x{grid}")
@@ -101,7 +114,7 @@ def train_segmenter(ctx, index: DatasetIndex, label_dir, section, stage: str = S
         ctx.log(f"DSRG: grow on {dsrg_cfg.grow_on}, thresholds {dsrg_cfg.fg_threshold}/"
                 f"{dsrg_cfg.bg_threshold}, CRF {dsrg_cfg.crf} ({where})")
     try:
-        return train_from_section(net, make_loss_fn(loss, dsrg_cfg, pool, section.ce.resolution),
+        return train_from_section(net, make_loss_fn(loss, dsrg_cfg, pool, section.ce.resolution, cached),
                                   train_ds, tr,
                                   work_dir=ctx.out / "train", seed=seed, world_size=ctx.world_size,
                                   device=ctx.device, log=ctx.log,

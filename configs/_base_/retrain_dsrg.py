@@ -30,6 +30,7 @@ retrain = dict(
         lr_mult={"fc8.weight": 10.0, "fc8.bias": dict(lr_mult=20.0, decay_mult=0.0)},
         paramwise=dict(bias_lr_mult=2.0, bias_decay_mult=0.0, norm_decay_mult=0.0),
         amp=True, log_interval=20, checkpoint_interval=2000,
+        cache_trunk=False,     # as segmenter.train.cache_trunk (needs the first round's frozen trunk)
     ),
     val=dict(split="val", size=321, batch_size=10),   # quick single-scale, no-CRF val mIoU
 )

@@ -45,6 +45,7 @@ retrain = dict(
         schedule=dict(type="poly", power=0.9),
         lr_mult=dict(), paramwise=dict(),
         amp=True, log_interval=50, checkpoint_interval=2000,
+        cache_trunk=False,     # the project's frozen-trunk cache; not for mmseg models
     ),
     val=dict(split="val", size=321, batch_size=10),
 )

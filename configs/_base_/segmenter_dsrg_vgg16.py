@@ -9,6 +9,9 @@ segmenter = dict(
         fc_channels=1024, rates=(6, 12, 18, 24), dropout=0.5,
         width=1.0, batch_norm=False,
         pretrained="torchvision",       # ImageNet VGG-16 convs (torchvision cache or a file path)
+        # the trunk under the ASPP head: "vgg16" (above) | "efficientnet_lite0" (pretrained=
+        # "package" or a file; width 1, batch_norm False; frozen_blocks / head as the classifier's)
+        backbone=dict(type="vgg16", frozen_blocks=0, head=False),
     ),
     loss="dsrg",                        # "dsrg" | "ce" (plain cross-entropy, ignore 255)
     train=dict(
@@ -23,6 +26,7 @@ segmenter = dict(
         paramwise=dict(bias_lr_mult=2.0, bias_decay_mult=0.0, norm_decay_mult=0.0),
         amp=True,                       # CUDA only; the losses are computed in float32
         log_interval=20, checkpoint_interval=1000,
+        cache_trunk=False,              # as classifier.train.cache_trunk (frozen trunk cached)
     ),
     dsrg=dict(
         fg_threshold=0.85, bg_threshold=0.99,   # growing thresholds (docs/ALGORITHMS.md §5.3)

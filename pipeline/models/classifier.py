@@ -1,4 +1,5 @@
-"""Multi-label image classifier for WSSS cues: VGG-16 backbone + 1x1 classifier + pooling head.
+"""Multi-label image classifier for WSSS cues: a backbone (VGG-16, or EfficientNet-Lite0 with
+``backbone.type='efficientnet_lite0'``: pipeline/models/backbones.py) + 1x1 classifier + pooling head.
 
 ``build_classifier(model_cfg, num_classes)`` with ``num_classes = K`` foreground classes
 (output channel k = dataset class k + 1, docs/DESIGN.md) and a plain dict ``model_cfg``::
@@ -18,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .backbones import build_backbone
 from .pooling import build_pooling
-from .vgg import VGG16Backbone
 
 LOSS_TYPES = ("multilabel_soft_margin", "bce", "raw_logit")
 DEFAULT_POOLING = {"type": "ep", "detach_lambda": False, "tau": 0.4}
@@ -59,7 +60,7 @@ class WSSSClassifier(nn.Module):
     multi-hot is only used by the ``gndrp`` head during training.
     """
 
-    def __init__(self, backbone: VGG16Backbone, num_classes: int, pooling: dict | str = "ep",
+    def __init__(self, backbone: nn.Module, num_classes: int, pooling: dict | str = "ep",
                  classifier_bias: bool = True, bew_loss_weight: float = 0.5) -> None:
         super().__init__()
         self.backbone = backbone
@@ -86,8 +87,11 @@ class WSSSClassifier(nn.Module):
         self.pooling_cfg = {**self.pooling_cfg, **options, "type": name}
         self.pooling = build_pooling(self.pooling_cfg)
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
-        features, bew_outputs = self.backbone(images)
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None,
+                from_trunk: bool = False) -> dict:
+        """``from_trunk=True``: ``images`` are the frozen trunk's output (cached training)."""
+        features, bew_outputs = (self.backbone(images, from_trunk=True) if from_trunk
+                                 else self.backbone(images))
         out = self.pooling(features, self.classifier, labels)
         out["aux_logits"] = [branch["logits"] for branch in bew_outputs]
         out["aux_lam"] = [branch["lam"] for branch in bew_outputs]
@@ -128,9 +132,10 @@ def build_classifier(model_cfg: dict, num_classes: int) -> WSSSClassifier:
     pooling = cfg.get("pooling") or dict(DEFAULT_POOLING)
     pooling = {"type": pooling} if isinstance(pooling, str) else {**DEFAULT_POOLING, **pooling}
     backbone_cfg = dict(cfg.get("backbone") or {})
-    backbone_cfg.setdefault("bew_detach_lambda", bool(pooling.get("detach_lambda", False)))
-    backbone = VGG16Backbone(num_classes=num_classes, **backbone_cfg)
-    report = backbone.load_imagenet(cfg.get("pretrained"))
+    if backbone_cfg.get("type", "vgg16") == "vgg16":
+        backbone_cfg.setdefault("bew_detach_lambda", bool(pooling.get("detach_lambda", False)))
+    backbone = build_backbone(backbone_cfg, num_classes, cfg.get("pretrained"))
+    report = backbone.init_report
     if report is not None:
         report.new["classifier"] = "classes of this dataset"
     return WSSSClassifier(backbone, num_classes, pooling=pooling,

@@ -112,11 +112,12 @@ class InitReport:
     keys: list = dataclasses.field(default_factory=list)
     loaded: list = dataclasses.field(default_factory=list)
     new: dict = dataclasses.field(default_factory=dict)
+    network: str = "VGG-16"
 
     def describe(self) -> str:
         """One log line: the layers from the file and the new ones with their reasons."""
         new = "; ".join(f"{name} ({why})" for name, why in self.new.items()) or "none"
-        return (f"ImageNet VGG-16 from {self.source}: {len(self.loaded)} layers from the file "
+        return (f"ImageNet {self.network} from {self.source}: {len(self.loaded)} layers from the file "
                 f"({', '.join(self.loaded)}); new (random) layers: {new}")
 
 

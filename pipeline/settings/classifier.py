@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import dataclasses
 
+from pipeline.models.backbones import BACKBONES, LITE0_BLOCKS
 from pipeline.models.pooling import POOLING_HEADS
 from pipeline.models.vgg import BEW_POSITIONS, BLOCK_NAMES, POOL_NAMES
 
-from .checks import Bool, Float, Int, Nullable, OneOf, Str, SubsetOf, TupleOf
+from .checks import Bool, ConfigError, Float, Int, Nullable, OneOf, Str, SubsetOf, TupleOf
 from .section import Section, Sub, key
 from .train import SPLIT, ClassifierTrain
 
-__all__ = ["BackboneSettings", "PoolingSettings", "ClassifierModel", "ClassifierVal",
+__all__ = ["TrunkSettings", "BackboneSettings", "PoolingSettings", "ClassifierModel", "ClassifierVal",
            "ClassifierSettings", "POOLING", "PRETRAINED"]
 
 POOLING = OneOf(*POOLING_HEADS)
@@ -19,8 +20,26 @@ PRETRAINED = Nullable(Str())
 
 
 @dataclasses.dataclass(frozen=True)
-class BackboneSettings(Section):
-    """The fully convolutional VGG-16 (pipeline.models.vgg.VGG16Backbone)."""
+class TrunkSettings(Section):
+    """Which trunk (pipeline.models.backbones): ``type`` 'vgg16' | 'efficientnet_lite0';
+    ``frozen_blocks`` (EfficientNet only): the stem and that many MBConv blocks keep their
+    ImageNet weights, 0 = all trained; ``head`` (EfficientNet only): the 1×1 1280-channel head
+    conv on top (else the 320-channel map of the last block)."""
+    type: str = key(OneOf(*BACKBONES))
+    frozen_blocks: int = key(Int(0, LITE0_BLOCKS))
+    head: bool = key(Bool())
+
+    def check(self) -> None:
+        if self.type == "vgg16" and self.frozen_blocks:
+            raise self.fail("frozen_blocks", f"={self.frozen_blocks} needs type='efficientnet_lite0' "
+                                             "(VGG-16 trains every layer): set it to 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneSettings(TrunkSettings):
+    """The classifier's trunk: the fully convolutional VGG-16 (pipeline.models.vgg.VGG16Backbone;
+    ``width`` .. ``bew_before``, VGG-16 only) or EfficientNet-Lite0 (``type``, ``frozen_blocks``,
+    ``head``, ``dropout``)."""
     width: float = key(Float(0, lo_open=True))
     batch_norm: bool = key(Bool())
     dropout: float = key(Float(0, 1, hi_open=True))
@@ -29,6 +48,30 @@ class BackboneSettings(Section):
     sge_groups: int = key(Int(1))
     lip_pools: tuple = key(SubsetOf(POOL_NAMES))
     bew_before: tuple = key(SubsetOf(BEW_POSITIONS))
+
+    def check(self) -> None:
+        super().check()
+        if self.type != "vgg16":
+            reject_vgg_keys(self, self.type, width=1.0, batch_norm=False, fc6_dilation=1, sge_after=(),
+                            lip_pools=(), bew_before=())
+
+
+def reject_vgg_keys(section, trunk: str, **neutral) -> None:
+    """A ConfigError for the first VGG-16-only key (BEW positions, LIP pools, SGE placement,
+    width, ...) of ``section`` that is not at its neutral value when the trunk is another one."""
+    for name, value in neutral.items():
+        if getattr(section, name) != value:
+            raise section.fail(name, f"={getattr(section, name)!r} is a VGG-16 setting (its "
+                                     f"layers or pools): backbone type {trunk!r} takes {value!r}")
+
+
+def check_pretrained(path: str, trunk: TrunkSettings, pretrained) -> None:
+    """'torchvision' is VGG-16's source, 'package' EfficientNet-Lite0's (a file path works for both)."""
+    wrong = {"vgg16": "package", "efficientnet_lite0": "torchvision"}[trunk.type]
+    if pretrained == wrong:
+        right = {"vgg16": "'torchvision'", "efficientnet_lite0": "'package'"}[trunk.type]
+        raise ConfigError(f"{path}.pretrained={pretrained!r} is not a source of {trunk.type} weights: "
+                          f"use {right}, a file path or None", f"{path}.pretrained")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +92,9 @@ class ClassifierModel(Section):
     bew_loss_weight: float = key(Float(0))
     classifier_bias: bool = key(Bool())
 
+    def check(self) -> None:
+        check_pretrained(self.path, self.backbone, self.pretrained)
+
 
 @dataclasses.dataclass(frozen=True)
 class ClassifierVal(Section):
@@ -66,3 +112,20 @@ class ClassifierSettings(Section):
     model: ClassifierModel = key(Sub(ClassifierModel))
     train: ClassifierTrain = key(Sub(ClassifierTrain))
     val: ClassifierVal = key(Sub(ClassifierVal))
+
+    def check(self) -> None:
+        check_trunk_cache(self, self.model.backbone)
+
+
+def check_trunk_cache(section, trunk: TrunkSettings) -> None:
+    """``train.cache_trunk`` needs a frozen trunk and a deterministic input (square resize to
+    the crop, no rescale; the cached mode has no flips)."""
+    tr = section.train
+    if not tr.cache_trunk:
+        return
+    if trunk.type == "vgg16" or trunk.frozen_blocks == 0:
+        raise section.fail("train.cache_trunk", "=True needs a frozen trunk: backbone "
+                           "type='efficientnet_lite0' with frozen_blocks >= 1")
+    if tr.resize != tr.crop or tuple(tr.scale_range) != (1.0, 1.0):
+        raise section.fail("train.cache_trunk", f"=True needs the same input every epoch: set "
+                           f"train.resize={tr.crop} (= crop) and train.scale_range=(1.0, 1.0)")

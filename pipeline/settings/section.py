@@ -22,7 +22,7 @@ from typing import Any
 
 from .checks import ConfigError, unknown_key
 
-__all__ = ["Section", "Sub", "Partial", "key", "make_section", "KEYS_ADDED_LATER"]
+__all__ = ["Section", "Sub", "Partial", "key", "make_section", "KEYS_ADDED_LATER", "with_later_keys"]
 
 # dotted key -> the value with which it is left out of to_dict() (and so of the stage digest):
 # keys that joined configs/_base_/ after work dirs existed; this value is what the code did
@@ -45,7 +45,38 @@ KEYS_ADDED_LATER: dict[str, Any] = {
     "heatmaps.rib.seed": 0,
     "segmenter.crf.start_method": "spawn",
     "eval.model": "segmenter",
+    "classifier.model.backbone.type": "vgg16",
+    "classifier.model.backbone.frozen_blocks": 0,
+    "classifier.model.backbone.head": True,
+    "classifier.train.cache_trunk": False,
+    # a nested section whose keys are all at their earlier values is left out as a whole ({})
+    "segmenter.model.backbone": {},
+    "segmenter.model.backbone.type": "vgg16",
+    "segmenter.model.backbone.frozen_blocks": 0,
+    "segmenter.model.backbone.head": False,
+    "segmenter.train.cache_trunk": False,
+    "retrain.train.cache_trunk": False,
 }
+
+
+def with_later_keys(raw: Mapping, path: str) -> dict:
+    """A copy of section ``raw`` (at dotted ``path``, e.g. a ``model_cfg`` read back from a model
+    file) with every :data:`KEYS_ADDED_LATER` key below ``path`` that it lacks set to its earlier
+    value (nested sections first), so a record written without those keys loads as a section."""
+    out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
+    for dotted in sorted(KEYS_ADDED_LATER, key=lambda k: k.count(".")):
+        if not dotted.startswith(path + "."):
+            continue
+        *parents, name = dotted[len(path) + 1:].split(".")
+        node = out
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+            if node is None:
+                break
+        if isinstance(node, dict) and name not in node:
+            later = KEYS_ADDED_LATER[dotted]
+            node[name] = dict(later) if isinstance(later, Mapping) else later
+    return out
 
 
 def key(check, *, optional: bool = False):
@@ -108,10 +139,11 @@ class Section(Mapping):
             if not self.is_set(f.name):
                 continue
             value = getattr(self, f.name)
+            value = value.to_dict() if isinstance(value, Section) else value
             later = KEYS_ADDED_LATER.get(f"{self.path}.{f.name}", _NOTHING)
             if later is not _NOTHING and value == later:
                 continue
-            out[f.name] = value.to_dict() if isinstance(value, Section) else value
+            out[f.name] = value
         return out
 
     def fields_dict(self) -> dict:

@@ -8,7 +8,7 @@ from pipeline.dsrg import DSRGConfig
 from pipeline.inference_settings import InferenceSettings
 
 from .checks import Bool, Float, FreeDict, Int, Nullable, OneOf, Size, TupleOf
-from .classifier import PRETRAINED
+from .classifier import PRETRAINED, TrunkSettings, check_pretrained, check_trunk_cache, reject_vgg_keys
 from .crf import InferenceCRF, TrainingCRF
 from .cues import SCALES
 from .evaluation import FUSION, INFERENCE_SIZE, PROTOCOL, SIZES, Inference
@@ -23,14 +23,21 @@ __all__ = ["OWN_MODEL", "RETRAIN_INITS", "SegmenterModel", "DSRGSettings", "CESe
 
 @dataclasses.dataclass(frozen=True)
 class SegmenterModel(Section):
-    """DeepLab v2 (ASPP-L) VGG-16 (pipeline.models.deeplab.DeepLabV2VGG16)."""
+    """DeepLab v2 (ASPP-L) (pipeline.models.deeplab): ``type`` names the project's network,
+    ``backbone`` its trunk (VGG-16, or EfficientNet-Lite0: ``width`` 1, ``batch_norm`` False)."""
     type: str = key(OneOf(OWN_MODEL))
+    backbone: TrunkSettings = key(Sub(TrunkSettings))
     fc_channels: int = key(Int(1))
     rates: tuple = key(TupleOf(Int(1), min_len=1))
     dropout: float = key(Float(0, 1, hi_open=True))
     width: float = key(Float(0, lo_open=True))
     batch_norm: bool = key(Bool())
     pretrained: str | None = key(PRETRAINED)
+
+    def check(self) -> None:
+        if self.backbone.type != "vgg16":
+            reject_vgg_keys(self, self.backbone.type, width=1.0, batch_norm=False)
+        check_pretrained(self.path, self.backbone, self.pretrained)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +86,9 @@ class SegmenterSettings(Section):
     ce: CESettings = key(Sub(CESettings))
     val: SegmenterVal = key(Sub(SegmenterVal))
 
+    def check(self) -> None:
+        check_trunk_cache(self, self.model.backbone)
+
     def dsrg_config(self) -> DSRGConfig:
         """The parameters of pipeline.dsrg.dsrg_losses: ``dsrg`` and the ``crf`` preset."""
         return DSRGConfig(**self.dsrg.fields_dict(), crf=self.crf.params(),
@@ -94,7 +104,9 @@ class UpperBoundSettings(Section):
 
     def segmenter(self, seg: SegmenterSettings) -> SegmenterSettings:
         """``seg`` with this section's loss and training overrides."""
-        return seg.replace(loss=self.loss, train=seg.train.replace(**self.train))
+        merged = seg.replace(loss=self.loss, train=seg.train.replace(**self.train))
+        merged.check()
+        return merged
 
 
 @dataclasses.dataclass(frozen=True)

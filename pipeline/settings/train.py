@@ -109,6 +109,9 @@ class TrainSettings(Section):
     # iterations without a loss change before the stall warning (pipeline.guards; execution
     # only); unset = pipeline.guards.DEFAULT_STALL_ITERS, 0 = no warning
     stall_iters: int | None = key(Int(0), optional=True)
+    # compute a frozen trunk once per image and train the rest on the cached features
+    # (pipeline/models/trunk_cache.py); needs resize = crop and scale_range (1, 1)
+    cache_trunk: bool = key(Bool())
 
     def check(self) -> None:
         lo, hi = self.scale_range
