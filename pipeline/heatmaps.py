@@ -10,18 +10,12 @@
 """
 from __future__ import annotations
 
-import json
-import zipfile
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from pipeline.geometry import STRIDE, grid_to_frame
-from pipeline.io_utils import atomic_file
-
-HEATMAP_FORMAT = "wsss-heatmap/1"
 
 
 def _resize(x: torch.Tensor, size) -> torch.Tensor:
@@ -118,56 +112,3 @@ def infer_batch(net, images: torch.Tensor, scales, flip: bool, with_lambda_c: bo
     return {"cam": cam[:, :K], "lam": agg["lam"],
             "lambda_c": cam[:, K:] if with_lambda_c else None,
             "scores": torch.sigmoid(torch.stack(logits).mean(0))}
-
-
-def save_heatmap(path, cam, classes, lam=None, extra: dict | None = None, compress: bool = True) -> None:
-    """Store one image's heatmaps atomically as ``.npz`` (:func:`pipeline.io_utils.atomic_file`).
-
-    Format ``wsss-heatmap/1`` (arrays in the npz):
-      * ``cam``: float16 (k, H, W) — the maps of the image's classes only (normalised maps
-        are expected; values beyond float16 range raise ValueError);
-      * ``classes``: int16 (k,) — dataset indices (>= 1) of the ``cam`` maps, same order;
-      * ``lam``: float16 (H, W), present only when given;
-      * ``meta``: a 0-d unicode string, JSON ``{"format": "wsss-heatmap/1", "extra": {...}}``
-        (``extra`` must be JSON-serialisable; no pickles are written).
-    """
-    cam = cam.detach().cpu().numpy() if isinstance(cam, torch.Tensor) else np.asarray(cam)
-    if cam.ndim == 2:
-        cam = cam[None]
-    classes = np.asarray([int(c) for c in classes], dtype=np.int16)
-    if cam.ndim != 3 or cam.shape[0] != classes.size:
-        raise ValueError(f"{path}: cam shape {cam.shape} does not match {classes.size} classes")
-    with np.errstate(over="ignore"):
-        arrays = {"cam": cam.astype(np.float16), "classes": classes}
-    if lam is not None:
-        lam = lam.detach().cpu().numpy() if isinstance(lam, torch.Tensor) else np.asarray(lam)
-        if lam.shape != cam.shape[1:]:
-            raise ValueError(f"{path}: lam shape {lam.shape} != cam size {cam.shape[1:]}")
-        with np.errstate(over="ignore"):
-            arrays["lam"] = lam.astype(np.float16)
-    for k in ("cam", "lam"):
-        if k in arrays and not np.isfinite(arrays[k]).all():
-            raise ValueError(f"{path}: {k} has non-finite values (or exceeds float16 range)")
-    arrays["meta"] = np.array(json.dumps({"format": HEATMAP_FORMAT, "extra": extra or {}}))
-    with atomic_file(path) as tmp, open(tmp, "wb") as fh:
-        (np.savez_compressed if compress else np.savez)(fh, **arrays)
-
-
-def load_heatmap(path) -> dict:
-    """Read a :func:`save_heatmap` file → ``{'cam': float32 (k,H,W), 'classes': list[int],
-    'lam': float32 (H,W) or None, 'extra': dict}``."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"heatmap file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            if meta.get("format") != HEATMAP_FORMAT:
-                raise ValueError(f"{path}: unknown heatmap format {meta.get('format')!r}")
-            return {
-                "cam": z["cam"].astype(np.float32),
-                "classes": [int(c) for c in z["classes"]],
-                "lam": z["lam"].astype(np.float32) if "lam" in z.files else None,
-                "extra": meta.get("extra", {}),
-            }
-    except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: unreadable heatmap file ({exc})") from exc

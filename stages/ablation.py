@@ -12,7 +12,7 @@ Layout: the shared stages ``data`` and ``saliency`` run (or are found fresh) in 
 each variant gets ``WORK_DIR/ablation/<variant>/`` whose ``data`` and ``saliency`` are relative
 symlinks to them (and whose ``classifier`` is a symlink to the source variant's folder with
 ``classifier_from``); then ``classifier`` -> ``heatmaps`` -> ``seeds`` (-> ``segmenter`` ->
-``eval`` with ``--full`` / ``ablation.full``) run through :func:`pipeline.stage.run_stage`, so a
+``eval`` with ``--full`` / ``ablation.full``) run through :func:`pipeline.runtime.stage.run_stage`, so a
 finished variant is skipped on the next call and a changed override re-runs only what it
 affects. The table goes to ``WORK_DIR/ablation/results.json`` and ``results.md`` (written
 atomically) and is printed; a variant that fails is reported in its row and the others go on
@@ -31,11 +31,11 @@ import time
 import traceback
 from pathlib import Path
 
-from pipeline.ablation_table import COLUMNS, FULL_COLUMNS, STATUS_COLUMN, format_markdown, nested_get
+from pipeline.report.ablation_table import COLUMNS, FULL_COLUMNS, STATUS_COLUMN, format_markdown, nested_get
 from pipeline.settings import ConfigError, flatten_overrides
 from pipeline.settings.experiment import ABLATION_RESERVED
-from pipeline.io_utils import write_json_atomic, write_text_atomic
-from pipeline.stage import StageError, config_digests, read_manifest, run_stage, stage_status
+from pipeline.data.io_utils import write_json_atomic, write_text_atomic
+from pipeline.runtime.stage import StageError, config_digests, read_manifest, run_stage, stage_status
 from stages.common import add_opts_argument, expand_opts_line, stage_upstream
 
 SHARED = ("data", "saliency")
@@ -133,7 +133,7 @@ def inference_map(cls_dir: Path, data_dir: Path, pooling: str, cfg, device: str,
     if not compute or not (cls_dir / "model.pth").is_file():
         return None
     from pipeline.data.index import DatasetIndex
-    from pipeline.models.checkpoint import load_model
+    from pipeline.runtime.checkpoint import load_model
     from stages.classifier import evaluate
 
     net, _ = load_model(cls_dir / "model.pth", kind="classifier")

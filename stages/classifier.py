@@ -1,6 +1,6 @@
 """Stage `classifier`: train the multi-label VGG-16 classifier (EP, GAP, GNDRP, BEW, SGE, LIP).
 
-Reads the dataset index, trains with :func:`pipeline.training.train_from_section` (checkpoints +
+Reads the dataset index, trains with :func:`pipeline.runtime.training.train_from_section` (checkpoints +
 auto-resume in ``train/``, scalars log, AMP on CUDA, DDP under ``make classifier GPUS=N``), evaluates mAP and
 per-class AP on the validation split, and writes ``model.pth`` (docs/DESIGN.md).
 ``val.extra_poolings`` also scores the trained weights with other pooling rules, e.g. "EP
@@ -13,11 +13,11 @@ from torch.utils.data import DataLoader
 
 from pipeline.data.datasets import ClassificationDataset
 from pipeline.data.index import DatasetIndex
-from pipeline.guards import training_guard
+from pipeline.runtime.guards import training_guard
 from pipeline.metrics import average_precision
-from pipeline.models.checkpoint import save_model
+from pipeline.runtime.checkpoint import save_model
 from pipeline.models.classifier import build_classifier
-from pipeline.training import train_from_section
+from pipeline.runtime.training import train_from_section
 from stages.common import main_for, resolve_path
 
 STAGE = "classifier"

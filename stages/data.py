@@ -21,7 +21,7 @@ import time
 from pipeline.data.prepare import DatasetError, prepare_dataset
 from pipeline.data.synthetic import generate_synthetic
 from pipeline.data.validate import splits_needed
-from pipeline.stage import StageError
+from pipeline.runtime.stage import StageError
 from stages.common import main_for, resolve_path
 
 STAGE = "data"

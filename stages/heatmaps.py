@@ -5,7 +5,7 @@ classifier channel c - 1): the CAM ``Wᵀv + b`` of the trained classifier, aver
 ``scales`` and horizontal flips (:func:`pipeline.heatmaps.aggregate_heatmaps`), upsampled to the
 image's own size and normalised per class (``ReLU(h) / max ReLU(h)``); plus the entropy-weight
 map λ (EP paper Eq. 3, averaged the same way). Written with
-:func:`pipeline.heatmaps.save_heatmap` to ``maps/<id>.npz`` (float16, the image's classes only;
+:func:`pipeline.data.files.save_heatmap` to ``maps/<id>.npz`` (float16, the image's classes only;
 ``extra`` holds the image-level scores σ(logit) of those classes under the inference pooling).
 
 With ``class_specific_lambda`` the class-specific weights ``λ^c = λ · p̂(c)`` (EP paper §4.3,
@@ -33,11 +33,12 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from pipeline.data.index import DatasetIndex
-from pipeline.data.transforms import parse_size, resize_image, to_tensor
-from pipeline.guards import check_array_finite
-from pipeline.heatmaps import infer_batch, normalise_per_class, save_heatmap
+from pipeline.transforms import parse_size, resize_image, to_tensor
+from pipeline.runtime.guards import check_array_finite
+from pipeline.data.files import save_heatmap
+from pipeline.heatmaps import infer_batch, normalise_per_class
 from pipeline.rib import pick_negatives, rib_heatmaps
-from pipeline.writer import BackgroundWriter
+from pipeline.runtime.writer import BackgroundWriter
 from stages.common import load_inference_classifier, main_for, split_ids
 
 STAGE = "heatmaps"

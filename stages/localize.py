@@ -34,12 +34,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.data.transforms import parse_size, resize_image, to_tensor
+from pipeline.transforms import parse_size, resize_image, to_tensor
 from pipeline.heatmaps import aggregate_heatmaps, class_specific_lambda
-from pipeline.io_utils import write_json_atomic
+from pipeline.data.io_utils import write_json_atomic
 from pipeline.localize import (CorLocAccumulator, Top1LocAccumulator, cam_baseline_box,
                                from_voc, smallest_box_holding_mass, to_voc, topk_lambda)
-from pipeline.visualize import heatmap_rgb, panel_row, save_rgb
+from pipeline.data.files import save_rgb
+from pipeline.visualize import heatmap_rgb, panel_row
 from stages.common import load_inference_classifier, main_for, split_ids
 
 STAGE = "localize"

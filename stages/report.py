@@ -4,7 +4,7 @@ Not a managed stage: it always regenerates (in a few seconds), from whatever sta
 and lists the missing ones. A static page that opens from disk: images are PNG files next to
 it (relative links). Built in a temporary folder inside ``WORK_DIR`` and renamed into place.
 
-Content: stage status (fresh / stale / missing via :func:`pipeline.stage.stage_status`, wall
+Content: stage status (fresh / stale / missing via :func:`pipeline.runtime.stage.stage_status`, wall
 times); classifier mAP and per-class AP; seed precision / recall / mIoU and pseudo-mask mIoU;
 val mIoU with and without CRF and per-class IoU; the fully supervised upper bound and the
 WSSS / upper-bound ratio; the submission check; localisation CorLoc; the ablation table
@@ -31,13 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.ablation_table import format_cell, nested_get, table_columns
-from pipeline.report_html import (CSS, classifier_html, esc, final_scores, localize_html,
+from pipeline.report.ablation_table import format_cell, nested_get, table_columns
+from pipeline.report.html import (CSS, classifier_html, esc, final_scores, localize_html,
                                   seeds_html, segmentation_html, stages_html, submit_html, table)
-from pipeline.report_plots import (plot_dsrg_diagnostics, plot_iou_bars, plot_training_curves,
+from pipeline.report.plots import (plot_dsrg_diagnostics, plot_iou_bars, plot_training_curves,
                                    read_scalars)
-from pipeline.io_utils import atomic_dir, write_json_atomic
-from pipeline.stage import config_digests, read_manifest
+from pipeline.data.io_utils import atomic_dir, write_json_atomic
+from pipeline.runtime.stage import config_digests, read_manifest
 from stages.common import add_opts_argument, expand_opts_line, stage_upstream
 
 STAGES = ("data", "classifier", "heatmaps", "saliency", "seeds", "segmenter", "upper_bound",
@@ -56,7 +56,7 @@ MIN_TILE, MAX_TILE = 128, 240       # example tile heights (px)
 # ---------------------------------------------------------------------------------- stages ---
 def stage_states(cfg, work_dir: Path) -> list[dict]:
     """One entry per stage: manifest (or None), state and reason."""
-    from pipeline.stage import stage_status
+    from pipeline.runtime.stage import stage_status
     from stages.ablation import stage_section
 
     out = []
@@ -116,7 +116,7 @@ def _segmenter_outputs(cfg, work_dir, index, ids, images, seeds, device):
 
     from pipeline.growing import grow_seeds
     from pipeline.inference import predict_probs
-    from pipeline.models.checkpoint import load_model
+    from pipeline.runtime.checkpoint import load_model
 
     net, _ = load_model(work_dir / "segmenter" / "model.pth", kind="segmenter")
     net = net.to(device).eval()
@@ -145,9 +145,12 @@ def _segmenter_outputs(cfg, work_dir, index, ids, images, seeds, device):
 
 def examples_html(cfg, work_dir: Path, man: dict, out_dir: Path, device: str, n: int = N_EXAMPLES) -> str:
     from pipeline.data.index import DatasetIndex
-    from pipeline.heatmaps import load_heatmap, normalise_per_class
-    from pipeline.visualize import blank, blend, grey_rgb, heatmap_rgb, label_rgb, save_rgb
-    from pipeline.voc import read_label_png, voc_palette
+    from pipeline.data.files import load_heatmap
+    from pipeline.heatmaps import normalise_per_class
+    from pipeline.data.files import save_rgb
+    from pipeline.visualize import blank, blend, grey_rgb, heatmap_rgb, label_rgb
+    from pipeline.data.files import read_label_png
+    from pipeline.voc import voc_palette
 
     if not man["data"]:
         return "<p class=note>No examples: the data stage is missing.</p>"
@@ -198,7 +201,7 @@ def examples_html(cfg, work_dir: Path, man: dict, out_dir: Path, device: str, n:
             tiles["heatmap"] = blend(img, heatmap_rgb(heat), 0.6)
             tiles["λ"] = heatmap_rgb(normalise_per_class(hm["lam"])) if hm["lam"] is not None else blank(hw)
         if have["saliency"]:
-            from pipeline.saliency import read_saliency
+            from pipeline.data.files import read_saliency
             tiles["saliency"] = grey_rgb(read_saliency(sal_dir / "maps" / f"{img_id}.png", size=hw))
         if have["seeds"]:
             tiles["seeds"] = label_rgb(seeds[k])

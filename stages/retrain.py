@@ -29,15 +29,16 @@ from pathlib import Path
 import torch
 
 from pipeline.data.index import DatasetIndex
-from pipeline.evaluation import score_label_dir
-from pipeline.guards import training_guard
+from pipeline.runtime.evaluation import score_label_dir
+from pipeline.runtime.guards import training_guard
 from pipeline.inference import iter_segmentation, open_crf_pool
-from pipeline.io_utils import atomic_file
+from pipeline.data.io_utils import atomic_file
 from pipeline.mm import MMSegUnavailable, segmentation_edge
-from pipeline.models.deeplab import build_segmenter, load_segmenter
+from pipeline.models.deeplab import build_segmenter
+from pipeline.runtime.checkpoint import load_segmenter
 from pipeline.settings.segmenter import OWN_MODEL, SegmenterModel
-from pipeline.stage import StageError
-from pipeline.voc import write_label_png
+from pipeline.runtime.stage import StageError
+from pipeline.data.files import write_label_png
 from stages.common import main_for, resolve_path
 
 STAGE = "retrain"
@@ -142,8 +143,8 @@ def train_mmseg(ctx, index: DatasetIndex, sec, mm, model_cfg: dict) -> tuple[dic
     """Any mmseg segmentor (``model_cfg``, weight paths resolved; ``mm`` = the
     :mod:`pipeline.mm.segmentation` edge) trained on the pseudo-labels; ``(counts, metrics)``."""
     from pipeline.data.datasets import SegmentationDataset
-    from pipeline.evaluation import evaluate_segmenter
-    from pipeline.training import train_from_section
+    from pipeline.runtime.evaluation import evaluate_segmenter
+    from pipeline.runtime.training import train_from_section
     from stages.segmenter import quick_val_settings
 
     tr = sec.train

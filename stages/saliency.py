@@ -2,7 +2,7 @@
 
 * ``saliency.dir`` set: import precomputed maps (e.g. DRFI, as in the EP paper §4.4) named
   ``<id>.png`` (or .jpg/.jpeg/.bmp) of any size; each is resized bilinearly to its image
-  (:func:`pipeline.saliency.read_saliency`). Every image of the split needs a readable map:
+  (:func:`pipeline.data.files.read_saliency`). Every image of the split needs a readable map:
   missing ones are listed (by expected path) before any work starts. A map must be one grey
   channel: a colour map (RGB channels that differ) stops the stage, naming the file, unless
   ``saliency.allow_colour=True``, which converts colour maps to luma and logs how many.
@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.io_utils import atomic_file, json_safe
-from pipeline.saliency import SaliencyQuality, find_saliency_file, load_saliency, rbd_saliency
-from pipeline.stage import StageError
+from pipeline.data.io_utils import atomic_file, json_safe
+from pipeline.data.files import find_saliency_file, load_saliency
+from pipeline.saliency import SaliencyQuality, rbd_saliency
+from pipeline.runtime.stage import StageError
 from stages.common import main_for, resolve_path, split_ids
 
 STAGE = "saliency"

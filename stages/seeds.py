@@ -15,7 +15,7 @@ Image by image (nothing is held for the whole split) over the images of the heat
 * ``pseudo/<id>.png``: :func:`pipeline.seeds.pseudo_mask_argmax` with ``pseudo_bg_threshold``;
 * ``overlays/<id>.png`` for the first ``n_overlays`` images;
 * with ``export_dsrg_pickle``: ``dsrg_cues.pickle`` + ``input_list.txt`` (SEC/DSRG format,
-  :func:`pipeline.seeds.export_dsrg_cues`, seeds read back from ``labels/`` one at a time).
+  :func:`pipeline.data.files.export_dsrg_cues`, seeds read back from ``labels/`` one at a time).
 
 Quality on the images of the split that have a GT mask: seed precision / recall / fraction
 labelled / per-class IoU (:class:`pipeline.metrics.SeedQuality`) and the mIoU of the
@@ -29,15 +29,18 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.index import DatasetIndex
-from pipeline.guards import check_array_finite
-from pipeline.heatmaps import load_heatmap, normalise_per_class
-from pipeline.io_utils import json_safe
+from pipeline.runtime.guards import check_array_finite
+from pipeline.data.files import load_heatmap
+from pipeline.heatmaps import normalise_per_class
+from pipeline.data.io_utils import json_safe
 from pipeline.metrics import ConfusionMatrix, SeedQuality, format_table
-from pipeline.saliency import read_saliency
-from pipeline.seeds import export_dsrg_cues, make_seeds, pseudo_mask_argmax
-from pipeline.stage import StageError
-from pipeline.visualize import blank, grey_rgb, heatmap_rgb, label_rgb, panel_row, save_rgb
-from pipeline.voc import read_label_png, write_label_png
+from pipeline.data.files import read_saliency
+from pipeline.data.files import export_dsrg_cues
+from pipeline.seeds import make_seeds, pseudo_mask_argmax
+from pipeline.runtime.stage import StageError
+from pipeline.data.files import save_rgb
+from pipeline.visualize import blank, grey_rgb, heatmap_rgb, label_rgb, panel_row
+from pipeline.data.files import read_label_png, write_label_png
 from stages.common import main_for
 
 STAGE = "seeds"

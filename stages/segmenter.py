@@ -1,10 +1,10 @@
 """Stage `segmenter`: train DeepLab v2 (ASPP-L, VGG-16) from the seeds with DSRG.
 
 Reads the dataset index and the seed label maps (``WORK_DIR/seeds/labels/<id>.png``), trains
-with :func:`pipeline.training.train_from_section` (checkpoints + auto-resume in
+with :func:`pipeline.runtime.training.train_from_section` (checkpoints + auto-resume in
 ``train/``, scalars log, AMP on CUDA, DDP under ``make segmenter GPUS=N``), scores a
 quick single-scale, no-CRF val mIoU (the full protocol is the ``eval`` stage) and writes
-``model.pth`` (docs/DESIGN.md; :func:`pipeline.models.deeplab.load_segmenter`).
+``model.pth`` (docs/DESIGN.md; :func:`pipeline.runtime.checkpoint.load_segmenter`).
 
 Options: ``segmenter.loss`` = ``"dsrg"`` (:func:`pipeline.dsrg.dsrg_losses`: growing on the
 output grid, balanced seeding loss, CRF boundary loss; ``crf.backend="pydensecrf"``: the CRF
@@ -32,12 +32,12 @@ from pipeline.data.datasets import SegmentationDataset
 from pipeline.data.index import DatasetIndex
 from pipeline.dsrg import DSRGConfig, ce_loss, dsrg_losses
 from pipeline.dsrg_diagnostics import confusion_fg_fractions
-from pipeline.evaluation import evaluate_segmenter
-from pipeline.guards import training_guard
+from pipeline.runtime.evaluation import evaluate_segmenter
+from pipeline.runtime.guards import training_guard
 from pipeline.inference import InferenceSettings
-from pipeline.models.checkpoint import save_model
+from pipeline.runtime.checkpoint import save_model
 from pipeline.models.deeplab import build_segmenter
-from pipeline.training import train_from_section
+from pipeline.runtime.training import train_from_section
 from stages.common import main_for, resolve_path
 
 STAGE = "segmenter"
@@ -55,7 +55,7 @@ def model_config(section) -> dict:
 
 def make_loss_fn(loss: str, dsrg_cfg: DSRGConfig | None = None, crf_pool=None,
                  ce_resolution: str | None = None):
-    """``loss_fn(net, batch)`` for :mod:`pipeline.training` (batch: SegmentationDataset items):
+    """``loss_fn(net, batch)`` for :mod:`pipeline.runtime.training` (batch: SegmentationDataset items):
     ``"dsrg"`` with ``dsrg_cfg`` or ``"ce"`` at ``ce_resolution``."""
     def loss_fn(net, batch):
         logits = net(batch["image"])

@@ -2,7 +2,7 @@
 
 Writes ``results/VOC2012/Segmentation/<comp>_test_cls/<id>.png`` for every id of
 ``submit.split`` (single-channel VOC palette PNG, original image size, values
-``0..num_classes-1`` — never 255), validates the folder (``pipeline.submission``; any problem
+``0..num_classes-1`` — never 255), validates the folder (``pipeline.data.submission``; any problem
 fails the stage with every offending file named) and packs ``results.tgz``. Where the test
 masks exist (the synthetic dataset keeps them aside), the submission is also scored.
 
@@ -14,11 +14,11 @@ stage's config digest covers both sections, so it re-runs when ``eval`` changes.
 from __future__ import annotations
 
 from pipeline.data.index import DatasetIndex
-from pipeline.evaluation import score_label_dir
+from pipeline.runtime.evaluation import score_label_dir
 from pipeline.inference import iter_segmentation, open_crf_pool
-from pipeline.submission import (SUBMISSION_SUBDIR, make_submission_archive,
+from pipeline.data.submission import (SUBMISSION_SUBDIR, make_submission_archive,
                                  validate_submission, write_prediction_png)
-from pipeline.stage import StageError
+from pipeline.runtime.stage import StageError
 from stages.common import main_for
 from stages.eval import load_segmenter, log_summary
 

@@ -4,7 +4,7 @@ import torch
 
 from pipeline.models.classifier import build_classifier
 from pipeline.models.imagenet import VGG16_CONV_INDICES
-from pipeline.testing import vgg16_layout_state
+from stage_helpers import vgg16_layout_state
 from pipeline.models.vgg import VGG16Backbone
 
 

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.saliency import SaliencyQuality, import_saliency, read_saliency, saliency_quality
+from pipeline.data.files import import_saliency, read_saliency
+from pipeline.saliency import SaliencyQuality, saliency_quality
 
 
 def test_import_resizes_and_scales(tmp_path):

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pipeline.data import transforms as T
-from pipeline.voc import read_label_png
+from pipeline.data.files import read_label_png
 
 
 def _rng() -> np.random.Generator:

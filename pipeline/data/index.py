@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.data.vocxml import read_voc_xml
-from pipeline.voc import read_label_png
+from pipeline.data.files import read_label_png
 
 __all__ = ["DatasetIndex"]
 

@@ -34,7 +34,7 @@ from torch import nn
 
 from .imagenet import InitReport, load_vgg16_into, resolve_vgg16_weights
 
-__all__ = ["DeepLabV2VGG16", "build_segmenter", "load_segmenter", "SEGMENTER_KEYS"]
+__all__ = ["DeepLabV2VGG16", "build_segmenter", "SEGMENTER_KEYS"]
 
 VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 
@@ -196,9 +196,3 @@ def build_segmenter(model_cfg: dict | None, num_classes: int) -> DeepLabV2VGG16:
     net = DeepLabV2VGG16(int(num_classes), **cfg)
     net.load_imagenet(pretrained)
     return net
-
-
-def load_segmenter(path, map_location="cpu", **overrides):
-    """Load a segmenter ``model.pth`` (:mod:`pipeline.models.checkpoint`); returns ``(net, meta)``."""
-    from .checkpoint import load_model
-    return load_model(path, "segmenter", map_location=map_location, **overrides)

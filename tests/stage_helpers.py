@@ -8,7 +8,7 @@ def save_untrained_classifier(ctx) -> dict:
     """A fake `classifier` stage ``run``: an untrained classifier of ``ctx.section['model']``
     whose class maps vary in sign (std-1 classifier weights), saved as ``model.pth``."""
     from pipeline.data.index import DatasetIndex
-    from pipeline.models.checkpoint import save_model
+    from pipeline.runtime.checkpoint import save_model
     from pipeline.models.classifier import build_classifier
 
     index = DatasetIndex.load(ctx.upstream_dir("data"))
@@ -26,7 +26,7 @@ def seeds_from_masks(ctx, drop: float = 0.75) -> dict:
     import numpy as np
 
     from pipeline.data.index import DatasetIndex
-    from pipeline.voc import write_label_png
+    from pipeline.data.files import write_label_png
 
     index = DatasetIndex.load(ctx.upstream_dir("data"))
     (ctx.out / "labels").mkdir()
@@ -45,7 +45,7 @@ def tiny_work_dir(root, exp_text: str, classifier_run=save_untrained_classifier,
     from pathlib import Path
 
     import stages.data
-    from pipeline.stage import run_stage
+    from pipeline.runtime.stage import run_stage
     from stages.common import load_experiment
 
     root = Path(root)
@@ -98,7 +98,7 @@ def tiny_ddp_setup(root) -> str:
 
     import stages.data
     from pipeline.settings import Settings
-    from pipeline.stage import run_stage
+    from pipeline.runtime.stage import run_stage
 
     work = Path(root) / "work"
     cfg = Settings.from_dict(dict(experiment=dict(name="ddp", seed=0, device="cpu"), data=TINY_DATA))
@@ -129,14 +129,14 @@ def _tiny_trainings(index) -> dict:
 
 def ddp_worker(rank: int, world_size: int, port: int, root: str, work: str) -> None:
     """One rank (gloo) training the classifier and the segmenter for 3 iterations with
-    :func:`pipeline.training.train`; writes ``root/<kind>_rank<r>.pt`` (and ``<kind>_init.pt``)."""
+    :func:`pipeline.runtime.training.train`; writes ``root/<kind>_rank<r>.pt`` (and ``<kind>_init.pt``)."""
     import os
     from pathlib import Path
 
     import torch.distributed as dist
 
     from pipeline.data.index import DatasetIndex
-    from pipeline.training import train
+    from pipeline.runtime.training import train
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
