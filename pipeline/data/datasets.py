@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pipeline.data import transforms as T
+from pipeline import transforms as T
 from pipeline.data.files import read_label_png
 
 
