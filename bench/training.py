@@ -2,7 +2,8 @@
 
 For each network at the VOC input size (default 321×321, width 1.0 = the VOC networks, batch 2,
 random init), on one synthetic batch (``bench.inputs``), with the stage's own loss function
-(``stages.classifier.make_loss_fn``: multi-label soft margin; ``stages.segmenter.make_loss_fn``:
+(``pipeline.models.classifier.classifier_loss_fn``: multi-label soft margin;
+``pipeline.dsrg.segmenter_loss_fn``:
 DSRG loss = growing + seeding + CRF boundary loss, CRF in-process) and SGD (lr 1e-3, momentum
 0.9, weight decay 5e-4):
 
@@ -31,6 +32,8 @@ import torch
 from bench.common import measure, measure_interleaved, row
 from bench.flops import build_net, count_flops
 from bench.inputs import classifier_batch, segmenter_batch
+from pipeline.dsrg import segmenter_loss_fn
+from pipeline.models.classifier import classifier_loss_fn
 
 NAME = "training"
 DEFAULTS = dict(size=321, width=1.0, batch=2, num_classes=21, batch_norm=False, repeats=3,
@@ -39,11 +42,9 @@ DEFAULTS = dict(size=321, width=1.0, batch=2, num_classes=21, batch_norm=False, 
 
 def _loss_fn(kind: str):
     if kind == "classifier":
-        from stages.classifier import make_loss_fn
-        return make_loss_fn("multilabel_soft_margin")
+        return classifier_loss_fn("multilabel_soft_margin")
     from bench.inputs import reference_dsrg_config
-    from stages.segmenter import make_loss_fn
-    return make_loss_fn("dsrg", reference_dsrg_config(), None)
+    return segmenter_loss_fn("dsrg", reference_dsrg_config(), None)
 
 
 def _sum_losses(out: dict) -> torch.Tensor:

@@ -157,10 +157,3 @@ class SaliencyQuality:
             k = int(f.argmax())
             out.update(maxF=float(f[k]), best_threshold=float(self.thresholds[k]))
         return out
-
-
-def saliency_quality(sal, gt_fg_mask, beta2: float = 0.3) -> dict:
-    """One-image :class:`SaliencyQuality` summary (``MAE``, ``maxF``, ``best_threshold``)."""
-    q = SaliencyQuality(beta2)
-    q.update(sal, gt_fg_mask)
-    return q.summary()

@@ -16,7 +16,7 @@ from pipeline.data.index import DatasetIndex
 from pipeline.runtime.guards import training_guard
 from pipeline.metrics import average_precision
 from pipeline.runtime.checkpoint import save_model
-from pipeline.models.classifier import build_classifier
+from pipeline.models.classifier import build_classifier, classifier_loss_fn
 from pipeline.runtime.training import train_from_section
 from stages.common import main_for, resolve_path
 
@@ -33,16 +33,6 @@ def model_config(section) -> dict:
     if cfg["pretrained"] not in (None, "torchvision"):
         cfg["pretrained"] = resolve_path(cfg["pretrained"])
     return cfg
-
-
-def make_loss_fn(loss_type: str):
-    def loss_fn(net, batch):
-        out = net(batch["image"], labels=batch["target"])
-        total, parts = net.classification_loss(out, batch["target"], loss_type=loss_type)
-        # only "loss" is optimised; the parts are logged under names without "loss" in them
-        # (the training loop sums every key that contains "loss")
-        return {"loss": total, **{f"part_{k}": v for k, v in parts.items() if k != "total"}}
-    return loss_fn
 
 
 @torch.no_grad()
@@ -88,7 +78,7 @@ def run(ctx) -> dict:
     train_ds = ClassificationDataset(index, tr.split, tr.crop, train=True,
                                      scale_range=tr.scale_range, resize=tr.resize)
     guard = training_guard(tr, STAGE, causes=(EP_STALL_CAUSE,) if net.pooling_name == "ep" else ())
-    net = train_from_section(net, make_loss_fn(tr.loss), train_ds, tr,
+    net = train_from_section(net, classifier_loss_fn(tr.loss), train_ds, tr,
                              work_dir=ctx.out / "train", seed=seed, world_size=ctx.world_size,
                              device=ctx.device, log=ctx.log, hooks=[guard])
     counts = {"train_images": len(train_ds), "iterations": tr.max_iters}

@@ -30,7 +30,7 @@ import torch
 from pipeline.crf_pool import make_crf_pool
 from pipeline.data.datasets import SegmentationDataset
 from pipeline.data.index import DatasetIndex
-from pipeline.dsrg import DSRGConfig, ce_loss, dsrg_losses
+from pipeline.dsrg import segmenter_loss_fn
 from pipeline.dsrg_diagnostics import confusion_fg_fractions
 from pipeline.runtime.evaluation import evaluate_segmenter
 from pipeline.runtime.guards import training_guard
@@ -51,18 +51,6 @@ def model_config(section) -> dict:
     if cfg["pretrained"] not in (None, "torchvision"):
         cfg["pretrained"] = resolve_path(cfg["pretrained"])
     return cfg
-
-
-def make_loss_fn(loss: str, dsrg_cfg: DSRGConfig | None = None, crf_pool=None,
-                 ce_resolution: str | None = None):
-    """``loss_fn(net, batch)`` for :mod:`pipeline.runtime.training` (batch: SegmentationDataset items):
-    ``"dsrg"`` with ``dsrg_cfg`` or ``"ce"`` at ``ce_resolution``."""
-    def loss_fn(net, batch):
-        logits = net(batch["image"])
-        if loss == "ce":
-            return {"loss_ce": ce_loss(logits, batch["label"], ce_resolution)}
-        return dsrg_losses(logits, batch["label"], batch["classes"], batch["raw"], dsrg_cfg, crf_pool)
-    return loss_fn
 
 
 def train_segmenter(ctx, index: DatasetIndex, label_dir, section, stage: str = STAGE,
@@ -101,7 +89,7 @@ def train_segmenter(ctx, index: DatasetIndex, label_dir, section, stage: str = S
         ctx.log(f"DSRG: grow on {dsrg_cfg.grow_on}, thresholds {dsrg_cfg.fg_threshold}/"
                 f"{dsrg_cfg.bg_threshold}, CRF {dsrg_cfg.crf} ({where})")
     try:
-        return train_from_section(net, make_loss_fn(loss, dsrg_cfg, pool, section.ce.resolution),
+        return train_from_section(net, segmenter_loss_fn(loss, dsrg_cfg, pool, section.ce.resolution),
                                   train_ds, tr,
                                   work_dir=ctx.out / "train", seed=seed, world_size=ctx.world_size,
                                   device=ctx.device, log=ctx.log,

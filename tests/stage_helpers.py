@@ -110,9 +110,9 @@ def _tiny_trainings(index) -> dict:
     """(network, loss function, dataset) of the classifier and the segmenter (DSRG loss, the GT
     masks as seeds), small enough for a few CPU iterations."""
     from pipeline.data.datasets import ClassificationDataset, SegmentationDataset
-    from pipeline.models.classifier import build_classifier
+    from pipeline.dsrg import segmenter_loss_fn
+    from pipeline.models.classifier import build_classifier, classifier_loss_fn
     from pipeline.models.deeplab import build_segmenter
-    from stages import classifier, segmenter
     from stages.common import REPO_ROOT, load_experiment
 
     dsrg = load_experiment(REPO_ROOT / "configs" / "voc_ep_dsrg.py").segmenter.dsrg_config()
@@ -121,9 +121,9 @@ def _tiny_trainings(index) -> dict:
     cls = build_classifier(dict(backbone=dict(width=0.125, batch_norm=True), pretrained=None,
                                 pooling=dict(type="ep", normalize="lambda")), index.num_classes - 1)
     seg = build_segmenter(dict(width=0.0625, batch_norm=True, fc_channels=32, rates=(1, 2)), index.num_classes)
-    return {"classifier": (cls, classifier.make_loss_fn("multilabel_soft_margin"),
+    return {"classifier": (cls, classifier_loss_fn("multilabel_soft_margin"),
                            ClassificationDataset(index, "trainaug", 48, train=True)),
-            "segmenter": (seg, segmenter.make_loss_fn("dsrg", dsrg),
+            "segmenter": (seg, segmenter_loss_fn("dsrg", dsrg),
                           SegmentationDataset(index, "trainaug", None, 48, train=True))}
 
 
