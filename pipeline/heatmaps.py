@@ -1,12 +1,15 @@
-"""Class heatmaps (CAM) and entropy-weight maps (λ): test-time aggregation, normalisation, storage.
+"""Class heatmaps (CAM) and entropy-weight maps (λ): test-time aggregation and normalisation.
 
 * :func:`aggregate_heatmaps` — multi-scale / horizontal-flip averaging of a model's CAM and
   EP weight map (docs/ALGORITHMS.md §1.6).
 * :func:`normalise_per_class` — ``ReLU(cam) / max(ReLU(cam))`` per class map.
 * :func:`class_specific_lambda` — ``λ_i^c = λ_i · p̂_i(c)`` (EP paper, Eq. 5).
 * :func:`infer_batch` — a classifier's aggregated CAM, λ, λ^c and image scores for a batch
-  (what the heatmaps stage runs).
-* :func:`save_heatmap` / :func:`load_heatmap` — one ``.npz`` file per image (format below).
+  (what the heatmaps stage runs); :func:`image_heatmaps` the same for one image at its own size
+  (what the localize stage runs).
+
+The heatmap files are written and read by :func:`pipeline.data.files.save_heatmap` /
+:func:`pipeline.data.files.load_heatmap`.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.geometry import STRIDE, grid_to_frame
+from pipeline.transforms import parse_size, resize_image, to_tensor
 
 
 def _resize(x: torch.Tensor, size) -> torch.Tensor:
@@ -112,3 +116,31 @@ def infer_batch(net, images: torch.Tensor, scales, flip: bool, with_lambda_c: bo
     return {"cam": cam[:, :K], "lam": agg["lam"],
             "lambda_c": cam[:, K:] if with_lambda_c else None,
             "scores": torch.sigmoid(torch.stack(logits).mean(0))}
+
+
+@torch.no_grad()
+def image_heatmaps(net, image: np.ndarray, size, scales, flip: bool, device) -> dict:
+    """Maps of one (H, W, 3) uint8 image at its own size, from the classifier seeing it at
+    ``size`` (:func:`pipeline.transforms.parse_size`; None = its own) with :func:`aggregate_heatmaps`
+    over ``scales`` / ``flip``: ``cam`` (K, H, W), ``lambda_c`` (K, H, W, EP paper Eq. 5,
+    clipped at 0), ``lam`` (H, W) as float32 numpy, and ``scores`` (K,) = mean logit over the
+    views (what the localize stage scores, docs/ALGORITHMS.md §12)."""
+    H, W = image.shape[:2]
+    hw = parse_size(size)
+    x = to_tensor(resize_image(image, hw) if hw and hw != (H, W) else image)[None].to(device)
+    K = net.num_classes
+    logits = []
+
+    def forward(v):
+        out = net(v)
+        logits.append(out["logits"].float())
+        cam, lam = out["cam"].float(), out["lam"].float()
+        return {"cam": torch.cat([cam, class_specific_lambda(lam, cam.softmax(dim=1))], 1), "lam": lam}
+
+    agg = aggregate_heatmaps(forward, x, scales=scales, flip=flip)
+    maps = torch.cat([agg["cam"], agg["lam"][:, None]], 1)
+    # input frame → image: the inverse of the input's resize (half-pixel, as OpenCV's); the grid
+    # → input step used the stride-8 geometry (aggregate_heatmaps, pipeline.geometry)
+    maps = F.interpolate(maps, size=(H, W), mode="bilinear", align_corners=False)[0].cpu().numpy()
+    return {"cam": maps[:K], "lambda_c": np.clip(maps[K:2 * K], 0, None), "lam": maps[2 * K],
+            "scores": torch.stack(logits).mean(0)[0].cpu().numpy()}

@@ -222,6 +222,12 @@ def stage_upstream(mod, section) -> tuple[str, ...]:
     return tuple(fn(section) if fn is not None else mod.UPSTREAM)
 
 
+def stage_section(mod, cfg):
+    """The section a stage module's ``run`` gets: its own, or ``{name: section}`` for a stage
+    that declares ``SECTIONS``."""
+    return cfg.stage_section(mod.STAGE, getattr(mod, "SECTIONS", None))
+
+
 def main_for(module_name: str, argv=None) -> dict:
     """Entry point used by each ``stages/<name>.py`` under ``if __name__ == '__main__'``.
     The experiment is loaded and checked before anything runs. Expected failures (bad input or
@@ -241,7 +247,7 @@ def _run_main(mod, argv, where) -> dict:
     args = parse_args(stage, argv)
     extra = {stage: mod.SETTINGS} if hasattr(mod, "SETTINGS") else None   # a stage of its own
     cfg = load_experiment(args.exp, args.opts, extra)     # ConfigError: before anything runs
-    section = cfg.stage_section(stage, getattr(mod, "SECTIONS", None))
+    section = stage_section(mod, cfg)
     upstream = stage_upstream(mod, section)
     work_dir = Path(args.work_dir).expanduser().resolve() if args.work_dir else default_work_dir(cfg)
     where.work_dir = work_dir

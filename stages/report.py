@@ -33,8 +33,7 @@ from pipeline.report.html import (CSS, classifier_html, esc, localize_html, seed
                                   segmentation_html, stages_html, submit_html)
 from pipeline.report.sections import ablation_html, figures_html
 from pipeline.runtime.stage import config_digests, read_manifest, stage_status
-from stages.ablation import stage_section
-from stages.common import add_opts_argument, expand_opts_line, stage_upstream
+from stages.common import add_opts_argument, expand_opts_line, stage_section, stage_upstream
 
 STAGES = ("data", "classifier", "heatmaps", "saliency", "seeds", "segmenter", "upper_bound",
           "eval", "submit", "localize")
