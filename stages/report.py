@@ -58,6 +58,28 @@ def stage_states(cfg, work_dir: Path) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------ main ---
+def page_body(cfg, work_dir: Path, exp_path, states: list, man: dict, curves: str, bars: str,
+              examples: str) -> list[str]:
+    """The HTML sections of the report page, in order."""
+    met = {k: (v or {}).get("metrics") for k, v in man.items()}
+    config_text = "\n".join(f"{k} = {pprint.pformat(v, width=100, sort_dicts=False)}"
+                            for k, v in cfg.raw.items())
+    return [
+        f"<h1>WSSS experiment report: {esc(cfg.experiment.name or work_dir.name)}</h1>",
+        f"<p class=note>work dir {esc(work_dir)}; config {esc(exp_path or '?')}; generated "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S')}</p>",
+        "<h2>Stages</h2>", stages_html(states),
+        "<h2>Results</h2>", classifier_html(met["classifier"]), seeds_html(met["seeds"], met["saliency"]),
+        segmentation_html(met["eval"], met["upper_bound"], met["segmenter"]),
+        submit_html(man["submit"], work_dir), localize_html(met["localize"]),
+        "<h2>Ablation</h2>", ablation_html(work_dir),
+        "<h2>Training curves</h2>", curves,
+        "<h2>Per-class IoU: WSSS vs upper bound</h2>", bars,
+        "<h2>Examples</h2>", examples,
+        "<h2>Experiment config (resolved)</h2>", f"<pre>{esc(config_text)}</pre>",
+    ]
+
+
 def build_report(cfg, work_dir, device: str = "cpu", exp_path=None, log=print) -> Path:
     """Write ``work_dir/report/`` (atomically) and return the path of its ``index.html``."""
     t0 = time.time()
@@ -66,31 +88,14 @@ def build_report(cfg, work_dir, device: str = "cpu", exp_path=None, log=print) -
     with atomic_dir(work_dir / "report", overwrite=True) as tmp:
         states = stage_states(cfg, work_dir)
         man = {s["stage"]: s["manifest"] for s in states}
-        met = {k: (v or {}).get("metrics") for k, v in man.items()}
         curves, bars, n_png = figures_html(work_dir, man, tmp)
         try:
             examples = examples_html(cfg, work_dir, man, tmp, device)
         except Exception as exc:  # noqa: BLE001 - a report never fails on one section
             examples = f"<p class=error>examples failed: {esc(type(exc).__name__)}: {esc(exc)}</p>"
-        config_text = "\n".join(f"{k} = {pprint.pformat(v, width=100, sort_dicts=False)}"
-                                for k, v in cfg.raw.items())
-        name = cfg.experiment.name or work_dir.name
-        body = [
-            f"<h1>WSSS experiment report: {esc(name)}</h1>",
-            f"<p class=note>work dir {esc(work_dir)}; config {esc(exp_path or '?')}; generated "
-            f"{time.strftime('%Y-%m-%d %H:%M:%S')}</p>",
-            "<h2>Stages</h2>", stages_html(states),
-            "<h2>Results</h2>", classifier_html(met["classifier"]), seeds_html(met["seeds"], met["saliency"]),
-            segmentation_html(met["eval"], met["upper_bound"], met["segmenter"]),
-            submit_html(man["submit"], work_dir), localize_html(met["localize"]),
-            "<h2>Ablation</h2>", ablation_html(work_dir),
-            "<h2>Training curves</h2>", curves,
-            "<h2>Per-class IoU: WSSS vs upper bound</h2>", bars,
-            "<h2>Examples</h2>", examples,
-            "<h2>Experiment config (resolved)</h2>", f"<pre>{esc(config_text)}</pre>",
-        ]
+        body = page_body(cfg, work_dir, exp_path, states, man, curves, bars, examples)
         page = ("<!DOCTYPE html>\n<html lang=en><head><meta charset='utf-8'>"
-                f"<title>WSSS report: {esc(name)}</title><style>{CSS}</style></head><body>\n"
+                f"<title>WSSS report: {esc(cfg.experiment.name or work_dir.name)}</title><style>{CSS}</style></head><body>\n"
                 + "\n".join(body) + "\n</body></html>\n")
         (tmp / "index.html").write_text(page, encoding="utf-8")
         missing = [s["stage"] for s in states if s["manifest"] is None]

@@ -53,6 +53,20 @@ def model_config(section) -> dict:
     return cfg
 
 
+def dsrg_setup(ctx, section) -> tuple:
+    """``(DSRGConfig, CRF process pool or None)`` of a DSRG training run, logged; the pool
+    (``crf.workers`` processes, pydensecrf backend only) is the caller's to shut down."""
+    dsrg_cfg, pool = section.dsrg_config(), None
+    workers = section.crf.workers
+    if workers > 0 and dsrg_cfg.crf_backend == "pydensecrf":
+        pool = make_crf_pool(workers, section.crf.start_method)
+    where = (f"torch on {ctx.device}" if dsrg_cfg.crf_backend == "torch" else
+             f"pydensecrf in {f'{workers} worker processes' if pool else 'process'}")
+    ctx.log(f"DSRG: grow on {dsrg_cfg.grow_on}, thresholds {dsrg_cfg.fg_threshold}/"
+            f"{dsrg_cfg.bg_threshold}, CRF {dsrg_cfg.crf} ({where})")
+    return dsrg_cfg, pool
+
+
 def train_segmenter(ctx, index: DatasetIndex, label_dir, section, stage: str = STAGE,
                     net=None) -> torch.nn.Module:
     """Train the segmenter of ``section`` on ``label_dir`` (None = GT masks) into ``ctx.out/train``.
@@ -77,17 +91,7 @@ def train_segmenter(ctx, index: DatasetIndex, label_dir, section, stage: str = S
             f"from {label_dir or 'the ground-truth masks'}; crop {tr.crop} -> output {grid}x{grid}")
     if net.init_report is not None:
         ctx.log(net.init_report.describe())
-    pool = None
-    dsrg_cfg = None
-    if loss == "dsrg":
-        dsrg_cfg = section.dsrg_config()
-        workers = section.crf.workers
-        if workers > 0 and dsrg_cfg.crf_backend == "pydensecrf":
-            pool = make_crf_pool(workers, section.crf.start_method)
-        where = (f"torch on {ctx.device}" if dsrg_cfg.crf_backend == "torch" else
-                 f"pydensecrf in {f'{workers} worker processes' if pool else 'process'}")
-        ctx.log(f"DSRG: grow on {dsrg_cfg.grow_on}, thresholds {dsrg_cfg.fg_threshold}/"
-                f"{dsrg_cfg.bg_threshold}, CRF {dsrg_cfg.crf} ({where})")
+    dsrg_cfg, pool = dsrg_setup(ctx, section) if loss == "dsrg" else (None, None)
     try:
         return train_from_section(net, segmenter_loss_fn(loss, dsrg_cfg, pool, section.ce.resolution),
                                   train_ds, tr,

@@ -85,14 +85,16 @@ def test_stage_one_iteration_updates_weights_and_writes_model(work_dir):
 
 
 def test_resume_continues_from_the_last_iteration(work_dir, tmp_path, monkeypatch):
+    import pipeline.dsrg
+
     calls = []
-    real = seg_stage.dsrg_losses
+    real = pipeline.dsrg.dsrg_losses
 
     def counting(*args, **kw):
         calls.append(1)
         return real(*args, **kw)
 
-    monkeypatch.setattr(seg_stage, "dsrg_losses", counting)
+    monkeypatch.setattr(pipeline.dsrg, "dsrg_losses", counting)   # what segmenter_loss_fn calls
     index = DatasetIndex.load(work_dir / "data")
     labels = work_dir / "seeds" / "labels"
     cfg = make_cfg(**{"segmenter.train.max_iters": 2})
