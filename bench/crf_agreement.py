@@ -120,14 +120,13 @@ def demo_batches(cfg, work_dir: Path, batches: int, seed: int = 0) -> list[dict]
     """``batches`` training batches of the segmenter section (augmentation as in training)."""
     from pipeline.data.datasets import SegmentationDataset
     from pipeline.data.index import DatasetIndex
-    tr = cfg.segmenter["train"]
+    tr = cfg.segmenter.train
     index = DatasetIndex.load(work_dir / "data")
-    ds = SegmentationDataset(index, tr.get("split", "trainaug"), work_dir / "seeds" / "labels", tr["crop"],
-                             train=True, scale_range=tuple(tr.get("scale_range", (1.0, 1.0))),
-                             resize=tr.get("resize"))
+    ds = SegmentationDataset(index, tr.split, work_dir / "seeds" / "labels", tr.crop,
+                             train=True, scale_range=tuple(tr.scale_range), resize=tr.resize)
     torch.manual_seed(seed)
     np.random.seed(seed)
-    loader = torch.utils.data.DataLoader(ds, batch_size=int(tr["batch_size"]), shuffle=True,
+    loader = torch.utils.data.DataLoader(ds, batch_size=int(tr.batch_size), shuffle=True,
                                          generator=torch.Generator().manual_seed(seed))
     out = []
     for batch in loader:
@@ -157,7 +156,7 @@ def demo_agreement(exp: str, work_dir: Path, batches: int, ckpt_dir: Path | None
         results[name] = mean_figures(parts)
         print(f"{name}: " + ", ".join(f"{k} {v:.4g}" for k, v in results[name].items()), flush=True)
     return {"exp": exp, "work_dir": str(work_dir), "batches": batches,
-            "batch_size": int(cfg.segmenter["train"]["batch_size"]), "crf": str(dsrg.crf),
+            "batch_size": int(cfg.segmenter.train.batch_size), "crf": str(dsrg.crf),
             "thresholds": [dsrg.fg_threshold, dsrg.bg_threshold], "networks": results}
 
 
