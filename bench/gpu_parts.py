@@ -26,8 +26,8 @@ from pipeline.inference import predict_logits
 from pipeline.inference_settings import InferenceSettings
 from pipeline.models.classifier import build_classifier
 from pipeline.models.deeplab import build_segmenter
-from pipeline.settings.segmenter import SegmenterSettings
 from pipeline.runtime.training import build_optimizer, to_device, train, train_step
+from pipeline.settings.segmenter import SegmenterSettings
 
 
 def clock(device: torch.device) -> float:

@@ -91,8 +91,8 @@ def _fake_saliency(ctx):
 def prepare(work_dir: Path, n: int, image_size: int, seed: int = 0) -> Path:
     """Data + stand-in heatmaps / saliency stages for ``n`` synthetic images in ``work_dir``."""
     import stages.data
-    from pipeline.settings import Settings
     from pipeline.runtime.stage import run_stage
+    from pipeline.settings import Settings
 
     work_dir = Path(work_dir)
     cfg = Settings.from_dict({"experiment": {"seed": 0, "device": "cpu"}, "data": {
@@ -184,8 +184,8 @@ def _child_main(work_dir: str, trace: bool) -> None:
 
     import stages.seeds
     from pipeline.data.index import DatasetIndex
-    from pipeline.settings.cues import SeedsSettings
     from pipeline.runtime.stage import run_stage
+    from pipeline.settings.cues import SeedsSettings
     from stages.common import load_config
 
     section = SeedsSettings.from_dict(

@@ -39,13 +39,11 @@ def run(cfg: dict, ctx) -> list[dict]:
     import cv2
 
     from pipeline.crf import CRFParams, dense_crf
-    from pipeline.transforms import train_augment
-    from pipeline.data.files import load_heatmap, save_heatmap
-    from pipeline.data.files import read_saliency
+    from pipeline.data.files import load_heatmap, read_saliency, save_heatmap, write_label_png
+    from pipeline.runtime.writer import BackgroundWriter
     from pipeline.saliency import rbd_saliency
     from pipeline.seeds import make_seeds, pseudo_mask_argmax
-    from pipeline.data.files import write_label_png
-    from pipeline.runtime.writer import BackgroundWriter
+    from pipeline.transforms import train_augment
 
     cfg = {**DEFAULTS, **cfg}
     image, probs = _inputs(cfg)

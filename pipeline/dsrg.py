@@ -50,8 +50,8 @@ import torch.nn.functional as F
 from pipeline.crf import CRFParams
 from pipeline.crf_pool import crf_batch
 from pipeline.crf_torch import dense_crf_torch
-from pipeline.geometry import cell_pixels, grid_to_frame
 from pipeline.dsrg_diagnostics import growing_diagnostics
+from pipeline.geometry import cell_pixels, grid_to_frame
 from pipeline.growing import grow_seeds
 from pipeline.losses import balanced_seeding_loss, boundary_loss, stable_softmax_probs
 from pipeline.voc import IGNORE_INDEX

@@ -30,7 +30,8 @@ import sys
 import traceback
 from pathlib import Path
 
-from pipeline.runtime.stage import StageError, config_digests, read_manifest, run_stage, stage_status
+from pipeline.runtime.stage import (StageError, config_digests, read_manifest, run_stage,
+                                    stage_status)
 from pipeline.settings import ConfigError, flatten_overrides
 from pipeline.settings.experiment import ABLATION_RESERVED
 from stages.ablation_results import CUE_STAGES, FULL_STAGES, result_row, write_results

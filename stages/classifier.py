@@ -13,10 +13,10 @@ from torch.utils.data import DataLoader
 
 from pipeline.data.datasets import ClassificationDataset
 from pipeline.data.index import DatasetIndex
-from pipeline.runtime.guards import training_guard
 from pipeline.metrics import average_precision
-from pipeline.runtime.checkpoint import save_model
 from pipeline.models.classifier import build_classifier, classifier_loss_fn
+from pipeline.runtime.checkpoint import save_model
+from pipeline.runtime.guards import training_guard
 from pipeline.runtime.training import train_from_section
 from stages.common import main_for, resolve_path
 

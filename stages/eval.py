@@ -18,9 +18,9 @@ from __future__ import annotations
 import torch
 
 from pipeline.data.index import DatasetIndex
-from pipeline.runtime.evaluation import evaluate_segmenter
 from pipeline.data.io_utils import write_json_atomic
 from pipeline.metrics import format_table
+from pipeline.runtime.evaluation import evaluate_segmenter
 from pipeline.runtime.stage import StageError
 from stages.common import load_upstream_model, main_for
 

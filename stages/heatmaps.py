@@ -32,13 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from pipeline.data.index import DatasetIndex
-from pipeline.transforms import parse_size, resize_image, to_tensor
-from pipeline.runtime.guards import check_array_finite
 from pipeline.data.files import save_heatmap
+from pipeline.data.index import DatasetIndex
 from pipeline.heatmaps import infer_batch, normalise_per_class
 from pipeline.rib import pick_negatives, rib_heatmaps
+from pipeline.runtime.guards import check_array_finite
 from pipeline.runtime.writer import BackgroundWriter
+from pipeline.transforms import parse_size, resize_image, to_tensor
 from stages.common import load_inference_classifier, main_for, split_ids
 
 STAGE = "heatmaps"

@@ -28,17 +28,17 @@ from pathlib import Path
 
 import torch
 
+from pipeline.data.files import write_label_png
 from pipeline.data.index import DatasetIndex
-from pipeline.runtime.evaluation import score_label_dir
-from pipeline.runtime.guards import training_guard
-from pipeline.inference import iter_segmentation, open_crf_pool
 from pipeline.data.io_utils import atomic_file
+from pipeline.inference import iter_segmentation, open_crf_pool
 from pipeline.mm import MMSegUnavailable, segmentation_edge
 from pipeline.models.deeplab import build_segmenter
 from pipeline.runtime.checkpoint import load_segmenter
-from pipeline.settings.segmenter import OWN_MODEL, SegmenterModel
+from pipeline.runtime.evaluation import score_label_dir
+from pipeline.runtime.guards import training_guard
 from pipeline.runtime.stage import StageError
-from pipeline.data.files import write_label_png
+from pipeline.settings.segmenter import OWN_MODEL, SegmenterModel
 from stages.common import main_for, resolve_path
 
 STAGE = "retrain"

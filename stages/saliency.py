@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.data.io_utils import atomic_file, json_safe
 from pipeline.data.files import find_saliency_file, load_saliency
-from pipeline.saliency import SaliencyQuality, rbd_saliency
+from pipeline.data.io_utils import atomic_file, json_safe
 from pipeline.runtime.stage import StageError
+from pipeline.saliency import SaliencyQuality, rbd_saliency
 from stages.common import main_for, resolve_path, split_ids
 
 STAGE = "saliency"

@@ -32,11 +32,11 @@ from pipeline.data.datasets import SegmentationDataset
 from pipeline.data.index import DatasetIndex
 from pipeline.dsrg import segmenter_loss_fn
 from pipeline.dsrg_diagnostics import confusion_fg_fractions
+from pipeline.inference import InferenceSettings
+from pipeline.models.deeplab import build_segmenter
+from pipeline.runtime.checkpoint import save_model
 from pipeline.runtime.evaluation import evaluate_segmenter
 from pipeline.runtime.guards import training_guard
-from pipeline.inference import InferenceSettings
-from pipeline.runtime.checkpoint import save_model
-from pipeline.models.deeplab import build_segmenter
 from pipeline.runtime.training import train_from_section
 from stages.common import main_for, resolve_path
 

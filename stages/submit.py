@@ -14,10 +14,10 @@ stage's config digest covers both sections, so it re-runs when ``eval`` changes.
 from __future__ import annotations
 
 from pipeline.data.index import DatasetIndex
-from pipeline.runtime.evaluation import score_label_dir
-from pipeline.inference import iter_segmentation, open_crf_pool
 from pipeline.data.submission import (SUBMISSION_SUBDIR, make_submission_archive,
-                                 validate_submission, write_prediction_png)
+                                      validate_submission, write_prediction_png)
+from pipeline.inference import iter_segmentation, open_crf_pool
+from pipeline.runtime.evaluation import score_label_dir
 from pipeline.runtime.stage import StageError
 from stages.common import main_for
 from stages.eval import load_segmenter, log_summary

@@ -8,8 +8,8 @@ def save_untrained_classifier(ctx) -> dict:
     """A fake `classifier` stage ``run``: an untrained classifier of ``ctx.section['model']``
     whose class maps vary in sign (std-1 classifier weights), saved as ``model.pth``."""
     from pipeline.data.index import DatasetIndex
-    from pipeline.runtime.checkpoint import save_model
     from pipeline.models.classifier import build_classifier
+    from pipeline.runtime.checkpoint import save_model
 
     index = DatasetIndex.load(ctx.upstream_dir("data"))
     torch.manual_seed(0)
@@ -25,8 +25,8 @@ def seeds_from_masks(ctx, drop: float = 0.75) -> dict:
     ``drop`` fraction of its pixels set to 255 (unlabelled), the same for every call."""
     import numpy as np
 
-    from pipeline.data.index import DatasetIndex
     from pipeline.data.files import write_label_png
+    from pipeline.data.index import DatasetIndex
 
     index = DatasetIndex.load(ctx.upstream_dir("data"))
     (ctx.out / "labels").mkdir()
@@ -97,8 +97,8 @@ def tiny_ddp_setup(root) -> str:
     from pathlib import Path
 
     import stages.data
-    from pipeline.settings import Settings
     from pipeline.runtime.stage import run_stage
+    from pipeline.settings import Settings
 
     work = Path(root) / "work"
     cfg = Settings.from_dict(dict(experiment=dict(name="ddp", seed=0, device="cpu"), data=TINY_DATA))

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.data.files import read_label_png
 from pipeline.data.prepare import DatasetError, load_sbd_segmentation, prepare_dataset
 from pipeline.data.vocxml import VocAnnotation, VocObject, read_voc_xml, write_voc_xml
-from pipeline.data.files import read_label_png
 
 
 def _lists(out):

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.runtime.guards import (LossStallMonitor, NonFiniteError, check_array_finite, check_finite,
-                             check_model_finite)
+from pipeline.runtime.guards import (LossStallMonitor, NonFiniteError, check_array_finite,
+                                     check_finite, check_model_finite)
 from pipeline.runtime.stage import StageError
 
 

@@ -17,10 +17,9 @@ import pytest
 from PIL import Image
 
 from pipeline.runtime.stage import read_manifest
-from stage_helpers import expect_one_line_error as _expect_one_line_error
-from stage_helpers import run_stage_cli as _run_cli
-from stage_helpers import write_exp as _exp
 from stages.common import parse_args
+from stage_helpers import (expect_one_line_error as _expect_one_line_error,
+                           run_stage_cli as _run_cli, write_exp as _exp)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -193,7 +192,8 @@ def test_config_errors_are_one_liners_and_debug_shows_tracebacks(fake_stage, cap
 
 def test_check_submission_reports_a_truncated_archive(tiny_voc, tmp_path, capsys):
     from pipeline.data.prepare import prepare_dataset
-    from pipeline.data.submission import SUBMISSION_SUBDIR, make_submission_archive, write_prediction_png
+    from pipeline.data.submission import (SUBMISSION_SUBDIR, make_submission_archive,
+                                          write_prediction_png)
     from stages.check_submission import main as check_main
 
     work = tmp_path / "work"

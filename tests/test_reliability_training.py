@@ -7,9 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stage_helpers import expect_one_line_error as _expect_one_line_error
-from stage_helpers import run_stage_cli as _run_cli
-from stage_helpers import write_exp as _exp
+from stage_helpers import (expect_one_line_error as _expect_one_line_error,
+                           run_stage_cli as _run_cli, write_exp as _exp)
 
 
 TINY_CLASSIFIER = """

@@ -111,8 +111,8 @@ def _fake_classifier(ctx):
 
 
 def _fake_segmenter(ctx):
-    from pipeline.runtime.checkpoint import save_model
     from pipeline.models.deeplab import build_segmenter
+    from pipeline.runtime.checkpoint import save_model
 
     index = DatasetIndex.load(ctx.upstream_dir("data"))
     torch.manual_seed(0)

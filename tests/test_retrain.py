@@ -9,11 +9,11 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from pipeline.data.index import DatasetIndex
-from pipeline.settings import ConfigError, Settings, apply_overrides
-from pipeline.runtime.stage import run_stage
-from stage_helpers import seeds_from_masks
 from pipeline.data.files import read_label_png
+from pipeline.data.index import DatasetIndex
+from pipeline.runtime.stage import run_stage
+from pipeline.settings import ConfigError, Settings, apply_overrides
+from stage_helpers import seeds_from_masks
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = dict(dataset="synthetic", root=None, sbd_root=None, label_source="xml",

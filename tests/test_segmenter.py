@@ -9,12 +9,12 @@ import torch
 from mmengine.config import Config
 
 import stages.segmenter as seg_stage
+from pipeline.data.files import write_label_png
 from pipeline.data.index import DatasetIndex
 from pipeline.models.deeplab import DeepLabV2VGG16, build_segmenter
 from pipeline.runtime.checkpoint import load_segmenter
-from pipeline.settings import ConfigError, Settings, apply_overrides
 from pipeline.runtime.stage import run_stage
-from pipeline.data.files import write_label_png
+from pipeline.settings import ConfigError, Settings, apply_overrides
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = dict(dataset="synthetic", root=None, sbd_root=None, label_source="xml",
@@ -168,8 +168,8 @@ def fake_seeds_with_pseudo(ctx):
 
 def test_train_score_and_collapse_diagnostics_on_a_tiny_run(tmp_path):
     import stages.data
-    from pipeline.metrics import ConfusionMatrix
     from pipeline.inference import predict_probs
+    from pipeline.metrics import ConfusionMatrix
     from pipeline.report.plots import read_scalars
 
     cfg = make_cfg(**{"segmenter.train.max_iters": 2})

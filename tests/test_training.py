@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.runtime.optim import lr_factor, parameter_multipliers
 from pipeline.report.plots import read_scalars
+from pipeline.runtime.optim import lr_factor, parameter_multipliers
 from pipeline.runtime.train_state import InfiniteSampler, checkpoints
 from pipeline.runtime.training import build_optimizer, train, train_step
 

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.crf import CRFParams
-from pipeline.inference import InferenceSettings, iter_segmentation, open_crf_pool
-from pipeline.data.io_utils import json_safe
-from pipeline.metrics import ConfusionMatrix
 from pipeline.data.files import read_label_png, write_label_png
+from pipeline.data.io_utils import json_safe
+from pipeline.inference import InferenceSettings, iter_segmentation, open_crf_pool
+from pipeline.metrics import ConfusionMatrix
 from pipeline.voc import IGNORE_INDEX
 
 __all__ = ["read_gt", "summary_json", "evaluate_segmenter", "score_label_dir", "write_overlay",

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline.runtime import locks
 from pipeline.data.io_utils import plain_data, replace_dir, write_json_atomic
+from pipeline.runtime import locks
 
 MANIFEST = "manifest.json"
 

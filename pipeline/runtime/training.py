@@ -32,8 +32,9 @@ from torch import nn
 from torch.utils.data import DataLoader, default_collate
 
 from pipeline.runtime.optim import build_optimizer, lr_factor, set_lr
-from pipeline.runtime.train_state import (InfiniteSampler, checkpoints, load_checkpoint, save_checkpoint,
-                                  seed_everything, set_rng_state, worker_seeder)
+from pipeline.runtime.train_state import (InfiniteSampler, checkpoints, load_checkpoint,
+                                          save_checkpoint, seed_everything, set_rng_state,
+                                          worker_seeder)
 
 __all__ = ["build_optimizer", "lr_factor", "train_step", "train", "train_from_section",
            "IntervalState", "INTERVAL_HOOKS"]
