@@ -48,10 +48,11 @@ def layer_of(module: str) -> str | None:
             "report": "report"}.get(sub, "algorithms")
 
 
-def imports_of(path: Path) -> list[tuple[str, str | None, int]]:
-    """``(module, name or None, line)`` of every import of ``path``; relative ones resolved."""
+def imports_of(path: Path, name: str | None = None) -> list[tuple[str, str | None, int]]:
+    """``(module, name or None, line)`` of every import of ``path`` (module ``name``, by default
+    from its place in the repository); relative ones resolved."""
     tree = ast.parse(path.read_text(), str(path))
-    package = module_name(path).split(".")
+    package = (name or module_name(path)).split(".")
     if path.name != "__init__.py":
         package = package[:-1]
     out = []
@@ -171,26 +172,47 @@ def test_the_library_never_imports_stages():
     assert bad == []
 
 
-@pytest.mark.parametrize("folder", ["pipeline", "stages", "bench", "tests", "tools"])
+def openmmlab_imports(name: str, imports) -> list[str]:
+    """The mm* imports of module ``name`` that are not allowed there."""
+    if name.startswith("pipeline.mm"):
+        return []
+    return [f"{name}:{line} imports {module}" for module, _, line in imports
+            if module.split(".")[0] in MM and module not in MM_OUTSIDE_EDGE.get(name, ())]
+
+
+def private_imports(name: str, imports, known: set[str]) -> list[str]:
+    """``from project.module import _private`` in module ``name`` (submodules excepted)."""
+    return [f"{name}:{line} imports {module}.{imported}" for module, imported, line in imports
+            if imported and imported.startswith("_") and not imported.startswith("__")
+            and resolve(module, imported, known) == module
+            and module.split(".")[0] in ("pipeline", "stages", "bench")]
+
+
+@pytest.mark.parametrize("folder", ["pipeline", "stages", "bench"])
 def test_openmmlab_is_imported_only_at_the_edge(folder):
-    bad = []
-    for path in sorted((REPO / folder).rglob("*.py")):
-        name = module_name(path)
-        if name.startswith("pipeline.mm") or folder == "tests":
-            continue            # tests exercise the edge (and skip without it)
-        for module, _, line in imports_of(path):
-            if module.split(".")[0] in MM and module not in MM_OUTSIDE_EDGE.get(name, ()):
-                bad.append(f"{name}:{line} imports {module}")
+    """(tests/ may import it: they exercise the edge, and skip without it)"""
+    bad = [v for path in sorted((REPO / folder).rglob("*.py"))
+           for v in openmmlab_imports(module_name(path), imports_of(path))]
     assert bad == []
 
 
 def test_no_private_name_is_imported_from_another_module():
     known = known_modules()
-    bad = []
-    for path in library_files() + sorted((REPO / "bench").glob("*.py")):
-        for module, name, line in imports_of(path):
-            if (name and name.startswith("_") and not name.startswith("__")
-                    and resolve(module, name, known) == module and module.split(".")[0] in
-                    ("pipeline", "stages", "bench")):
-                bad.append(f"{module_name(path)}:{line} imports {module}.{name}")
+    bad = [v for path in library_files() + sorted((REPO / "bench").glob("*.py"))
+           for v in private_imports(module_name(path), imports_of(path), known)]
     assert bad == []
+
+
+def test_the_import_checks_flag_what_they_forbid(tmp_path):
+    path = tmp_path / "mod.py"
+    path.write_text("from mmseg.models import resize\nimport mmengine.config\n"
+                    "def f():\n    from pipeline.runtime.stage import _private, StageError\n"
+                    "    from ..data import files\n")
+    imports = imports_of(path, "pipeline.report.mod")
+    assert ("pipeline.data", "files", 5) in imports             # relative import resolved
+    assert openmmlab_imports("pipeline.report.mod", imports) == [
+        "pipeline.report.mod:1 imports mmseg.models", "pipeline.report.mod:2 imports mmengine.config"]
+    assert openmmlab_imports("stages.common", imports) == ["stages.common:1 imports mmseg.models"]
+    assert openmmlab_imports("pipeline.mm.segmentation", imports) == []
+    assert private_imports("pipeline.report.mod", imports, known_modules()) == [
+        "pipeline.report.mod:4 imports pipeline.runtime.stage._private"]
