@@ -128,7 +128,9 @@ def test_without_mmseg_the_stage_and_model_files_say_how_to_install_it(tmp_path,
     from pipeline.runtime.checkpoint import MMSEG_FORMAT
     from pipeline.runtime.stage import StageError
 
-    monkeypatch.setitem(sys.modules, "mmseg", None)          # `import mmseg` raises ImportError
+    # `import mmseg` (and any of its submodules, also those already imported) raises ImportError
+    for name in [m for m in sys.modules if m == "mmseg" or m.startswith("mmseg.")] or ["mmseg"]:
+        monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.delitem(sys.modules, "pipeline.mm.segmentation", raising=False)
     section = type("Retrain", (), {"model": dict(TINY_V3PLUS), "train": None})()   # typed keys read
     ctx = type("Ctx", (), {"section": section})()
