@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline.io_utils import json_safe
+from pipeline.data.io_utils import json_safe
 
 __all__ = ["BenchContext", "measure", "measure_interleaved", "row", "fmt", "markdown_table",
            "dump_json"]

@@ -89,8 +89,8 @@ def networks(seg_dir: Path, ckpt_dir: Path | None = None):
     """``(name, net)``: the network as initialised (seed 0), each loadable checkpoint of
     ``ckpt_dir`` (default ``seg_dir/train``; by iteration), then the trained network of
     ``seg_dir/model.pth`` (whose file gives the architecture)."""
-    from pipeline.models.checkpoint import load_model
     from pipeline.models.deeplab import build_segmenter
+    from pipeline.runtime.checkpoint import load_model
 
     def fresh():
         return load_model(seg_dir / "model.pth", "segmenter")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.common import row
-from pipeline.stage import read_manifest
+from pipeline.runtime.stage import read_manifest
 
 NAME = "demo"
 REPO = Path(__file__).resolve().parent.parent

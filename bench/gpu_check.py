@@ -7,7 +7,7 @@ Builds the networks of the experiment config (default the VOC one: width 1, 321Ã
 batch sizes, AMP as configured; ImageNet weights are not loaded) on synthetic inputs
 (``bench.inputs``) and runs, through the stages' own code (:mod:`bench.gpu_parts`):
 
-1. classifier training: ``warmup`` + ``iters`` iterations of ``pipeline.training.train_step``;
+1. classifier training: ``warmup`` + ``iters`` iterations of ``pipeline.runtime.training.train_step``;
 2. segmenter training: the same with the DSRG loss, its CRF on the device (``crf.backend=torch``);
 3. the heatmaps stage's batch inference (scales, flips, AMP of ``heatmaps``);
 4. the eval stage's inference (``eval``: base scale + flip through ``predict_logits``, the
@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from bench.common import dump_json
-from pipeline.io_utils import write_text_atomic
+from pipeline.data.io_utils import write_text_atomic
 
 REPO = Path(__file__).resolve().parent.parent
 # tiny sizes for the CPU run of the test suite: every path, seconds instead of minutes

@@ -1,7 +1,7 @@
 """The parts of ``make gpu-check`` (:mod:`bench.gpu_check`): training iterations of both networks
-through the stages' own step (:func:`pipeline.training.train_step`), the heatmaps stage's batch
+through the stages' own step (:func:`pipeline.runtime.training.train_step`), the heatmaps stage's batch
 inference (:func:`pipeline.heatmaps.infer_batch`), the eval stage's (:func:`pipeline.inference.
-predict_logits`), and a 2-process DDP run of :func:`pipeline.training.train`.
+predict_logits`), and a 2-process DDP run of :func:`pipeline.runtime.training.train`.
 
 Imports torch, numpy, the algorithm layer (``pipeline``: models, DSRG loss with the torch CRF,
 training loop, inference) and ``bench.inputs`` only: no OpenMMLab, pydensecrf, OpenCV, Pillow or
@@ -26,8 +26,8 @@ from pipeline.inference import predict_logits
 from pipeline.inference_settings import InferenceSettings
 from pipeline.models.classifier import build_classifier
 from pipeline.models.deeplab import build_segmenter
+from pipeline.runtime.training import build_optimizer, to_device, train, train_step
 from pipeline.settings.segmenter import SegmenterSettings
-from pipeline.training import build_optimizer, to_device, train, train_step
 
 
 def clock(device: torch.device) -> float:
@@ -203,7 +203,7 @@ def eval_inference(net, cfg: dict, device, *, size: int, num_classes: int, batch
 
 
 def _ddp_worker(rank: int, world: int, port: int, spec: dict, work_dir: str, result: str) -> None:
-    """One rank of :func:`ddp_check`: ``iters`` iterations of :func:`pipeline.training.train`."""
+    """One rank of :func:`ddp_check`: ``iters`` iterations of :func:`pipeline.runtime.training.train`."""
     import json
 
     import torch.distributed as dist
@@ -246,7 +246,7 @@ def _ddp_worker(rank: int, world: int, port: int, spec: dict, work_dir: str, res
 
 def ddp_check(cfg: dict, device, *, size: int, batch: int, num_classes: int, iters: int, tmp: str) -> dict:
     """Two processes (NCCL on 2 GPUs, gloo on the CPU) train the segmenter for ``iters``
-    iterations with :func:`pipeline.training.train` (DDP); the weights must end identical on
+    iterations with :func:`pipeline.runtime.training.train` (DDP); the weights must end identical on
     both ranks and differ from the initial ones."""
     import json
     import socket

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.data.transforms import to_tensor
+from pipeline.transforms import to_tensor
 
 
 def reference_dsrg_config():

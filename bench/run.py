@@ -6,7 +6,7 @@ Benchmarks (``bench/<name>.py``, run in this order; configurations in ``bench/co
 * ``crf``       dense-CRF post-processing: process pool vs one process (≥ 1.8× on 2 cores)
 * ``crf_train`` DSRG training CRF: exact torch mean-field vs pydensecrf (in-process, pooled), agreement
 * ``heatmaps``  heatmap inference: batched multi-scale vs one image at a time
-* ``training``  classifier / segmenter train step: pipeline.training vs mmengine vs plain torch vs bare fwd/bwd
+* ``training``  classifier / segmenter train step: pipeline.runtime.training vs mmengine vs plain torch vs bare fwd/bwd
 * ``dsrg_loss`` boundary-loss CRF per training iteration and its share of the iteration
 * ``seeds``     seeds stage on 1,000 synthetic images: time, peak memory flat in the image count
 * ``flops``     FLOPs of both networks at 321×321 (for docs/SCALE.md)
@@ -33,7 +33,7 @@ import traceback
 from pathlib import Path
 
 from bench.common import BenchContext, dump_json, markdown_table
-from pipeline.io_utils import write_text_atomic
+from pipeline.data.io_utils import write_text_atomic
 
 REPO = Path(__file__).resolve().parent.parent
 ORDER = ("growing", "crf", "crf_train", "heatmaps", "training", "dsrg_loss", "seeds", "voc_costs", "flops", "demo")

@@ -6,7 +6,7 @@ then stand-in ``heatmaps`` and ``saliency`` stages that write, per image, class 
 image's GT class masks blurred + noise, ``save_heatmap`` format with λ) and an 8-bit saliency PNG
 (blurred GT foreground + noise), each with a manifest through ``run_stage``.
 
-Measurement: the real ``stages.seeds.run`` through ``pipeline.stage.run_stage`` (config
+Measurement: the real ``stages.seeds.run`` through ``pipeline.runtime.stage.run_stage`` (config
 ``configs/_base_/cues.py`` seeds section: seeds, pseudo-masks, seed quality against the GT masks,
 8 overlays) in a fresh child process per run, so that peak memory is the child's own:
 ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (peak RSS, libraries included; its value right
@@ -61,7 +61,8 @@ def _fake_heatmaps(ctx):
     """Heatmaps = the image's GT class masks blurred + noise, λ = blurred noise."""
     from scipy.ndimage import gaussian_filter
 
-    from pipeline.heatmaps import normalise_per_class, save_heatmap
+    from pipeline.data.files import save_heatmap
+    from pipeline.heatmaps import normalise_per_class
 
     def write(img_id, gt, index, rng):
         classes = index.labels(img_id)
@@ -90,8 +91,8 @@ def _fake_saliency(ctx):
 def prepare(work_dir: Path, n: int, image_size: int, seed: int = 0) -> Path:
     """Data + stand-in heatmaps / saliency stages for ``n`` synthetic images in ``work_dir``."""
     import stages.data
+    from pipeline.runtime.stage import run_stage
     from pipeline.settings import Settings
-    from pipeline.stage import run_stage
 
     work_dir = Path(work_dir)
     cfg = Settings.from_dict({"experiment": {"seed": 0, "device": "cpu"}, "data": {
@@ -181,15 +182,14 @@ def _child_main(work_dir: str, trace: bool) -> None:
     import resource
     import time
 
-    from mmengine.config import Config
-
     import stages.seeds
     from pipeline.data.index import DatasetIndex
+    from pipeline.runtime.stage import run_stage
     from pipeline.settings.cues import SeedsSettings
-    from pipeline.stage import run_stage
+    from stages.common import load_config
 
     section = SeedsSettings.from_dict(
-        Config.fromfile(str(REPO / "configs" / "_base_" / "cues.py")).seeds.to_dict(), "seeds")
+        load_config(REPO / "configs" / "_base_" / "cues.py")["seeds"], "seeds")
     cfg = {"seeds": section}
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     samples: list = []

@@ -2,17 +2,18 @@
 
 For each network at the VOC input size (default 321×321, width 1.0 = the VOC networks, batch 2,
 random init), on one synthetic batch (``bench.inputs``), with the stage's own loss function
-(``stages.classifier.make_loss_fn``: multi-label soft margin; ``stages.segmenter.make_loss_fn``:
+(``pipeline.models.classifier.classifier_loss_fn``: multi-label soft margin;
+``pipeline.dsrg.segmenter_loss_fn``:
 DSRG loss = growing + seeding + CRF boundary loss, CRF in-process) and SGD (lr 1e-3, momentum
 0.9, weight decay 5e-4):
 
-* **project step**: :func:`pipeline.training.train_step` with :func:`pipeline.training.
-  build_optimizer`, i.e. what :func:`pipeline.training.train` calls each iteration (its
+* **project step**: :func:`pipeline.runtime.training.train_step` with :func:`pipeline.runtime.training.
+  build_optimizer`, i.e. what :func:`pipeline.runtime.training.train` calls each iteration (its
   per-iteration bookkeeping, a few dict updates, not included);
 * **mmengine step** (when mmengine is installed): ``BaseModel.train_step(batch, optim_wrapper)``
   of a small adapter around the same loss function, with an ``OptimWrapper`` from
   ``build_optim_wrapper``: the step of mmengine's Runner, which trained the stages before
-  :mod:`pipeline.training` replaced it;
+  :mod:`pipeline.runtime.training` replaced it;
 * **plain step**: ``loss_fn(net, batch)``, sum of the ``loss`` keys, ``backward()``,
   ``opt.step()``, ``opt.zero_grad()``;
 * **bare fwd/bwd**: ``net(x)``, ``logits.sum().backward()`` (no loss, no optimizer).
@@ -31,6 +32,8 @@ import torch
 from bench.common import measure, measure_interleaved, row
 from bench.flops import build_net, count_flops
 from bench.inputs import classifier_batch, segmenter_batch
+from pipeline.dsrg import segmenter_loss_fn
+from pipeline.models.classifier import classifier_loss_fn
 
 NAME = "training"
 DEFAULTS = dict(size=321, width=1.0, batch=2, num_classes=21, batch_norm=False, repeats=3,
@@ -39,11 +42,9 @@ DEFAULTS = dict(size=321, width=1.0, batch=2, num_classes=21, batch_norm=False, 
 
 def _loss_fn(kind: str):
     if kind == "classifier":
-        from stages.classifier import make_loss_fn
-        return make_loss_fn("multilabel_soft_margin")
+        return classifier_loss_fn("multilabel_soft_margin")
     from bench.inputs import reference_dsrg_config
-    from stages.segmenter import make_loss_fn
-    return make_loss_fn("dsrg", reference_dsrg_config(), None)
+    return segmenter_loss_fn("dsrg", reference_dsrg_config(), None)
 
 
 def _sum_losses(out: dict) -> torch.Tensor:
@@ -79,7 +80,7 @@ def _mmengine_step(net, loss_fn, optim: dict):
 def _steps(kind: str, cfg: dict, batch) -> tuple[dict, list]:
     """``{name: step()}`` for the project / mmengine / plain steps, each on its own copy of one
     randomly initialised network, and the copies (same order)."""
-    from pipeline.training import build_optimizer, train_step
+    from pipeline.runtime.training import build_optimizer, train_step
 
     seg_kw = dict(cfg.get("segmenter") or {}) if kind == "segmenter" else {}
     torch.manual_seed(0)
@@ -140,14 +141,14 @@ def bench_network(kind: str, cfg: dict, ctx) -> tuple[list[dict], dict]:
     for base, desc in (("mmengine", "mmengine Runner step (LossModel + OptimWrapper), same loss + SGD"),
                        ("plain", "plain torch step, same loss + SGD")):
         if base in t:
-            rows.append(row(NAME, f"{label} train step, pipeline.training ({setting}) vs {base}", B / proj,
+            rows.append(row(NAME, f"{label} train step, pipeline.runtime.training ({setting}) vs {base}", B / proj,
                             "img/s", baseline=desc, baseline_value=B / t[base]["median"],
                             ratio=proj / t[base]["median"], ratio_desc=f"× the {base}-step time",
                             check=f"bit-identical weights after step 1 ({', '.join(nets)})", check_ok=ok,
                             notes=f"step {proj:.2f} s; torch threads {torch.get_num_threads()}",
                             runs=t["project"]["runs"], baseline_runs=t[base]["runs"]))
     rows.append(row(NAME, f"{label} bare forward/backward ({setting})", B / fb["median"], "img/s",
-                    baseline="pipeline.training train step", baseline_value=B / proj,
+                    baseline="pipeline.runtime.training train step", baseline_value=B / proj,
                     ratio=fb["median"] / proj, ratio_desc="of the train-step time",
                     notes=f"{flops / 1e9:.3g} GFLOP/image fwd+bwd → {gflops:.3g} GFLOP/s achieved on this CPU",
                     runs=fb["runs"], extra={"gflops_per_s": gflops, "flops_per_image": flops}))

@@ -6,12 +6,12 @@ piecewise-smooth synthetic image of that size (``bench.crf.make_inputs``):
 
 * ``rbd`` — built-in saliency, :func:`pipeline.saliency.rbd_saliency` (saliency stage);
 * ``heatmap_file`` — the heatmaps stage's file per image, ``maps/<id>.npz`` (2 class maps + λ,
-  :func:`pipeline.heatmaps.save_heatmap`, compressed; ``class_specific_lambda`` adds a second);
-  and the files of ``files`` images written by a :class:`pipeline.writer.BackgroundWriter` of
+  :func:`pipeline.data.files.save_heatmap`, compressed; ``class_specific_lambda`` adds a second);
+  and the files of ``files`` images written by a :class:`pipeline.runtime.writer.BackgroundWriter` of
   ``writers`` threads (as the stage does) vs one after the other in the loop;
 * ``seeds`` — the seeds stage's per-image work: read the maps file and the saliency PNG,
   :func:`pipeline.seeds.make_seeds`, :func:`pipeline.seeds.pseudo_mask_argmax`, two label PNGs;
-* ``loader`` — a training sample: JPEG decode + :func:`pipeline.data.transforms.train_augment`
+* ``loader`` — a training sample: JPEG decode + :func:`pipeline.transforms.train_augment`
   (crop 321, scale 0.7–1.3, flip), what each loader worker does per image;
 * ``crf`` — test-time dense CRF (``dsrg_test``, C classes, 10 iterations) per image, on the smooth
   image and, as a worst case, on a uniform-noise image (the bilateral lattice grows with colour
@@ -39,12 +39,11 @@ def run(cfg: dict, ctx) -> list[dict]:
     import cv2
 
     from pipeline.crf import CRFParams, dense_crf
-    from pipeline.data.transforms import train_augment
-    from pipeline.heatmaps import load_heatmap, save_heatmap
-    from pipeline.saliency import rbd_saliency, read_saliency
+    from pipeline.data.files import load_heatmap, read_saliency, save_heatmap, write_label_png
+    from pipeline.runtime.writer import BackgroundWriter
+    from pipeline.saliency import rbd_saliency
     from pipeline.seeds import make_seeds, pseudo_mask_argmax
-    from pipeline.voc import write_label_png
-    from pipeline.writer import BackgroundWriter
+    from pipeline.transforms import train_augment
 
     cfg = {**DEFAULTS, **cfg}
     image, probs = _inputs(cfg)

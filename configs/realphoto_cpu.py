@@ -24,7 +24,7 @@ classifier = dict(
 )
 
 # cues at the classifier's input size, one view: the same inputs as its training, so the trunk's
-# cached features are read (pipeline/models/trunk_cache.py). bg_sal 0.15 as the demo's RBD setting.
+# cached features are read (pipeline/runtime/trunk_cache.py). bg_sal 0.15 as the demo's RBD setting.
 heatmaps = dict(size=225, scales=(1.0,), flip=False, batch_size=8, num_workers=0)
 saliency = dict(workers=2)
 seeds = dict(bg_sal=0.15)

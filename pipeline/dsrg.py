@@ -50,13 +50,13 @@ import torch.nn.functional as F
 from pipeline.crf import CRFParams
 from pipeline.crf_pool import crf_batch
 from pipeline.crf_torch import dense_crf_torch
-from pipeline.geometry import cell_pixels, grid_to_frame
 from pipeline.dsrg_diagnostics import growing_diagnostics
+from pipeline.geometry import cell_pixels, grid_to_frame
 from pipeline.growing import grow_seeds
 from pipeline.losses import balanced_seeding_loss, boundary_loss, stable_softmax_probs
 from pipeline.voc import IGNORE_INDEX
 
-__all__ = ["DSRGConfig", "CRF_BACKENDS", "cues_on_grid", "grid_images", "dsrg_losses", "ce_loss"]
+__all__ = ["DSRGConfig", "CRF_BACKENDS", "cues_on_grid", "grid_images", "dsrg_losses", "ce_loss", "segmenter_loss_fn"]
 
 CRF_BACKENDS = ("pydensecrf", "torch")
 
@@ -209,3 +209,18 @@ def ce_loss(logits: torch.Tensor, labels: torch.Tensor, resolution: str) -> torc
         raise ValueError(f"ce resolution must be 'input' or 'output', got {resolution!r}")
     n = (labels != IGNORE_INDEX).sum().clamp_min(1)
     return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum") / n
+
+
+def segmenter_loss_fn(loss: str, dsrg_cfg: DSRGConfig | None = None, crf_pool=None,
+                      ce_resolution: str | None = None, from_trunk: bool = False):
+    """``loss_fn(net, batch)`` for :mod:`pipeline.runtime.training` (batch: SegmentationDataset items):
+    ``"dsrg"`` with ``dsrg_cfg`` or ``"ce"`` at ``ce_resolution``; ``from_trunk``: the batches
+    hold cached trunk features (``train.cache_trunk``)."""
+    extra = {"from_trunk": True} if from_trunk else {}
+
+    def loss_fn(net, batch):
+        logits = net(batch["image"], **extra)
+        if loss == "ce":
+            return {"loss_ce": ce_loss(logits, batch["label"], ce_resolution)}
+        return dsrg_losses(logits, batch["label"], batch["classes"], batch["raw"], dsrg_cfg, crf_pool)
+    return loss_fn

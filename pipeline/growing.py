@@ -48,7 +48,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["grow_seeds", "grow_seeds_reference", "masked_flood_fill"]
+__all__ = ["grow_seeds", "grow_seeds_reference", "grown_label_map", "masked_flood_fill"]
 
 
 def _check(probs, cues, image_classes):
@@ -202,6 +202,28 @@ def grow_seeds(probs: torch.Tensor, cues: torch.Tensor, image_classes: torch.Ten
     # back to class channels (valid slots only); step 4: cues are never removed
     out = cues.clone()
     out[bidx[valid], idx[valid]] |= add[valid]
+    return out
+
+
+def grown_label_map(probs: np.ndarray, seeds: np.ndarray, labels, fg_threshold: float,
+                    bg_threshold: float, ignore: int = 255) -> np.ndarray:
+    """One image's seeds grown by :func:`grow_seeds` on its probabilities, as a label map.
+
+    ``probs`` (C,H,W) class probabilities at the seeds' resolution; ``seeds`` (H,W) labels with
+    ``ignore`` = unlabelled; ``labels`` the image's classes (dataset indices ≥ 1; those ≥ C are
+    left out). A grown pixel takes the grown class of highest probability (several classes
+    can grow into one pixel, docs/ALGORITHMS.md §5.3); a seed pixel keeps its seed; the rest is
+    ``ignore``. Returns uint8 (H,W).
+    """
+    C = probs.shape[0]
+    cues = np.stack([seeds == c for c in range(C)])[None]
+    classes = np.zeros((1, C), bool)
+    classes[0, [0] + [int(c) for c in labels if c < C]] = True
+    grown = grow_seeds(torch.from_numpy(probs[None]), torch.from_numpy(cues),
+                       torch.from_numpy(classes), fg_threshold, bg_threshold)[0].numpy()
+    out = np.where(grown.any(0), (grown * (1.0 + probs)).argmax(0), ignore).astype(np.uint8)
+    known = seeds != ignore
+    out[known] = seeds[known]
     return out
 
 

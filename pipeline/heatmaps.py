@@ -1,27 +1,25 @@
-"""Class heatmaps (CAM) and entropy-weight maps (λ): test-time aggregation, normalisation, storage.
+"""Class heatmaps (CAM) and entropy-weight maps (λ): test-time aggregation and normalisation.
 
 * :func:`aggregate_heatmaps` — multi-scale / horizontal-flip averaging of a model's CAM and
   EP weight map (docs/ALGORITHMS.md §1.6).
 * :func:`normalise_per_class` — ``ReLU(cam) / max(ReLU(cam))`` per class map.
 * :func:`class_specific_lambda` — ``λ_i^c = λ_i · p̂_i(c)`` (EP paper, Eq. 5).
 * :func:`infer_batch` — a classifier's aggregated CAM, λ, λ^c and image scores for a batch
-  (what the heatmaps stage runs).
-* :func:`save_heatmap` / :func:`load_heatmap` — one ``.npz`` file per image (format below).
+  (what the heatmaps stage runs); :func:`image_heatmaps` the same for one image at its own size
+  (what the localize stage runs).
+
+The heatmap files are written and read by :func:`pipeline.data.files.save_heatmap` /
+:func:`pipeline.data.files.load_heatmap`.
 """
 from __future__ import annotations
 
-import json
-import zipfile
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from pipeline.geometry import STRIDE, grid_to_frame
-from pipeline.io_utils import atomic_file
-
-HEATMAP_FORMAT = "wsss-heatmap/1"
+from pipeline.transforms import parse_size, resize_image, to_tensor
 
 
 def _resize(x: torch.Tensor, size) -> torch.Tensor:
@@ -120,54 +118,29 @@ def infer_batch(net, images: torch.Tensor, scales, flip: bool, with_lambda_c: bo
             "scores": torch.sigmoid(torch.stack(logits).mean(0))}
 
 
-def save_heatmap(path, cam, classes, lam=None, extra: dict | None = None, compress: bool = True) -> None:
-    """Store one image's heatmaps atomically as ``.npz`` (:func:`pipeline.io_utils.atomic_file`).
+@torch.no_grad()
+def image_heatmaps(net, image: np.ndarray, size, scales, flip: bool, device) -> dict:
+    """Maps of one (H, W, 3) uint8 image at its own size, from the classifier seeing it at
+    ``size`` (:func:`pipeline.transforms.parse_size`; None = its own) with :func:`aggregate_heatmaps`
+    over ``scales`` / ``flip``: ``cam`` (K, H, W), ``lambda_c`` (K, H, W, EP paper Eq. 5,
+    clipped at 0), ``lam`` (H, W) as float32 numpy, and ``scores`` (K,) = mean logit over the
+    views (what the localize stage scores, docs/ALGORITHMS.md §12)."""
+    H, W = image.shape[:2]
+    hw = parse_size(size)
+    x = to_tensor(resize_image(image, hw) if hw and hw != (H, W) else image)[None].to(device)
+    K = net.num_classes
+    logits = []
 
-    Format ``wsss-heatmap/1`` (arrays in the npz):
-      * ``cam``: float16 (k, H, W) — the maps of the image's classes only (normalised maps
-        are expected; values beyond float16 range raise ValueError);
-      * ``classes``: int16 (k,) — dataset indices (>= 1) of the ``cam`` maps, same order;
-      * ``lam``: float16 (H, W), present only when given;
-      * ``meta``: a 0-d unicode string, JSON ``{"format": "wsss-heatmap/1", "extra": {...}}``
-        (``extra`` must be JSON-serialisable; no pickles are written).
-    """
-    cam = cam.detach().cpu().numpy() if isinstance(cam, torch.Tensor) else np.asarray(cam)
-    if cam.ndim == 2:
-        cam = cam[None]
-    classes = np.asarray([int(c) for c in classes], dtype=np.int16)
-    if cam.ndim != 3 or cam.shape[0] != classes.size:
-        raise ValueError(f"{path}: cam shape {cam.shape} does not match {classes.size} classes")
-    with np.errstate(over="ignore"):
-        arrays = {"cam": cam.astype(np.float16), "classes": classes}
-    if lam is not None:
-        lam = lam.detach().cpu().numpy() if isinstance(lam, torch.Tensor) else np.asarray(lam)
-        if lam.shape != cam.shape[1:]:
-            raise ValueError(f"{path}: lam shape {lam.shape} != cam size {cam.shape[1:]}")
-        with np.errstate(over="ignore"):
-            arrays["lam"] = lam.astype(np.float16)
-    for k in ("cam", "lam"):
-        if k in arrays and not np.isfinite(arrays[k]).all():
-            raise ValueError(f"{path}: {k} has non-finite values (or exceeds float16 range)")
-    arrays["meta"] = np.array(json.dumps({"format": HEATMAP_FORMAT, "extra": extra or {}}))
-    with atomic_file(path) as tmp, open(tmp, "wb") as fh:
-        (np.savez_compressed if compress else np.savez)(fh, **arrays)
+    def forward(v):
+        out = net(v)
+        logits.append(out["logits"].float())
+        cam, lam = out["cam"].float(), out["lam"].float()
+        return {"cam": torch.cat([cam, class_specific_lambda(lam, cam.softmax(dim=1))], 1), "lam": lam}
 
-
-def load_heatmap(path) -> dict:
-    """Read a :func:`save_heatmap` file → ``{'cam': float32 (k,H,W), 'classes': list[int],
-    'lam': float32 (H,W) or None, 'extra': dict}``."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"heatmap file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            if meta.get("format") != HEATMAP_FORMAT:
-                raise ValueError(f"{path}: unknown heatmap format {meta.get('format')!r}")
-            return {
-                "cam": z["cam"].astype(np.float32),
-                "classes": [int(c) for c in z["classes"]],
-                "lam": z["lam"].astype(np.float32) if "lam" in z.files else None,
-                "extra": meta.get("extra", {}),
-            }
-    except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: unreadable heatmap file ({exc})") from exc
+    agg = aggregate_heatmaps(forward, x, scales=scales, flip=flip)
+    maps = torch.cat([agg["cam"], agg["lam"][:, None]], 1)
+    # input frame → image: the inverse of the input's resize (half-pixel, as OpenCV's); the grid
+    # → input step used the stride-8 geometry (aggregate_heatmaps, pipeline.geometry)
+    maps = F.interpolate(maps, size=(H, W), mode="bilinear", align_corners=False)[0].cpu().numpy()
+    return {"cam": maps[:K], "lambda_c": np.clip(maps[K:2 * K], 0, None), "lam": maps[2 * K],
+            "scores": torch.stack(logits).mean(0)[0].cpu().numpy()}

@@ -37,10 +37,10 @@ import torch
 
 from pipeline.crf import CRFParams, crf_output, label_map
 from pipeline.crf_pool import CRFJobs, make_crf_pool
-from pipeline.data.transforms import parse_size, resize_image, to_tensor
 from pipeline.geometry import STRIDE, grid_to_frame
 from pipeline.inference_settings import (DSRG_PROB_FLOOR, FUSIONS, INFERENCE_KEYS, PROTOCOLS,
                                          InferenceSettings, crf_from_cfg, merge_inference_cfg)
+from pipeline.transforms import parse_size, resize_image, to_tensor
 
 __all__ = ["InferenceSettings", "predict_logits", "predict_probs", "crf_postprocess",
            "iter_segmentation", "Segmentation", "crf_from_cfg", "merge_inference_cfg",

@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 
 from pipeline.crf import CRFParams
-from pipeline.data.transforms import parse_size
+from pipeline.transforms import parse_size
 
 __all__ = ["InferenceSettings", "merge_inference_cfg", "crf_from_cfg", "INFERENCE_KEYS",
            "PROTOCOLS", "FUSIONS", "DSRG_PROB_FLOOR"]
@@ -36,7 +36,7 @@ def _float_tuple(v) -> tuple:
 
 @dataclasses.dataclass(frozen=True)
 class InferenceSettings:
-    """``size``: (h, w) base size (:func:`pipeline.data.transforms.parse_size` of the config
+    """``size``: (h, w) base size (:func:`pipeline.transforms.parse_size` of the config
     value), or None (each image's own size); ``scales``
     relative to the base; ``sizes``: fixed square sides, one pass each (replaces size ×
     scales); ``flip`` adds mirrored passes; ``fusion`` 'mean' | 'sum' (module doc); ``amp``:

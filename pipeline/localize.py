@@ -7,6 +7,7 @@
 * :func:`topk_lambda` — ``λ^top-k = Σ_{c ∈ top-k} λ^c`` from the per-class maps λ^c.
 * :func:`cam_baseline_box` — the CAM baseline of Zhou et al. (CVPR 2016): box around the
   largest connected component of the min-max normalised map ``>= threshold`` (0.2).
+* :func:`localize_image` — the boxes of one image by the three methods.
 * :func:`box_iou` — IoU of boxes in inclusive pixel coordinates (as the VOC devkit).
 * :class:`CorLocAccumulator`, :class:`Top1LocAccumulator` — CorLoc (Deselaers et al. 2010) and
   top-1 localisation accuracy (ImageNet / Zhou et al.).
@@ -20,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["smallest_box_holding_mass", "box_mass", "topk_lambda", "cam_baseline_box", "box_iou",
-           "to_voc", "from_voc", "CorLocAccumulator", "Top1LocAccumulator"]
+           "to_voc", "from_voc", "localize_image", "CorLocAccumulator", "Top1LocAccumulator"]
 
 _TOL = 1e-9          # relative tolerance of "holds >= fraction of the mass" (float round-off)
 
@@ -252,3 +253,26 @@ class Top1LocAccumulator:
     def result(self) -> dict:
         return {"top1_loc": self.loc_ok / self.n if self.n else None,
                 "top1_cls": self.cls_ok / self.n if self.n else None, "images": self.n}
+
+
+def localize_image(maps: dict, labels: list[int], *, topk: int, mass: float, cam_threshold: float,
+                   use_image_classes: bool, extra_classes=()) -> dict:
+    """Boxes (0-based) of one image from :func:`pipeline.heatmaps.image_heatmaps` maps; classes
+    are dataset indices (map k = class k + 1). λ^top-k (over the image's classes ``labels`` when
+    ``use_image_classes``, else the top-k scores) → its ``mass`` box; per class c ∈ ``labels`` ∪
+    ``extra_classes`` ∪ {top-1 class}: the ``mass`` box of λ^c and the CAM baseline box at
+    ``cam_threshold`` (docs/ALGORITHMS.md §12)."""
+    K = maps["cam"].shape[0]
+    scores = maps["scores"]
+    top1 = int(np.argmax(scores)) + 1
+    use_img = use_image_classes and labels
+    lt, chosen = topk_lambda(maps["lambda_c"], scores, topk,
+                             classes=[c - 1 for c in labels] if use_img else None)
+    thr = cam_threshold
+    box_topk = smallest_box_holding_mass(lt, mass)
+    classes = sorted(set(labels) | {int(c) for c in extra_classes} | {top1})
+    return {"top1": top1, "topk": [c + 1 for c in chosen], "lambda_topk_map": lt,
+            "lambda_topk": box_topk,
+            "lambda_c": {c: smallest_box_holding_mass(maps["lambda_c"][c - 1], mass) for c in classes},
+            "cam": {c: cam_baseline_box(maps["cam"][c - 1], thr) for c in classes},
+            "scores": {c + 1: float(scores[c]) for c in range(K)}}

@@ -8,98 +8,8 @@ users with such maps import them with :func:`import_saliency`. Without them,
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
-_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
-
-
-GREY_TOLERANCE = 2      # 8-bit levels: an RGB map whose channels differ by no more is grey
-
-
-class ColourSaliencyError(ValueError):
-    """A saliency map with colour channels (not a grey map), and colour maps not allowed."""
-
-
-def _grey_levels(img: Image.Image, path: Path, allow_colour: bool) -> tuple[np.ndarray, str | None]:
-    """``(values in [0, 1], conversion applied or None)`` of an opened map.
-
-    One channel (``L``, ``1``, 16/32-bit ``I``, a grey palette) is read as it is; an RGB(A)
-    map whose channels agree within :data:`GREY_TOLERANCE` levels (a grey map stored as
-    colour) is read as its luma. A real colour map (e.g. a colour-mapped heatmap) is rejected
-    unless ``allow_colour``; then it is converted to luma (ITU-R 601-2:
-    L = 0.299 R + 0.587 G + 0.114 B, PIL's ``convert("L")``) and the conversion is returned."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        return np.asarray(img, dtype=np.float64) / 65535.0, None
-    if img.mode in ("L", "1", "F"):
-        return np.asarray(img.convert("L"), dtype=np.float64) / 255.0, None
-    rgb = np.asarray(img.convert("RGB"), dtype=np.int16)
-    spread = int(np.abs(np.diff(rgb, axis=2)).max()) if rgb.size else 0
-    luma = np.asarray(img.convert("L"), dtype=np.float64) / 255.0
-    if spread <= GREY_TOLERANCE:
-        return luma, None
-    conversion = f"{path}: {img.mode} colour map converted to luma (0.299 R + 0.587 G + 0.114 B)"
-    if not allow_colour:
-        raise ColourSaliencyError(
-            f"{path}: a saliency map must be one grey channel, this one is {img.mode} with channels "
-            f"differing by up to {spread} levels (a colour-mapped picture?): export the grey map, or "
-            f"set saliency.allow_colour=True to convert colour maps to luma")
-    return luma, conversion
-
-
-def load_saliency(path, size=None, normalise: bool = False,
-                  allow_colour: bool = False) -> tuple[np.ndarray, str | None]:
-    """:func:`read_saliency` that also returns the colour conversion applied (or None)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"saliency map not found: {path}")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            arr, conversion = _grey_levels(img, path, allow_colour)
-    except (OSError, SyntaxError) as exc:
-        raise ValueError(f"unreadable saliency map {path}: {exc}") from exc
-    arr = np.clip(arr, 0.0, 1.0).astype(np.float32)
-    if size is not None and tuple(arr.shape) != (int(size[0]), int(size[1])):
-        im = Image.fromarray(arr, mode="F").resize((int(size[1]), int(size[0])), Image.BILINEAR)
-        arr = np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0)
-    if normalise:
-        lo, hi = float(arr.min()), float(arr.max())
-        arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
-    return arr.astype(np.float32), conversion
-
-
-def read_saliency(path, size=None, normalise: bool = False, allow_colour: bool = False) -> np.ndarray:
-    """Read one grey map as float32 in [0, 1] (8-bit / 255, 16-bit / 65535).
-
-    ``size=(H, W)`` resizes bilinearly (PIL, half-pixel centres) when it differs.
-    ``normalise`` rescales by min/max (a constant map becomes 0). A colour map raises
-    :class:`ColourSaliencyError` unless ``allow_colour`` (then: luma, see :func:`_grey_levels`).
-    Raises FileNotFoundError / ValueError naming the file.
-    """
-    return load_saliency(path, size, normalise, allow_colour)[0]
-
-
-def find_saliency_file(directory, image_id: str) -> Path:
-    """``<dir>/<id>.png`` (or .jpg/.jpeg/.bmp); FileNotFoundError naming the expected file."""
-    d = Path(directory)
-    for ext in _EXTS:
-        p = d / f"{image_id}{ext}"
-        if p.is_file():
-            return p
-    raise FileNotFoundError(f"saliency map not found: {d / (image_id + '.png')} (also tried {', '.join(_EXTS[1:])})")
-
-
-def import_saliency(directory, ids, sizes, normalise: bool = False):
-    """Yield ``(id, map)`` for each id: float32 (H, W) in [0, 1] resized to that image's size.
-
-    ``sizes``: a sequence of (H, W) parallel to ``ids`` or a mapping id → (H, W).
-    """
-    for i, image_id in enumerate(ids):
-        size = sizes[image_id] if isinstance(sizes, dict) else sizes[i]
-        yield image_id, read_saliency(find_saliency_file(directory, image_id), size, normalise)
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,10 +157,3 @@ class SaliencyQuality:
             k = int(f.argmax())
             out.update(maxF=float(f[k]), best_threshold=float(self.thresholds[k]))
         return out
-
-
-def saliency_quality(sal, gt_fg_mask, beta2: float = 0.3) -> dict:
-    """One-image :class:`SaliencyQuality` summary (``MAE``, ``maxF``, ``best_threshold``)."""
-    q = SaliencyQuality(beta2)
-    q.update(sal, gt_fg_mask)
-    return q.summary()

@@ -10,12 +10,10 @@ background, classes[k] for heatmap k, 255 ignore.
 """
 from __future__ import annotations
 
-import pickle
 
 import numpy as np
 
 from pipeline.geometry import cell_pixels, input_len_for_grid, pixel_cells
-from pipeline.io_utils import atomic_file
 from pipeline.voc import IGNORE_INDEX
 
 
@@ -197,36 +195,3 @@ def seeds_to_multihot(label, num_classes: int, out_size=None, mode: str = "neare
     yy, xx = np.nonzero(lab != IGNORE_INDEX)
     out[lab[yy, xx], yy, xx] = True
     return out
-
-
-def export_dsrg_cues(label_maps: dict, path, grid: int = 41, num_classes: int | None = None,
-                     image_labels: dict | None = None, index_of: dict | None = None,
-                     mode: str = "nearest") -> dict:
-    """Write seeds as a SEC/DSRG ``localization_cues.pickle``; return ``{id: index}``.
-
-    Layout (SEC ``pylayers.AnnotationLayer`` and DSRG readers): one dict with, for each image
-    of integer index ``i`` (its position in the training list, the second column of SEC/DSRG's
-    ``input_list.txt``):
-      * ``'%d_labels' % i``: int array of the image's classes **including background 0**
-        (readers set ``labels[0, 0, labels_i] = 1``; SEC also sets index 0 itself);
-      * ``'%d_cues' % i``: int array of shape (3, N), rows (class, y, x) on the ``grid × grid``
-        map, used as ``cues[cues_i[0], cues_i[1], cues_i[2]] = 1``.
-    Label maps are resampled to the grid with :func:`seeds_to_multihot` (``mode``).
-    ``image_labels`` {id: [classes >= 1]} defaults to the foreground classes present in the
-    label map; ``index_of`` {id: int} defaults to enumeration in ``label_maps`` order.
-    Written with pickle protocol 2 (loadable by the Python-2 reference code) via tmp + rename.
-    """
-    if index_of is None:
-        index_of = {k: i for i, k in enumerate(label_maps)}
-    data = {}
-    for key, lab in label_maps.items():
-        lab = np.asarray(lab)
-        n = num_classes if num_classes is not None else int(lab[lab != IGNORE_INDEX].max(initial=0)) + 1
-        cues = seeds_to_multihot(lab, n, (grid, grid), mode)
-        i = int(index_of[key])
-        fg = image_labels[key] if image_labels is not None else np.unique(lab[(lab != IGNORE_INDEX) & (lab > 0)])
-        data["%d_labels" % i] = np.array(sorted({0, *(int(c) for c in fg)}), dtype=np.int64)
-        data["%d_cues" % i] = np.array(np.nonzero(cues), dtype=np.int64).reshape(3, -1)
-    with atomic_file(path) as tmp, open(tmp, "wb") as fh:
-        pickle.dump(data, fh, protocol=2)
-    return dict(index_of)

@@ -6,20 +6,17 @@
 * :func:`blend` — alpha blend of two RGB images.
 * :func:`caption` — an image with a small text strip above it.
 * :func:`panel_row` — images side by side at a common height, each with its caption.
-* :func:`save_rgb` — write an RGB uint8 image (PNG/JPEG by extension).
 """
 from __future__ import annotations
 
-import os
 
 import cv2
 import numpy as np
 
-from pipeline.io_utils import atomic_file
 from pipeline.voc import colorize
 
 __all__ = ["to_uint8", "heatmap_rgb", "grey_rgb", "label_rgb", "blend", "caption", "panel_row",
-           "save_rgb", "blank"]
+           "blank", "to_rgb"]
 
 
 def to_uint8(x) -> np.ndarray:
@@ -52,14 +49,14 @@ def blank(shape_hw, value: int = 0) -> np.ndarray:
 
 def blend(image, overlay, alpha: float = 0.5) -> np.ndarray:
     """``(1 - alpha) · image + alpha · overlay`` for two RGB uint8 images of one size."""
-    a, b = _rgb(image), _rgb(overlay)
+    a, b = to_rgb(image), to_rgb(overlay)
     if a.shape != b.shape:
         raise ValueError(f"blend: shapes {a.shape} and {b.shape} differ")
     out = (1.0 - alpha) * a.astype(np.float32) + alpha * b.astype(np.float32)
     return np.round(out).clip(0, 255).astype(np.uint8)
 
 
-def _rgb(img) -> np.ndarray:
+def to_rgb(img) -> np.ndarray:
     a = np.asarray(img)
     if a.ndim == 2:
         a = np.repeat(a[:, :, None], 3, axis=2)
@@ -73,7 +70,7 @@ def _rgb(img) -> np.ndarray:
 def caption(img, text: str, height: int | None = None, bg: int = 255, fg=(0, 0, 0)) -> np.ndarray:
     """``img`` (RGB) with a ``height``-pixel strip above it holding ``text`` (small Hershey font,
     shrunk to fit the width). Default height: 14 px, or more for wide images."""
-    a = _rgb(img)
+    a = to_rgb(img)
     w = a.shape[1]
     h = int(height) if height is not None else max(14, min(24, w // 12))
     strip = np.full((h, w, 3), bg, dtype=np.uint8)
@@ -100,7 +97,7 @@ def panel_row(images: list, labels: list[str] | None = None, height: int | None 
     labels = list(labels) if labels is not None else [""] * len(images)
     if len(labels) != len(images):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
-    imgs = [_rgb(im) for im in images]
+    imgs = [to_rgb(im) for im in images]
     h = int(height) if height is not None else imgs[0].shape[0]
     tiles = []
     for im in imgs:
@@ -117,10 +114,3 @@ def panel_row(images: list, labels: list[str] | None = None, height: int | None 
             parts.append(sep)
         parts.append(t)
     return np.concatenate(parts, axis=1)
-
-
-def save_rgb(path: str | os.PathLike, img) -> None:
-    """Write an RGB uint8 image (format from the extension) via a temporary file."""
-    with atomic_file(path) as tmp:
-        if not cv2.imwrite(str(tmp), cv2.cvtColor(_rgb(img), cv2.COLOR_RGB2BGR)):
-            raise OSError(f"could not write image {path}")

@@ -16,7 +16,7 @@ import tempfile
 import zlib
 from pathlib import Path
 
-from pipeline.submission import SUBMISSION_SUBDIR, validate_submission
+from pipeline.data.submission import SUBMISSION_SUBDIR, validate_submission
 from stages.common import add_opts_argument, expand_opts_line
 
 

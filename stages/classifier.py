@@ -1,6 +1,6 @@
 """Stage `classifier`: train the multi-label VGG-16 classifier (EP, GAP, GNDRP, BEW, SGE, LIP).
 
-Reads the dataset index, trains with :func:`pipeline.training.train_from_section` (checkpoints +
+Reads the dataset index, trains with :func:`pipeline.runtime.training.train_from_section` (checkpoints +
 auto-resume in ``train/``, scalars log, AMP on CUDA, DDP under ``make classifier GPUS=N``), evaluates mAP and
 per-class AP on the validation split, and writes ``model.pth`` (docs/DESIGN.md).
 ``val.extra_poolings`` also scores the trained weights with other pooling rules, e.g. "EP
@@ -13,12 +13,12 @@ from torch.utils.data import DataLoader
 
 from pipeline.data.datasets import ClassificationDataset
 from pipeline.data.index import DatasetIndex
-from pipeline.guards import training_guard
 from pipeline.metrics import average_precision
-from pipeline.models.checkpoint import save_model
-from pipeline.models.classifier import build_classifier
-from pipeline.models.trunk_cache import cached_trunk_dataset
-from pipeline.training import train_from_section
+from pipeline.models.classifier import build_classifier, classifier_loss_fn
+from pipeline.runtime.trunk_cache import cached_trunk_dataset
+from pipeline.runtime.checkpoint import save_model
+from pipeline.runtime.guards import training_guard
+from pipeline.runtime.training import train_from_section
 from stages.common import main_for, resolve_path
 
 STAGE = "classifier"
@@ -34,19 +34,6 @@ def model_config(section) -> dict:
     if cfg["pretrained"] not in (None, "torchvision", "package"):
         cfg["pretrained"] = resolve_path(cfg["pretrained"])
     return cfg
-
-
-def make_loss_fn(loss_type: str, from_trunk: bool = False):
-    """``from_trunk``: the batches hold cached trunk features (``train.cache_trunk``)."""
-    extra = {"from_trunk": True} if from_trunk else {}
-
-    def loss_fn(net, batch):
-        out = net(batch["image"], labels=batch["target"], **extra)
-        total, parts = net.classification_loss(out, batch["target"], loss_type=loss_type)
-        # only "loss" is optimised; the parts are logged under names without "loss" in them
-        # (the training loop sums every key that contains "loss")
-        return {"loss": total, **{f"part_{k}": v for k, v in parts.items() if k != "total"}}
-    return loss_fn
 
 
 @torch.no_grad()
@@ -96,7 +83,7 @@ def run(ctx) -> dict:
         train_ds = ClassificationDataset(index, tr.split, tr.crop, train=True,
                                          scale_range=tr.scale_range, resize=tr.resize)
     guard = training_guard(tr, STAGE, causes=(EP_STALL_CAUSE,) if net.pooling_name == "ep" else ())
-    net = train_from_section(net, make_loss_fn(tr.loss, tr.cache_trunk), train_ds, tr,
+    net = train_from_section(net, classifier_loss_fn(tr.loss, tr.cache_trunk), train_ds, tr,
                              work_dir=ctx.out / "train", seed=seed, world_size=ctx.world_size,
                              device=ctx.device, log=ctx.log, hooks=[guard])
     counts = {"train_images": len(train_ds), "iterations": tr.max_iters}

@@ -2,7 +2,7 @@
 
 This is the framework edge: it loads the experiment with mmengine's ``Config`` (``_base_``
 inheritance, ``--cfg-options``-style overrides), sets up torch.distributed under torchrun,
-and hands over to :func:`pipeline.stage.run_stage`.
+and hands over to :func:`pipeline.runtime.stage.run_stage`.
 """
 from __future__ import annotations
 
@@ -118,7 +118,7 @@ def load_experiment(exp: str | os.PathLike, opts: dict | None = None,
 
 def config_exit(prog: str, exc: ConfigError) -> SystemExit:
     """The one-line exit of a command whose config is wrong (status 1, no traceback), worded
-    as :func:`pipeline.errors.reported_errors` words the stages' errors."""
+    as :func:`pipeline.runtime.errors.reported_errors` words the stages' errors."""
     return SystemExit(f"[{prog}] error: {exc}")
 
 
@@ -145,14 +145,13 @@ def resolve_path(value: str | None) -> str | None:
 def load_upstream_model(ctx, stage: str, kind: str, num_classes: int):
     """``(net, meta)`` from ``WORK_DIR/<stage>/model.pth``, checked against the dataset's classes
     (K foreground classes for a classifier, C with background for a segmenter)."""
-    from pipeline.mm import MMSegUnavailable
-    from pipeline.guards import check_model_finite
-    from pipeline.models.checkpoint import load_model
-    from pipeline.stage import StageError
+    from pipeline.mm import MMSegUnavailable, load_any_model
+    from pipeline.runtime.guards import check_model_finite
+    from pipeline.runtime.stage import StageError
 
     path = ctx.upstream_dir(stage) / "model.pth"
     try:
-        net, meta = load_model(path, kind=kind)
+        net, meta = load_any_model(path, kind=kind)
     except (FileNotFoundError, ValueError, MMSegUnavailable) as exc:
         raise StageError(str(exc)) from exc
     check_model_finite(net, str(path), f"re-run `make {stage}` (lower {stage}.train.optimizer.lr "
@@ -223,12 +222,18 @@ def stage_upstream(mod, section) -> tuple[str, ...]:
     return tuple(fn(section) if fn is not None else mod.UPSTREAM)
 
 
+def stage_section(mod, cfg):
+    """The section a stage module's ``run`` gets: its own, or ``{name: section}`` for a stage
+    that declares ``SECTIONS``."""
+    return cfg.stage_section(mod.STAGE, getattr(mod, "SECTIONS", None))
+
+
 def main_for(module_name: str, argv=None) -> dict:
     """Entry point used by each ``stages/<name>.py`` under ``if __name__ == '__main__'``.
     The experiment is loaded and checked before anything runs. Expected failures (bad input or
     config, missing upstream, permissions, full disk, Ctrl-C) end in a one-line message and a
-    non-zero exit, unless ``DEBUG=1`` (:func:`pipeline.errors.reported_errors`)."""
-    from pipeline.errors import reported_errors
+    non-zero exit, unless ``DEBUG=1`` (:func:`pipeline.runtime.errors.reported_errors`)."""
+    from pipeline.runtime.errors import reported_errors
 
     mod = sys.modules[module_name] if module_name in sys.modules else importlib.import_module(module_name)
     with reported_errors(mod.STAGE) as where:
@@ -236,13 +241,13 @@ def main_for(module_name: str, argv=None) -> dict:
 
 
 def _run_main(mod, argv, where) -> dict:
-    from pipeline.stage import run_stage
+    from pipeline.runtime.stage import run_stage
 
     stage = mod.STAGE
     args = parse_args(stage, argv)
     extra = {stage: mod.SETTINGS} if hasattr(mod, "SETTINGS") else None   # a stage of its own
     cfg = load_experiment(args.exp, args.opts, extra)     # ConfigError: before anything runs
-    section = cfg.stage_section(stage, getattr(mod, "SECTIONS", None))
+    section = stage_section(mod, cfg)
     upstream = stage_upstream(mod, section)
     work_dir = Path(args.work_dir).expanduser().resolve() if args.work_dir else default_work_dir(cfg)
     where.work_dir = work_dir

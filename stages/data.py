@@ -21,38 +21,36 @@ import time
 from pipeline.data.prepare import DatasetError, prepare_dataset
 from pipeline.data.synthetic import generate_synthetic
 from pipeline.data.validate import splits_needed
-from pipeline.stage import StageError
+from pipeline.runtime.stage import StageError
 from stages.common import main_for, resolve_path
 
 STAGE = "data"
 UPSTREAM = ()
 
 
-def run(ctx) -> dict:
-    sec = ctx.section
-    heldout = None
+def dataset_source(ctx, sec) -> tuple:
+    """``(root, sbd_root, held-out mask dir, name, generator summary or None)``: the synthetic
+    tree generated into ``ctx.out/synthetic``, or the configured VOC tree."""
     if sec.dataset == "synthetic":
         gen_root = ctx.out / "synthetic"
         shutil.rmtree(gen_root, ignore_errors=True)
         seed = sec.synthetic.seed
         ctx.log(f"generating the synthetic VOC-format dataset (seed {seed}) in {gen_root}")
         gen = generate_synthetic(gen_root, sec.synthetic.generator_options(), seed=seed)
-        root, sbd_root = gen_root / "VOC2012", None
-        heldout = gen_root / "heldout" / "SegmentationClass"
-        name = sec.name or "synthetic"
-    else:
-        root, sbd_root = resolve_path(sec.root), resolve_path(sec.sbd_root)
-        if root is None:
-            raise StageError("data.root is not set: `make data DATASET=voc VOC_ROOT=/path/to/VOCdevkit/VOC2012 "
-                             "[SBD_ROOT=/path/to/benchmark_RELEASE]`")
-        gen, name = None, sec.name or "voc2012"
+        return (gen_root / "VOC2012", None, gen_root / "heldout" / "SegmentationClass",
+                sec.name or "synthetic", gen)
+    root, sbd_root = resolve_path(sec.root), resolve_path(sec.sbd_root)
+    if root is None:
+        raise StageError("data.root is not set: `make data DATASET=voc VOC_ROOT=/path/to/VOCdevkit/VOC2012 "
+                         "[SBD_ROOT=/path/to/benchmark_RELEASE]`")
+    return root, sbd_root, None, sec.name or "voc2012", None
 
-    index_tmp = ctx.out / "_index"
-    shutil.rmtree(index_tmp, ignore_errors=True)
+
+def index_dataset(ctx, sec, root, sbd_root, heldout, name, index_tmp) -> dict:
+    """:func:`pipeline.data.prepare.prepare_dataset` into ``index_tmp``; its summary, logged."""
     aug_dir = sec.aug_dir if sec.dataset == "voc" else None
     workers = sec.workers if sec.workers is not None else min(4, os.cpu_count() or 1)
     ctx.log(f"indexing {root}; every listed image is decoded ({workers} worker process(es))")
-    started = time.perf_counter()
     try:
         summary = prepare_dataset(root, index_tmp, sbd_root=sbd_root,
                                   label_source=sec.label_source, name=name,
@@ -73,14 +71,29 @@ def run(ctx) -> dict:
         ctx.log(f"{summary['label_disagreements']} images whose XML and mask labels disagree (all in "
                 f"{ctx.out / 'label_disagreements.json'}), e.g. " + "; ".join(
                     f"{d['id']}: xml {d['xml']} mask {d['mask']}" for d in examples[:5]))
-    for item in index_tmp.iterdir():          # move the index to the top of the stage folder
+    return summary
+
+
+def publish_index(ctx, index_tmp) -> dict:
+    """Move the index to the top of the stage folder, paths relative to it; its dataset.json."""
+    for item in index_tmp.iterdir():
         dst = ctx.out / item.name
         if dst.exists():
             shutil.rmtree(dst) if dst.is_dir() else dst.unlink()
         shutil.move(str(item), str(dst))
     index_tmp.rmdir()
     _relativise(ctx.out / "dataset.json", [str(index_tmp), str(ctx.out)])
-    ds = json.loads((ctx.out / "dataset.json").read_text())
+    return json.loads((ctx.out / "dataset.json").read_text())
+
+
+def run(ctx) -> dict:
+    sec = ctx.section
+    root, sbd_root, heldout, name, gen = dataset_source(ctx, sec)
+    index_tmp = ctx.out / "_index"
+    shutil.rmtree(index_tmp, ignore_errors=True)
+    started = time.perf_counter()
+    index_dataset(ctx, sec, root, sbd_root, heldout, name, index_tmp)
+    ds = publish_index(ctx, index_tmp)
     ctx.log(f"{ds['name']}: {len(ds['classes']) - 1} classes; splits " +
             ", ".join(f"{k}={v}" for k, v in ds["splits"].items()) +
             f"; label disagreements xml/mask: {ds.get('label_disagreements')}")

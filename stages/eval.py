@@ -5,7 +5,7 @@ scales 0.75 / 1 / 1.25 of the original image, logits summed, softmax floored at 
 ``resized-square``: scales of a 321×321 resize + flips, logits averaged; or explicit keys),
 logits upsampled to the original image size, optional dense CRF (``eval.crf``, DSRG test
 parameters, ``crf.workers`` processes). The protocol that ran is in the metrics. Scoring
-(``pipeline.evaluation``): one confusion matrix over the split, GT 255 ignored; per-class IoU,
+(``pipeline.runtime.evaluation``): one confusion matrix over the split, GT 255 ignored; per-class IoU,
 mIoU, pixel accuracy, mean accuracy, fwIoU.
 
 Writes ``metrics.json`` (both tables + confusion matrices), ``pred/<id>.png`` (colour palette
@@ -18,10 +18,10 @@ from __future__ import annotations
 import torch
 
 from pipeline.data.index import DatasetIndex
-from pipeline.evaluation import evaluate_segmenter
-from pipeline.io_utils import write_json_atomic
+from pipeline.data.io_utils import write_json_atomic
 from pipeline.metrics import format_table
-from pipeline.stage import StageError
+from pipeline.runtime.evaluation import evaluate_segmenter
+from pipeline.runtime.stage import StageError
 from stages.common import load_upstream_model, main_for
 
 STAGE = "eval"
@@ -41,7 +41,7 @@ def load_segmenter(ctx, index, stage: str):
 
 
 def evaluate_section(net, index, sec, ctx, out_dir=None) -> dict:
-    """:func:`pipeline.evaluation.evaluate_segmenter` with the protocol of the ``eval`` section
+    """:func:`pipeline.runtime.evaluation.evaluate_segmenter` with the protocol of the ``eval`` section
     ``sec`` (split, inference, CRF, outputs into ``out_dir`` when given)."""
     inf = sec.inference()
     return evaluate_segmenter(net, index, sec.split, inf.settings, ctx.device, crf=inf.crf,

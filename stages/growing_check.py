@@ -31,7 +31,7 @@ from pipeline.dsrg_diagnostics import grid_label_counts, grid_label_rates
 from pipeline.growing import grow_seeds
 from pipeline.losses import stable_softmax_probs
 from pipeline.metrics import ConfusionMatrix
-from pipeline.models.deeplab import load_segmenter
+from pipeline.runtime.checkpoint import load_segmenter
 
 ROWS = ("seeds (no growing)", "grown on CRF(P)", "grown on P")
 
@@ -106,17 +106,16 @@ def format_check(res: dict) -> str:
 
 
 def main(argv=None) -> int:
-    from mmengine.config import DictAction
-
-    from stages.common import DEFAULT_EXP, default_work_dir, load_experiment_or_exit
+    from stages.common import (DEFAULT_EXP, add_opts_argument, default_work_dir, expand_opts_line,
+                               load_experiment_or_exit)
 
     p = argparse.ArgumentParser(prog="python -m stages.growing_check", description=__doc__.split("\n")[0])
     p.add_argument("--exp", default=str(DEFAULT_EXP))
     p.add_argument("--work-dir", default=None)
-    p.add_argument("--opts", nargs="+", action=DictAction, default={})
+    add_opts_argument(p)
     p.add_argument("--images", type=int, default=200, help="how many training images (default 200)")
     p.add_argument("--force", action="store_true", help="ignored (accepted for Make symmetry)")
-    a = p.parse_args(argv)
+    a = p.parse_args(expand_opts_line(argv))
     cfg = load_experiment_or_exit("growing_check", a.exp, a.opts)
     work_dir = Path(a.work_dir).expanduser().resolve() if a.work_dir else default_work_dir(cfg)
     print(format_check(check(work_dir, cfg.segmenter, a.images)))

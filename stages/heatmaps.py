@@ -5,7 +5,7 @@ classifier channel c - 1): the CAM ``Wᵀv + b`` of the trained classifier, aver
 ``scales`` and horizontal flips (:func:`pipeline.heatmaps.aggregate_heatmaps`), upsampled to the
 image's own size and normalised per class (``ReLU(h) / max ReLU(h)``); plus the entropy-weight
 map λ (EP paper Eq. 3, averaged the same way). Written with
-:func:`pipeline.heatmaps.save_heatmap` to ``maps/<id>.npz`` (float16, the image's classes only;
+:func:`pipeline.data.files.save_heatmap` to ``maps/<id>.npz`` (float16, the image's classes only;
 ``extra`` holds the image-level scores σ(logit) of those classes under the inference pooling).
 
 With ``class_specific_lambda`` the class-specific weights ``λ^c = λ · p̂(c)`` (EP paper §4.3,
@@ -33,13 +33,14 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from pipeline.data.datasets import ClassificationDataset
+from pipeline.data.files import save_heatmap
 from pipeline.data.index import DatasetIndex
-from pipeline.data.transforms import parse_size, resize_image, to_tensor
-from pipeline.guards import check_array_finite
-from pipeline.heatmaps import infer_batch, normalise_per_class, save_heatmap
-from pipeline.models.trunk_cache import attach_trunk_lookup
+from pipeline.heatmaps import infer_batch, normalise_per_class
 from pipeline.rib import pick_negatives, rib_heatmaps
-from pipeline.writer import BackgroundWriter
+from pipeline.runtime.guards import check_array_finite
+from pipeline.runtime.trunk_cache import attach_trunk_lookup
+from pipeline.runtime.writer import BackgroundWriter
+from pipeline.transforms import parse_size, resize_image, to_tensor
 from stages.common import load_inference_classifier, main_for, resolve_path, split_ids
 
 STAGE = "heatmaps"
@@ -94,63 +95,81 @@ def _to_image(x: torch.Tensor, hw) -> torch.Tensor:
     return F.interpolate(x[None], size=tuple(hw), mode="bilinear", align_corners=False)[0]
 
 
+class MapFiles:
+    """Writes the per-image heatmap files of the inferred batches (through ``writer``) and counts
+    images, class maps and the labelled classes' scores."""
+
+    def __init__(self, ctx, net, index: DatasetIndex, sec, writer, rib=None):
+        self.ctx, self.net, self.index, self.writer, self.rib = ctx, net, index, writer, rib
+        self.maps_dir, self.lc_dir = ctx.out / "maps", ctx.out / "lambda_c"
+        self.with_lc = sec.class_specific_lambda
+        self.maps_dir.mkdir(exist_ok=True)
+        if self.with_lc:
+            self.lc_dir.mkdir(exist_ok=True)
+        self.n_done, self.n_maps, self.score_sum = 0, 0, 0.0
+
+    def write(self, b: int, img_id: str, hw, x: torch.Tensor, out: dict) -> None:
+        """Image ``b`` of the batch ``x`` (its :func:`pipeline.heatmaps.infer_batch` ``out``)."""
+        classes = [int(c) for c in self.index.labels(img_id)]
+        ch = torch.as_tensor([c - 1 for c in classes], dtype=torch.long, device=x.device)
+        raw = out["cam"][b] if self.rib is None else self.rib(x[b], img_id)
+        cam = normalise_per_class(_to_image(raw[ch], hw))
+        lam = _to_image(out["lam"][b][None], hw)[0].clamp(0, 1) if out["lam"] is not None else None
+        scores = out["scores"][b, ch].tolist()
+        extra = {"scores": {str(c): round(float(s), 5) for c, s in zip(classes, scores)},
+                 "pooling": self.net.pooling_name, "size": list(hw)}
+        self.writer.submit(save_heatmap, self.maps_dir / f"{img_id}.npz", cam.cpu(), classes,
+                           lam=None if lam is None else lam.cpu(), extra=extra)
+        if self.with_lc:
+            lc = _to_image(out["lambda_c"][b, ch], hw).clamp(0, 1)
+            self.writer.submit(save_heatmap, self.lc_dir / f"{img_id}.npz", lc.cpu(), classes,
+                               extra={"kind": "lambda_c"})
+        self.n_done += 1
+        self.n_maps += len(classes)
+        self.score_sum += sum(scores)
+
+
+def infer_checked(net, x: torch.Tensor, group, sec) -> dict:
+    """:func:`pipeline.heatmaps.infer_batch` of one group, its maps checked finite."""
+    out = infer_batch(net, x, sec.scales, sec.flip, sec.class_specific_lambda, sec.amp)
+    for key in ("cam", "lam"):
+        check_array_finite(out[key], f"the classifier's {key} maps of images "
+                           f"{group[0][1]}..{group[-1][1]}", NONFINITE_FIX)
+    return out
+
+
 def run(ctx) -> dict:
     sec = ctx.section
     if ctx.rank != 0:
         return {}
     index, split, ids = split_ids(ctx)
     net, trained = load_inference_classifier(ctx, index, sec)
-    scales, flip, with_lc, amp = sec.scales, sec.flip, sec.class_specific_lambda, sec.amp
+    with_lc = sec.class_specific_lambda
     ctx.log(f"{len(ids)} {split} images; classifier pooling {trained}, inference pooling "
-            f"{net.pooling_name}; size {sec.size}, scales {scales}, flip {flip}, "
+            f"{net.pooling_name}; size {sec.size}, scales {sec.scales}, flip {sec.flip}, "
             f"lambda_c {with_lc}, device {ctx.device}")
-    maps_dir, lc_dir = ctx.out / "maps", ctx.out / "lambda_c"
-    maps_dir.mkdir(exist_ok=True)
-    if with_lc:
-        lc_dir.mkdir(exist_ok=True)
-
-    source = sec.source
-    rib = RIBSource(net, index, ids, sec) if source == "rib" else None
+    rib = RIBSource(net, index, ids, sec) if sec.source == "rib" else None
     lookup = use_trunk_cache(ctx, net, index, sec)
-    n_done, n_maps, score_sum = 0, 0, 0.0
     log_every = max(100, len(ids) // 10) if rib is None else 10
     # compressing the files is most of this stage's host time: threads write them (zlib frees
     # the GIL); `writers` threads (0 = write in the loop).
     with BackgroundWriter(sec.writers) as writer:
+        files = MapFiles(ctx, net, index, sec, writer, rib)
         for batch in make_loader(index, ids, sec):
             for group in _groups(batch):
                 x = torch.stack([it[0] for it in group]).to(ctx.device)
-                out = infer_batch(net, x, scales, flip, with_lc, amp)
-                for key in ("cam", "lam"):
-                    check_array_finite(out[key], f"the classifier's {key} maps of images "
-                                       f"{group[0][1]}..{group[-1][1]}", NONFINITE_FIX)
+                out = infer_checked(net, x, group, sec)
                 for b, (_, img_id, hw) in enumerate(group):
-                    classes = [int(c) for c in index.labels(img_id)]
-                    ch = torch.as_tensor([c - 1 for c in classes], dtype=torch.long, device=x.device)
-                    raw = out["cam"][b] if rib is None else rib(x[b], img_id)
-                    cam = normalise_per_class(_to_image(raw[ch], hw))
-                    lam = (_to_image(out["lam"][b][None], hw)[0].clamp(0, 1)
-                           if out["lam"] is not None else None)
-                    scores = out["scores"][b, ch].tolist()
-                    extra = {"scores": {str(c): round(float(s), 5) for c, s in zip(classes, scores)},
-                             "pooling": net.pooling_name, "size": list(hw)}
-                    writer.submit(save_heatmap, maps_dir / f"{img_id}.npz", cam.cpu(), classes,
-                                  lam=None if lam is None else lam.cpu(), extra=extra)
-                    if with_lc:
-                        lc = _to_image(out["lambda_c"][b, ch], hw).clamp(0, 1)
-                        writer.submit(save_heatmap, lc_dir / f"{img_id}.npz", lc.cpu(), classes,
-                                      extra={"kind": "lambda_c"})
-                    n_done += 1
-                    n_maps += len(classes)
-                    score_sum += sum(scores)
-                    if n_done % log_every == 0:
-                        ctx.log(f"{n_done}/{len(ids)} images")
+                    files.write(b, img_id, hw, x, out)
+                    if files.n_done % log_every == 0:
+                        ctx.log(f"{files.n_done}/{len(ids)} images")
     if lookup is not None:
         ctx.log(f"trunk cache: {lookup.hits} inputs from the cache, {lookup.misses} computed")
-    mean_score = score_sum / n_maps if n_maps else float("nan")
-    ctx.log(f"wrote {n_done} heatmap files ({n_maps} class maps) to {maps_dir}; mean score of "
+    n_done, n_maps = files.n_done, files.n_maps
+    mean_score = files.score_sum / n_maps if n_maps else float("nan")
+    ctx.log(f"wrote {n_done} heatmap files ({n_maps} class maps) to {files.maps_dir}; mean score of "
             f"the labelled classes {mean_score:.3f}")
-    metrics = {"trained_pooling": trained, "inference_pooling": net.pooling_name, "source": source,
+    metrics = {"trained_pooling": trained, "inference_pooling": net.pooling_name, "source": sec.source,
                "mean_labelled_score": mean_score if n_maps else None}
     if lookup is not None:
         metrics["trunk_cache_hits"] = lookup.hits
@@ -164,7 +183,7 @@ def run(ctx) -> dict:
 def use_trunk_cache(ctx, net, index, sec):
     """With a cached frozen trunk (``classifier.train.cache_trunk``) and a square ``size``, let
     the classifier's trunk read the cached features of the inputs the classifier trained on
-    (identical inputs only: pipeline/models/trunk_cache.py); returns the lookup or None."""
+    (identical inputs only: pipeline/runtime/trunk_cache.py); returns the lookup or None."""
     cls = ctx.cfg.classifier
     if not cls.train.cache_trunk or not isinstance(sec.size, int) or sec.source != "classifier":
         return None

@@ -31,65 +31,19 @@ import time
 
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from pipeline.data.transforms import parse_size, resize_image, to_tensor
-from pipeline.heatmaps import aggregate_heatmaps, class_specific_lambda
-from pipeline.io_utils import write_json_atomic
-from pipeline.localize import (CorLocAccumulator, Top1LocAccumulator, cam_baseline_box,
-                               from_voc, smallest_box_holding_mass, to_voc, topk_lambda)
-from pipeline.visualize import heatmap_rgb, panel_row, save_rgb
+from pipeline.data.files import save_rgb
+from pipeline.data.io_utils import write_json_atomic
+from pipeline.heatmaps import image_heatmaps
+from pipeline.localize import (CorLocAccumulator, Top1LocAccumulator, from_voc, localize_image,
+                               to_voc)
+from pipeline.visualize import heatmap_rgb, panel_row
 from stages.common import load_inference_classifier, main_for, split_ids
 
 STAGE = "localize"
 UPSTREAM = ("data", "classifier")
 METHODS = ("lambda_topk", "lambda_c", "cam")
 COLOURS = {"gt": (255, 0, 0), "lambda_topk": (0, 255, 0), "cam": (255, 255, 0)}
-
-
-@torch.no_grad()
-def infer(net, image: np.ndarray, size, scales, flip: bool, device) -> dict:
-    """Maps of one image at its own size: ``cam`` (K, H, W), ``lambda_c`` (K, H, W), ``lam``
-    (H, W) as float32 numpy, and ``scores`` (K,) = mean logit over the views."""
-    H, W = image.shape[:2]
-    hw = parse_size(size)
-    x = to_tensor(resize_image(image, hw) if hw and hw != (H, W) else image)[None].to(device)
-    K = net.num_classes
-    logits = []
-
-    def forward(v):
-        out = net(v)
-        logits.append(out["logits"].float())
-        cam, lam = out["cam"].float(), out["lam"].float()
-        return {"cam": torch.cat([cam, class_specific_lambda(lam, cam.softmax(dim=1))], 1), "lam": lam}
-
-    agg = aggregate_heatmaps(forward, x, scales=scales, flip=flip)
-    maps = torch.cat([agg["cam"], agg["lam"][:, None]], 1)
-    # input frame → image: the inverse of the input's resize (half-pixel, as OpenCV's); the grid
-    # → input step used the stride-8 geometry (aggregate_heatmaps, pipeline.geometry)
-    maps = F.interpolate(maps, size=(H, W), mode="bilinear", align_corners=False)[0].cpu().numpy()
-    return {"cam": maps[:K], "lambda_c": np.clip(maps[K:2 * K], 0, None), "lam": maps[2 * K],
-            "scores": torch.stack(logits).mean(0)[0].cpu().numpy()}
-
-
-def localize_image(maps: dict, labels: list[int], sec, extra_classes=()) -> dict:
-    """Boxes (0-based) of one image from :func:`infer` maps; classes are dataset indices.
-    Per-class boxes are made for ``labels`` ∪ ``extra_classes`` ∪ {top-1 class}."""
-    K = maps["cam"].shape[0]
-    scores = maps["scores"]
-    top1 = int(np.argmax(scores)) + 1
-    use_img = sec.use_image_classes and labels
-    lt, chosen = topk_lambda(maps["lambda_c"], scores, sec.topk,
-                             classes=[c - 1 for c in labels] if use_img else None)
-    mass, thr = sec.mass, sec.cam_threshold
-    box_topk = smallest_box_holding_mass(lt, mass)
-    classes = sorted(set(labels) | {int(c) for c in extra_classes} | {top1})
-    return {"top1": top1, "topk": [c + 1 for c in chosen], "lambda_topk_map": lt,
-            "lambda_topk": box_topk,
-            "lambda_c": {c: smallest_box_holding_mass(maps["lambda_c"][c - 1], mass) for c in classes},
-            "cam": {c: cam_baseline_box(maps["cam"][c - 1], thr) for c in classes},
-            "scores": {c + 1: float(scores[c]) for c in range(K)}}
 
 
 def draw_boxes(image: np.ndarray, boxes) -> np.ndarray:
@@ -113,77 +67,104 @@ def overlay(image, res, gt, class_names) -> np.ndarray:
                       f"CAM {class_names[top1]}"])
 
 
-def run(ctx) -> dict:
-    sec = ctx.section
-    if ctx.rank != 0:
-        return {}
-    index, split, ids = split_ids(ctx)
-    if sec.max_images is not None:
-        ids = ids[:sec.max_images]
-    net, _ = load_inference_classifier(ctx, index, sec)
-    scales, flip, thr = sec.scales, sec.flip, sec.iou_threshold
-    ctx.log(f"{len(ids)} {split} images; pooling {net.pooling_name}; size {sec.size}, "
-            f"scales {scales}, flip {flip}; mass {sec.mass}, topk {sec.topk}"
-            f" (image classes: {sec.use_image_classes}), CAM threshold {sec.cam_threshold}")
-    corloc = {m: CorLocAccumulator(thr) for m in METHODS}
-    top1 = {m: Top1LocAccumulator(thr) for m in METHODS}
-    records, n_overlays, no_gt, t_box = {}, sec.n_overlays, 0, 0.0
-    (ctx.out / "overlays").mkdir(exist_ok=True)
-    for i, img_id in enumerate(ids):
-        image = index.read_image(img_id)
-        maps = infer(net, image, sec.size, scales, flip, ctx.device)
-        try:
-            labels = index.labels(img_id)
-        except KeyError:                    # e.g. the test split: no image-level labels
-            labels = []
-        gt = [(g[0], *from_voc(g[1:])) for g in index.boxes(img_id)]
-        t0 = time.perf_counter()
-        res = localize_image(maps, labels, sec, extra_classes=[g[0] for g in gt])
-        t_box += time.perf_counter() - t0
-        if gt:
-            gt_classes = {g[0] for g in gt}
-            corloc["lambda_topk"].add({c: res["lambda_topk"] for c in gt_classes}, gt)
-            corloc["lambda_c"].add(res["lambda_c"], gt)
-            corloc["cam"].add(res["cam"], gt)
-            t = res["top1"]
-            top1["lambda_topk"].add(t, res["lambda_topk"], gt)
-            top1["lambda_c"].add(t, res["lambda_c"][t], gt)
-            top1["cam"].add(t, res["cam"][t], gt)
-        else:
-            no_gt += 1
-        records[img_id] = {
-            "size": list(image.shape[:2]), "top1": res["top1"], "topk": res["topk"],
+class LocScores:
+    """CorLoc and top-1 localisation of the three methods over the images with GT boxes."""
+
+    def __init__(self, thr: float):
+        self.thr = thr
+        self.corloc = {m: CorLocAccumulator(thr) for m in METHODS}
+        self.top1 = {m: Top1LocAccumulator(thr) for m in METHODS}
+
+    def add(self, res: dict, gt: list) -> None:
+        gt_classes = {g[0] for g in gt}
+        self.corloc["lambda_topk"].add({c: res["lambda_topk"] for c in gt_classes}, gt)
+        self.corloc["lambda_c"].add(res["lambda_c"], gt)
+        self.corloc["cam"].add(res["cam"], gt)
+        t = res["top1"]
+        self.top1["lambda_topk"].add(t, res["lambda_topk"], gt)
+        self.top1["lambda_c"].add(t, res["lambda_c"][t], gt)
+        self.top1["cam"].add(t, res["cam"][t], gt)
+
+    @property
+    def scored(self) -> int:
+        return self.top1["cam"].n
+
+    def metrics(self, names: list[str]) -> dict:
+        metrics = {"corloc": {}, "top1_loc": {}, "corloc_per_class": {}, "iou_threshold": self.thr}
+        for m in METHODS:
+            cr, tr = self.corloc[m].result(), self.top1[m].result()
+            metrics["corloc"][m] = cr["corloc"]
+            metrics["top1_loc"][m] = tr["top1_loc"]
+            metrics["corloc_per_class"][m] = {names[c]: v for c, v in cr["per_class"].items()}
+            metrics["top1_cls"] = tr["top1_cls"]
+        return metrics
+
+
+def box_record(image, res: dict, gt: list) -> dict:
+    """One image's entry of ``boxes.json`` (VOC 1-based boxes)."""
+    return {"size": list(image.shape[:2]), "top1": res["top1"], "topk": res["topk"],
             "scores": {str(c): round(s, 5) for c, s in res["scores"].items()},
             "lambda_topk": to_voc(res["lambda_topk"]),
             "lambda_c": {str(c): to_voc(b) for c, b in res["lambda_c"].items()},
             "cam": {str(c): to_voc(b) for c, b in res["cam"].items()},
             "gt": [[g[0], *to_voc(g[1:])] for g in gt]}
-        if i < n_overlays:
-            res["cam_map"] = maps["cam"][res["top1"] - 1]
-            save_rgb(ctx.out / "overlays" / f"{img_id}.png", overlay(image, res, gt, index.classes))
-        if (i + 1) % max(100, len(ids) // 10) == 0:
-            ctx.log(f"{i + 1}/{len(ids)} images")
-    names = index.classes
-    metrics = {"corloc": {}, "top1_loc": {}, "corloc_per_class": {}, "iou_threshold": thr}
-    for m in METHODS:
-        cr, tr = corloc[m].result(), top1[m].result()
-        metrics["corloc"][m] = cr["corloc"]
-        metrics["top1_loc"][m] = tr["top1_loc"]
-        metrics["corloc_per_class"][m] = {names[c]: v for c, v in cr["per_class"].items()}
-        metrics["top1_cls"] = tr["top1_cls"]
-    scored = top1["cam"].n
-    metrics["box_search_ms_per_image"] = 1000 * t_box / max(len(ids), 1)
-    write_json_atomic(ctx.out / "boxes.json", records)
-    write_json_atomic(ctx.out / "metrics.json", metrics)
 
+
+def image_labels_and_boxes(index, img_id: str) -> tuple[list[int], list]:
+    """The image's classes ([] without image-level labels, e.g. the test split) and its GT boxes
+    (class, 0-based box)."""
+    try:
+        labels = index.labels(img_id)
+    except KeyError:
+        labels = []
+    return labels, [(g[0], *from_voc(g[1:])) for g in index.boxes(img_id)]
+
+
+def log_scores(ctx, metrics: dict, scored: int) -> None:
     def pct(v):
         return "-" if v is None else f"{100 * v:.1f}"
     for m in METHODS:
         ctx.log(f"{m:12s} CorLoc {pct(metrics['corloc'][m])}  top-1 loc {pct(metrics['top1_loc'][m])}")
     ctx.log(f"top-1 classification {pct(metrics['top1_cls'])} on {scored} images with boxes; "
             f"box search {metrics['box_search_ms_per_image']:.1f} ms/image")
-    return {"counts": {"images": len(ids), "scored": scored, "no_gt_boxes": no_gt,
-                       "overlays": min(n_overlays, len(ids))},
+
+
+def run(ctx) -> dict:
+    sec = ctx.section
+    if ctx.rank != 0:
+        return {}
+    index, split, ids = split_ids(ctx)
+    ids = ids if sec.max_images is None else ids[:sec.max_images]
+    net, _ = load_inference_classifier(ctx, index, sec)
+    ctx.log(f"{len(ids)} {split} images; pooling {net.pooling_name}; size {sec.size}, "
+            f"scales {sec.scales}, flip {sec.flip}; mass {sec.mass}, topk {sec.topk}"
+            f" (image classes: {sec.use_image_classes}), CAM threshold {sec.cam_threshold}")
+    box_args = dict(topk=sec.topk, mass=sec.mass, cam_threshold=sec.cam_threshold,
+                    use_image_classes=sec.use_image_classes)
+    scores, records, no_gt, t_box = LocScores(sec.iou_threshold), {}, 0, 0.0
+    (ctx.out / "overlays").mkdir(exist_ok=True)
+    for i, img_id in enumerate(ids):
+        image = index.read_image(img_id)
+        maps = image_heatmaps(net, image, sec.size, sec.scales, sec.flip, ctx.device)
+        labels, gt = image_labels_and_boxes(index, img_id)
+        t0 = time.perf_counter()
+        res = localize_image(maps, labels, extra_classes=[g[0] for g in gt], **box_args)
+        t_box += time.perf_counter() - t0
+        if gt:
+            scores.add(res, gt)
+        no_gt += not gt
+        records[img_id] = box_record(image, res, gt)
+        if i < sec.n_overlays:
+            res["cam_map"] = maps["cam"][res["top1"] - 1]
+            save_rgb(ctx.out / "overlays" / f"{img_id}.png", overlay(image, res, gt, index.classes))
+        if (i + 1) % max(100, len(ids) // 10) == 0:
+            ctx.log(f"{i + 1}/{len(ids)} images")
+    metrics = {**scores.metrics(index.classes), "box_search_ms_per_image": 1000 * t_box / max(len(ids), 1)}
+    write_json_atomic(ctx.out / "boxes.json", records)
+    write_json_atomic(ctx.out / "metrics.json", metrics)
+    log_scores(ctx, metrics, scores.scored)
+    return {"counts": {"images": len(ids), "scored": scores.scored, "no_gt_boxes": no_gt,
+                       "overlays": min(sec.n_overlays, len(ids))},
             "metrics": metrics}
 
 

@@ -29,18 +29,19 @@ from pathlib import Path
 import torch
 
 from pipeline.data.datasets import ClassificationDataset
+from pipeline.data.files import write_label_png
 from pipeline.data.index import DatasetIndex
-from pipeline.evaluation import score_label_dir
-from pipeline.guards import training_guard
+from pipeline.data.io_utils import atomic_file
 from pipeline.inference import iter_segmentation, open_crf_pool
-from pipeline.io_utils import atomic_file
 from pipeline.mm import MMSegUnavailable, segmentation_edge
-from pipeline.models.deeplab import build_segmenter, load_segmenter
-from pipeline.models.trunk_cache import attach_trunk_lookup
+from pipeline.models.deeplab import build_segmenter
+from pipeline.runtime.checkpoint import load_segmenter
+from pipeline.runtime.evaluation import score_label_dir
+from pipeline.runtime.guards import training_guard
+from pipeline.runtime.stage import StageError
+from pipeline.runtime.trunk_cache import attach_trunk_lookup
 from pipeline.settings.section import with_later_keys
 from pipeline.settings.segmenter import OWN_MODEL, SegmenterModel
-from pipeline.stage import StageError
-from pipeline.voc import write_label_png
 from stages.common import main_for, resolve_path
 
 STAGE = "retrain"
@@ -82,7 +83,7 @@ def make_pseudo_labels(ctx, index: DatasetIndex, pcfg) -> int:
 def use_trunk_cache(ctx, net, model_cfg: dict, index: DatasetIndex):
     """When the first round trained on a cached frozen trunk (``segmenter.train.cache_trunk``),
     let ``net`` read those cached features for identical inputs (the segmenter's training images
-    at its crop size: pipeline/models/trunk_cache.py)."""
+    at its crop size: pipeline/runtime/trunk_cache.py)."""
     tr = ctx.cfg.segmenter.train
     if tr.cache_trunk:
         attach_trunk_lookup(net, model_cfg, ClassificationDataset(index, tr.split, tr.crop, train=False),
@@ -157,8 +158,8 @@ def train_mmseg(ctx, index: DatasetIndex, sec, mm, model_cfg: dict) -> tuple[dic
     """Any mmseg segmentor (``model_cfg``, weight paths resolved; ``mm`` = the
     :mod:`pipeline.mm.segmentation` edge) trained on the pseudo-labels; ``(counts, metrics)``."""
     from pipeline.data.datasets import SegmentationDataset
-    from pipeline.evaluation import evaluate_segmenter
-    from pipeline.training import train_from_section
+    from pipeline.runtime.evaluation import evaluate_segmenter
+    from pipeline.runtime.training import train_from_section
     from stages.segmenter import quick_val_settings
 
     tr = sec.train

@@ -1,10 +1,10 @@
 """Stage `segmenter`: train DeepLab v2 (ASPP-L, VGG-16) from the seeds with DSRG.
 
 Reads the dataset index and the seed label maps (``WORK_DIR/seeds/labels/<id>.png``), trains
-with :func:`pipeline.training.train_from_section` (checkpoints + auto-resume in
+with :func:`pipeline.runtime.training.train_from_section` (checkpoints + auto-resume in
 ``train/``, scalars log, AMP on CUDA, DDP under ``make segmenter GPUS=N``), scores a
 quick single-scale, no-CRF val mIoU (the full protocol is the ``eval`` stage) and writes
-``model.pth`` (docs/DESIGN.md; :func:`pipeline.models.deeplab.load_segmenter`).
+``model.pth`` (docs/DESIGN.md; :func:`pipeline.runtime.checkpoint.load_segmenter`).
 
 Options: ``segmenter.loss`` = ``"dsrg"`` (:func:`pipeline.dsrg.dsrg_losses`: growing on the
 output grid, balanced seeding loss, CRF boundary loss; ``crf.backend="pydensecrf"``: the CRF
@@ -30,16 +30,16 @@ import torch
 from pipeline.crf_pool import make_crf_pool
 from pipeline.data.datasets import SegmentationDataset
 from pipeline.data.index import DatasetIndex
-from pipeline.dsrg import DSRGConfig, ce_loss, dsrg_losses
+from pipeline.dsrg import segmenter_loss_fn
 from pipeline.dsrg_diagnostics import confusion_fg_fractions
-from pipeline.evaluation import evaluate_segmenter
-from pipeline.guards import training_guard
 from pipeline.inference import InferenceSettings
-from pipeline.models.checkpoint import save_model
 from pipeline.models.deeplab import build_segmenter
-from pipeline.models.trunk_cache import cached_trunk_dataset
-from pipeline.training import train_from_section
-from pipeline.stage import StageError
+from pipeline.runtime.checkpoint import save_model
+from pipeline.runtime.evaluation import evaluate_segmenter
+from pipeline.runtime.guards import training_guard
+from pipeline.runtime.stage import StageError
+from pipeline.runtime.training import train_from_section
+from pipeline.runtime.trunk_cache import cached_trunk_dataset
 from stages.common import main_for, resolve_path
 
 STAGE = "segmenter"
@@ -55,19 +55,18 @@ def model_config(section) -> dict:
     return cfg
 
 
-def make_loss_fn(loss: str, dsrg_cfg: DSRGConfig | None = None, crf_pool=None,
-                 ce_resolution: str | None = None, from_trunk: bool = False):
-    """``loss_fn(net, batch)`` for :mod:`pipeline.training` (batch: SegmentationDataset items):
-    ``"dsrg"`` with ``dsrg_cfg`` or ``"ce"`` at ``ce_resolution``; ``from_trunk``: the batches
-    hold cached trunk features (``train.cache_trunk``)."""
-    extra = {"from_trunk": True} if from_trunk else {}
-
-    def loss_fn(net, batch):
-        logits = net(batch["image"], **extra)
-        if loss == "ce":
-            return {"loss_ce": ce_loss(logits, batch["label"], ce_resolution)}
-        return dsrg_losses(logits, batch["label"], batch["classes"], batch["raw"], dsrg_cfg, crf_pool)
-    return loss_fn
+def dsrg_setup(ctx, section) -> tuple:
+    """``(DSRGConfig, CRF process pool or None)`` of a DSRG training run, logged; the pool
+    (``crf.workers`` processes, pydensecrf backend only) is the caller's to shut down."""
+    dsrg_cfg, pool = section.dsrg_config(), None
+    workers = section.crf.workers
+    if workers > 0 and dsrg_cfg.crf_backend == "pydensecrf":
+        pool = make_crf_pool(workers, section.crf.start_method)
+    where = (f"torch on {ctx.device}" if dsrg_cfg.crf_backend == "torch" else
+             f"pydensecrf in {f'{workers} worker processes' if pool else 'process'}")
+    ctx.log(f"DSRG: grow on {dsrg_cfg.grow_on}, thresholds {dsrg_cfg.fg_threshold}/"
+            f"{dsrg_cfg.bg_threshold}, CRF {dsrg_cfg.crf} ({where})")
+    return dsrg_cfg, pool
 
 
 def train_segmenter(ctx, index: DatasetIndex, label_dir, section, stage: str = STAGE,
@@ -102,19 +101,9 @@ def train_segmenter(ctx, index: DatasetIndex, label_dir, section, stage: str = S
             f"from {label_dir or 'the ground-truth masks'}; crop {tr.crop} -> output {grid}x{grid}")
     if net.init_report is not None:
         ctx.log(net.init_report.describe())
-    pool = None
-    dsrg_cfg = None
-    if loss == "dsrg":
-        dsrg_cfg = section.dsrg_config()
-        workers = section.crf.workers
-        if workers > 0 and dsrg_cfg.crf_backend == "pydensecrf":
-            pool = make_crf_pool(workers, section.crf.start_method)
-        where = (f"torch on {ctx.device}" if dsrg_cfg.crf_backend == "torch" else
-                 f"pydensecrf in {f'{workers} worker processes' if pool else 'process'}")
-        ctx.log(f"DSRG: grow on {dsrg_cfg.grow_on}, thresholds {dsrg_cfg.fg_threshold}/"
-                f"{dsrg_cfg.bg_threshold}, CRF {dsrg_cfg.crf} ({where})")
+    dsrg_cfg, pool = dsrg_setup(ctx, section) if loss == "dsrg" else (None, None)
     try:
-        return train_from_section(net, make_loss_fn(loss, dsrg_cfg, pool, section.ce.resolution, cached),
+        return train_from_section(net, segmenter_loss_fn(loss, dsrg_cfg, pool, section.ce.resolution, cached),
                                   train_ds, tr,
                                   work_dir=ctx.out / "train", seed=seed, world_size=ctx.world_size,
                                   device=ctx.device, log=ctx.log,

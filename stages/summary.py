@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.stage import read_manifest
+from pipeline.runtime.stage import read_manifest
 from stages.common import default_work_dir, expand_opts_line, load_experiment_or_exit
 
 ORDER = ("data", "classifier", "heatmaps", "saliency", "seeds", "segmenter", "upper_bound",

@@ -8,9 +8,9 @@ compares ``eval``'s mIoU with this one.
 from __future__ import annotations
 
 from pipeline.data.index import DatasetIndex
-from pipeline.io_utils import write_json_atomic
+from pipeline.data.io_utils import write_json_atomic
 from pipeline.metrics import format_table
-from pipeline.models.checkpoint import save_model
+from pipeline.runtime.checkpoint import save_model
 from stages.common import main_for
 from stages.eval import evaluate_section
 from stages.segmenter import model_config, train_segmenter

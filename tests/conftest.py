@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.data.files import write_label_png
 from pipeline.data.vocxml import VocAnnotation, VocObject, write_voc_xml
-from pipeline.voc import write_label_png
 
 # ============================== data fixtures ==============================================
 # Tiny VOC tree: 3 foreground classes. Masks are 6x8 label maps written with symbolic class

@@ -13,7 +13,7 @@ import torch
 from bench.baselines import grow_seeds_loop
 from bench.growing import make_inputs
 from pipeline.growing import grow_seeds, grow_seeds_reference
-from pipeline.stage import write_json_atomic
+from pipeline.runtime.stage import write_json_atomic
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

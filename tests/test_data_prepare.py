@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.data.files import read_label_png
 from pipeline.data.prepare import DatasetError, load_sbd_segmentation, prepare_dataset
 from pipeline.data.vocxml import VocAnnotation, VocObject, read_voc_xml, write_voc_xml
-from pipeline.voc import read_label_png
 
 
 def _lists(out):
@@ -124,7 +124,7 @@ def _break_missing_mat(voc, sbd):
 
 
 def _break_mask_range(voc, sbd):
-    from pipeline.voc import write_label_png
+    from pipeline.data.files import write_label_png
     m = voc.masks["img_b"].copy()
     m[0, 0] = 7
     write_label_png(voc.root / "SegmentationClass" / "img_b.png", m)

@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
+from pipeline.data.files import write_label_png
 from pipeline.data.index import DatasetIndex
 from pipeline.data.prepare import prepare_dataset
 from pipeline.data.trainaug import read_id_list
-from pipeline.voc import write_label_png
 
 # SBD-like masks of the ids VOC's SegmentationClass lacks, and a differing one for img_b
 AUG_ONLY = ("img_g", "img_h", "img_i")

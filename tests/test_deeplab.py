@@ -4,7 +4,7 @@ import torch
 
 from pipeline.models.deeplab import DeepLabV2VGG16
 from pipeline.models.imagenet import VGG16_CONV_INDICES
-from pipeline.testing import vgg16_layout_state
+from stage_helpers import vgg16_layout_state
 
 
 def test_output_41_for_321_small_width():

@@ -12,7 +12,7 @@ from pipeline.models.classifier import build_classifier
 from pipeline.models.deeplab import build_segmenter
 from pipeline.models.efficientnet_lite import (NUM_BLOCKS, EfficientNetLite0, key_map,
                                                resolve_lite0_weights)
-from pipeline.models.trunk_cache import CachedTrunkDataset, trunk_lookup
+from pipeline.runtime.trunk_cache import CachedTrunkDataset, trunk_lookup
 
 
 def package_layout(net: EfficientNetLite0) -> dict[str, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""Stages eval / submit, pipeline.evaluation and the check_submission CLI on a tiny synthetic set."""
+"""Stages eval / submit, pipeline.runtime.evaluation and the check_submission CLI on a tiny synthetic set."""
 import json
 import shutil
 import subprocess
@@ -13,14 +13,14 @@ from mmengine.config import Config
 from PIL import Image
 from torch import nn
 
+from pipeline.data.files import read_label_png, write_label_png
 from pipeline.data.index import DatasetIndex
-from pipeline.evaluation import evaluate_segmenter, score_label_dir
-from pipeline.models.checkpoint import save_model
+from pipeline.data.submission import SUBMISSION_SUBDIR, validate_submission, write_prediction_png
 from pipeline.models.deeplab import DeepLabV2VGG16
+from pipeline.runtime.checkpoint import save_model
+from pipeline.runtime.evaluation import evaluate_segmenter, score_label_dir
+from pipeline.runtime.stage import StageError, read_manifest, run_stage
 from pipeline.settings import Settings
-from pipeline.stage import StageError, read_manifest, run_stage
-from pipeline.submission import SUBMISSION_SUBDIR, validate_submission, write_prediction_png
-from pipeline.voc import read_label_png, write_label_png
 
 REPO = Path(__file__).resolve().parent.parent
 SUB = SUBMISSION_SUBDIR.format(comp="comp6")

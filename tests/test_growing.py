@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.growing import grow_seeds, grow_seeds_reference, masked_flood_fill
+from pipeline.growing import grow_seeds, grow_seeds_reference, grown_label_map, masked_flood_fill
 
 
 def make_probs(C, H, W, spec, default=(0, 0.6)):
@@ -126,6 +126,22 @@ def test_background_channel_forced_present():
 def _smooth(gen, B, C, H, W, low=5):
     noise = torch.randn(B, C, low, low, generator=gen)
     return F.interpolate(noise, size=(H, W), mode="bilinear", align_corners=False)
+
+
+def test_grown_label_map_keeps_seeds_and_labels_grown_pixels_once():
+    # 1x5 row, classes 0 (bg), 1 (present), 2 (absent); seed of 1 at x=0, of 0 at x=4
+    probs = make_probs(3, 1, 5, {(0, 0): (1, 0.9), (0, 1): (1, 0.9), (0, 2): (1, 0.5),
+                                 (0, 3): (0, 0.995), (0, 4): (0, 0.995)})
+    seeds = np.array([[1, 255, 255, 255, 0]], np.uint8)
+    got = grown_label_map(probs[0].numpy(), seeds, [1], **DSRG)
+    # x=1 grows into class 1 (0.9 > 0.85), x=2 is not confident, x=3 grows background
+    assert got.tolist() == [[1, 1, 255, 0, 0]] and got.dtype == np.uint8
+    grown = grow_seeds(probs, make_cues(3, 1, 5, [(1, 0, 0), (0, 0, 4)]), classes(3, [0, 1]), **DSRG)
+    assert np.array_equal(got != 255, grown[0].any(0).numpy())
+    # an absent class (2) never grows, and classes beyond C are ignored
+    probs2 = make_probs(3, 1, 3, {(0, 1): (2, 0.95)})
+    got2 = grown_label_map(probs2[0].numpy(), np.array([[2, 255, 255]], np.uint8), [1, 7], **DSRG)
+    assert got2.tolist() == [[2, 255, 255]]
 
 
 def test_vectorised_equals_reference_random():

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.guards import (LossStallMonitor, NonFiniteError, check_array_finite, check_finite,
-                             check_model_finite)
-from pipeline.stage import StageError
+from pipeline.runtime.guards import (LossStallMonitor, NonFiniteError, check_array_finite,
+                                     check_finite, check_model_finite)
+from pipeline.runtime.stage import StageError
 
 
 def _net() -> nn.Module:
@@ -108,7 +108,7 @@ def _state(net, window, it, opt=None, logs=None):
 
 
 def test_training_guard_names_the_first_bad_iteration_of_the_window(one_thread):
-    from pipeline.guards import training_guard
+    from pipeline.runtime.guards import training_guard
 
     net = _net()
     guard = training_guard({"optimizer": {"type": "SGD", "lr": 1e8}, "amp": False}, "segmenter")
@@ -118,7 +118,7 @@ def test_training_guard_names_the_first_bad_iteration_of_the_window(one_thread):
 
 
 def test_training_guard_finds_nan_in_optimizer_state_and_warns_on_a_stall(one_thread):
-    from pipeline.guards import TrainingGuard
+    from pipeline.runtime.guards import TrainingGuard
 
     net = _net()
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.heatmaps import (aggregate_heatmaps, class_specific_lambda, load_heatmap,
-                               normalise_per_class, save_heatmap)
+from pipeline.data.files import load_heatmap, save_heatmap
+from pipeline.heatmaps import aggregate_heatmaps, class_specific_lambda, normalise_per_class
 
 
 def _conv_forward():

@@ -5,7 +5,7 @@ import torch
 from pipeline.models.classifier import build_classifier
 from pipeline.models.deeplab import DeepLabV2VGG16
 from pipeline.models.imagenet import VGG16_CONV_INDICES, VGG16_CONV_NAMES
-from pipeline.testing import vgg16_layout_state
+from stage_helpers import vgg16_layout_state
 
 
 @pytest.fixture(scope="module")

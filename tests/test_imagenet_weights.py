@@ -4,8 +4,8 @@ import torch
 
 from pipeline.models.classifier import build_classifier
 from pipeline.models.imagenet import VGG16_CONV_INDICES
-from pipeline.testing import vgg16_layout_state
 from pipeline.models.vgg import VGG16Backbone
+from stage_helpers import vgg16_layout_state
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.data.transforms import parse_size
-from pipeline.io_utils import (atomic_dir, atomic_file, json_safe, replace_dir, write_json_atomic,
-                               write_text_atomic)
+from pipeline.data.io_utils import (atomic_dir, atomic_file, json_safe, replace_dir,
+                                    write_json_atomic, write_text_atomic)
+from pipeline.transforms import parse_size
 from stages.common import choose_device
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 from pipeline.localize import (CorLocAccumulator, Top1LocAccumulator, box_iou, box_mass,
                                cam_baseline_box, from_voc, smallest_box_holding_mass, to_voc,
                                topk_lambda)
-from pipeline.testing import tiny_work_dir
+from stage_helpers import tiny_work_dir
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

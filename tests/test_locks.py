@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import locks
-from pipeline.stage import StageLockedError, read_manifest, run_stage
+from pipeline.runtime import locks
+from pipeline.runtime.stage import StageLockedError, read_manifest, run_stage
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -116,7 +116,7 @@ def test_lock_still_held_by_a_child_of_a_dead_holder_is_taken_over(tmp_path, req
     # the holder forks a child (a pool worker, say) that inherits the locked file, then dies
     code = textwrap.dedent(f"""
         import os, sys, time
-        from pipeline import locks
+        from pipeline.runtime import locks
         locks.acquire_writer({str(tmp_path)!r}, "a")
         child = os.fork()
         if child == 0:

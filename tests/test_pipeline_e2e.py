@@ -18,10 +18,10 @@ import pytest
 import torch
 
 from pipeline.data.datasets import ClassificationDataset
+from pipeline.data.files import read_label_png
 from pipeline.data.index import DatasetIndex
-from pipeline.models.checkpoint import load_model
-from pipeline.stage import read_manifest, run_stage
-from pipeline.voc import read_label_png
+from pipeline.runtime.checkpoint import load_model
+from pipeline.runtime.stage import read_manifest, run_stage
 from stages.common import load_experiment
 
 BASE = Path(__file__).resolve().parent.parent / "configs" / "_base_"

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from pipeline.models.efficientnet_lite import EfficientNetLite0
-from pipeline.testing import run_stage_cli
+from stage_helpers import run_stage_cli
 
 REPO = Path(__file__).resolve().parent.parent
 EXP = REPO / "configs" / "realphoto_cpu.py"

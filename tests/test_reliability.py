@@ -16,11 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.stage import read_manifest
-from pipeline.testing import expect_one_line_error as _expect_one_line_error
-from pipeline.testing import run_stage_cli as _run_cli
-from pipeline.testing import write_exp as _exp
+from pipeline.runtime.stage import read_manifest
 from stages.common import parse_args
+from stage_helpers import (expect_one_line_error as _expect_one_line_error,
+                           run_stage_cli as _run_cli, write_exp as _exp)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -112,7 +111,7 @@ FAKE_STAGE = """
 import errno, os
 from pipeline.settings.checks import Str
 from pipeline.settings.section import make_section
-from pipeline.stage import StageError
+from pipeline.runtime.stage import StageError
 from stages.common import main_for
 STAGE = "fake"
 UPSTREAM = ()
@@ -193,7 +192,8 @@ def test_config_errors_are_one_liners_and_debug_shows_tracebacks(fake_stage, cap
 
 def test_check_submission_reports_a_truncated_archive(tiny_voc, tmp_path, capsys):
     from pipeline.data.prepare import prepare_dataset
-    from pipeline.submission import SUBMISSION_SUBDIR, make_submission_archive, write_prediction_png
+    from pipeline.data.submission import (SUBMISSION_SUBDIR, make_submission_archive,
+                                          write_prediction_png)
     from stages.check_submission import main as check_main
 
     work = tmp_path / "work"

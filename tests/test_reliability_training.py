@@ -7,9 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.testing import expect_one_line_error as _expect_one_line_error
-from pipeline.testing import run_stage_cli as _run_cli
-from pipeline.testing import write_exp as _exp
+from stage_helpers import (expect_one_line_error as _expect_one_line_error,
+                           run_stage_cli as _run_cli, write_exp as _exp)
 
 
 TINY_CLASSIFIER = """
@@ -79,7 +78,7 @@ def _nan_classifier(ctx) -> dict:
     """A classifier file written by a run without the guards: inf BatchNorm statistics."""
     import torch
 
-    from pipeline.testing import save_untrained_classifier
+    from stage_helpers import save_untrained_classifier
 
     save_untrained_classifier(ctx)
     payload = torch.load(ctx.out / "model.pth", weights_only=False)
@@ -90,7 +89,7 @@ def _nan_classifier(ctx) -> dict:
 
 
 def test_inference_stages_reject_nonfinite_inputs_naming_the_stage_to_rerun(tmp_path, capsys):
-    from pipeline.testing import tiny_work_dir
+    from stage_helpers import tiny_work_dir
 
     (tmp_path / "bad").mkdir()
     (tmp_path / "good").mkdir()

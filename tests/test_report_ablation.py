@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from pipeline.data.index import DatasetIndex
-from pipeline.stage import read_manifest, run_stage
-from pipeline.testing import save_untrained_classifier, tiny_work_dir
+from pipeline.runtime.stage import read_manifest, run_stage
+from stage_helpers import save_untrained_classifier, tiny_work_dir
 
 BASE = Path(__file__).resolve().parent.parent / "configs" / "_base_"
 BASES = ("classifier_vgg16_ep.py", "cues.py", "segmenter_dsrg_vgg16.py", "eval_submit.py")
@@ -111,8 +111,8 @@ def _fake_classifier(ctx):
 
 
 def _fake_segmenter(ctx):
-    from pipeline.models.checkpoint import save_model
     from pipeline.models.deeplab import build_segmenter
+    from pipeline.runtime.checkpoint import save_model
 
     index = DatasetIndex.load(ctx.upstream_dir("data"))
     torch.manual_seed(0)
@@ -133,7 +133,7 @@ def _fake_segmenter(ctx):
 
 
 def _fake_scores(miou):
-    """A fake eval / upper_bound stage: summaries as pipeline.evaluation writes them."""
+    """A fake eval / upper_bound stage: summaries as pipeline.runtime.evaluation writes them."""
     def run(ctx):
         names = DatasetIndex.load(ctx.upstream_dir("data")).classes
         s = {"class_names": names, "IoU": [miou] * len(names), "mIoU": miou, "aAcc": 0.9, "mAcc": 0.8}

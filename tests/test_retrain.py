@@ -9,11 +9,11 @@ import pytest
 import torch
 from mmengine.config import Config
 
+from pipeline.data.files import read_label_png
 from pipeline.data.index import DatasetIndex
+from pipeline.runtime.stage import run_stage
 from pipeline.settings import ConfigError, Settings, apply_overrides
-from pipeline.stage import run_stage
-from pipeline.testing import seeds_from_masks
-from pipeline.voc import read_label_png
+from stage_helpers import seeds_from_masks
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = dict(dataset="synthetic", root=None, sbd_root=None, label_source="xml",
@@ -81,12 +81,15 @@ def test_retrain_stage(tmp_path, mm_edge):
 
     # the retrained model goes through the full eval protocol (eval.model = 'retrain')
     import stages.eval as ev
-    from pipeline.models.checkpoint import load_model
+    from pipeline.mm import load_any_model
+    from pipeline.runtime.checkpoint import load_model
 
-    net2, meta2 = load_model(out / "model.pth", kind="segmenter")
+    net2, meta2 = load_any_model(out / "model.pth", kind="segmenter")
     assert torch.equal(net2.eval()(torch.zeros(1, 3, 48, 48)), logits)
     with pytest.raises(ValueError, match="mmseg segmentor, expected a classifier"):
-        load_model(out / "model.pth", kind="classifier")
+        load_any_model(out / "model.pth", kind="classifier")
+    with pytest.raises(ValueError, match="pipeline.mm.load_any_model"):    # the core names the edge
+        load_model(out / "model.pth", kind="segmenter")
     esec = cfg.eval
     assert ev.upstream_for(esec) == ("data", "retrain")
     assert ev.upstream_for(esec.replace(model="segmenter")) == ("data", "segmenter")
@@ -121,9 +124,9 @@ def test_mmseg_losses_and_num_classes_override(heads, mm_edge):
 
 def test_without_mmseg_the_stage_and_model_files_say_how_to_install_it(tmp_path, monkeypatch):
     import stages.retrain as retrain
-    from pipeline.models.checkpoint import MMSEG_FORMAT, load_model
-    from pipeline.mm import MMSegUnavailable
-    from pipeline.stage import StageError
+    from pipeline.mm import MMSegUnavailable, load_any_model
+    from pipeline.runtime.checkpoint import MMSEG_FORMAT
+    from pipeline.runtime.stage import StageError
 
     # `import mmseg` (and any of its submodules, also those already imported) raises ImportError
     for name in [m for m in sys.modules if m == "mmseg" or m.startswith("mmseg.")] or ["mmseg"]:
@@ -138,4 +141,4 @@ def test_without_mmseg_the_stage_and_model_files_say_how_to_install_it(tmp_path,
     torch.save({"format": MMSEG_FORMAT, "kind": "mmseg", "model_cfg": {}, "num_classes": 2,
                 "classes": ["a", "b"], "state_dict": {}}, path)
     with pytest.raises(MMSegUnavailable, match="make env-mm"):
-        load_model(path, kind="segmenter")
+        load_any_model(path, kind="segmenter")

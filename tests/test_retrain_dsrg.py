@@ -8,13 +8,13 @@ import torch
 from mmengine.config import Config
 
 import stages.retrain as retrain
+from pipeline.data.files import read_label_png
 from pipeline.data.index import DatasetIndex
-from pipeline.models.checkpoint import load_model
 from pipeline.models.deeplab import build_segmenter
+from pipeline.runtime.checkpoint import load_model
+from pipeline.runtime.stage import StageError, run_stage
 from pipeline.settings import ConfigError, Settings, apply_overrides
-from pipeline.stage import StageError, run_stage
-from pipeline.testing import seeds_from_masks
-from pipeline.voc import read_label_png
+from stage_helpers import seeds_from_masks
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = dict(dataset="synthetic", root=None, sbd_root=None, label_source="xml",

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.saliency import SaliencyQuality, import_saliency, read_saliency, saliency_quality
+from pipeline.data.files import import_saliency, read_saliency
+from pipeline.saliency import SaliencyQuality
 
 
 def test_import_resizes_and_scales(tmp_path):
@@ -55,7 +56,9 @@ def test_rbd_bright_square():
 def test_mae_and_max_f_hand_example():
     sal = np.array([[0.9, 0.6], [0.3, 0.0]])
     gt = np.array([[1, 0], [1, 0]], bool)
-    r = saliency_quality(sal, gt)
+    q = SaliencyQuality()
+    q.update(sal, gt)
+    r = q.summary()
     assert r["MAE"] == pytest.approx((0.1 + 0.6 + 0.7 + 0.0) / 4)
     # thresholds in (0.6, 0.9]: P = 1, R = 1/2 -> F = 1.3 * 0.5 / (0.3 + 0.5)
     assert r["maxF"] == pytest.approx(1.3 * 0.5 / 0.8)

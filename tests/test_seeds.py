@@ -4,8 +4,8 @@ import pickle
 import numpy as np
 import pytest
 
-from pipeline.seeds import (background_cues, export_dsrg_cues, make_seeds, pseudo_mask_argmax,
-                            seeds_to_multihot)
+from pipeline.data.files import export_dsrg_cues
+from pipeline.seeds import background_cues, make_seeds, pseudo_mask_argmax, seeds_to_multihot
 
 I = 255
 A = np.array([[1.0, 0.8, 0.6, 0.0], [0.75, 0.2, 0.0, 0.0]])   # class 3

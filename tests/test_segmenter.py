@@ -9,11 +9,12 @@ import torch
 from mmengine.config import Config
 
 import stages.segmenter as seg_stage
+from pipeline.data.files import write_label_png
 from pipeline.data.index import DatasetIndex
-from pipeline.models.deeplab import DeepLabV2VGG16, build_segmenter, load_segmenter
+from pipeline.models.deeplab import DeepLabV2VGG16, build_segmenter
+from pipeline.runtime.checkpoint import load_segmenter
+from pipeline.runtime.stage import run_stage
 from pipeline.settings import ConfigError, Settings, apply_overrides
-from pipeline.stage import run_stage
-from pipeline.voc import write_label_png
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = dict(dataset="synthetic", root=None, sbd_root=None, label_source="xml",
@@ -84,14 +85,16 @@ def test_stage_one_iteration_updates_weights_and_writes_model(work_dir):
 
 
 def test_resume_continues_from_the_last_iteration(work_dir, tmp_path, monkeypatch):
+    import pipeline.dsrg
+
     calls = []
-    real = seg_stage.dsrg_losses
+    real = pipeline.dsrg.dsrg_losses
 
     def counting(*args, **kw):
         calls.append(1)
         return real(*args, **kw)
 
-    monkeypatch.setattr(seg_stage, "dsrg_losses", counting)
+    monkeypatch.setattr(pipeline.dsrg, "dsrg_losses", counting)   # what segmenter_loss_fn calls
     index = DatasetIndex.load(work_dir / "data")
     labels = work_dir / "seeds" / "labels"
     cfg = make_cfg(**{"segmenter.train.max_iters": 2})
@@ -130,7 +133,7 @@ def _settings(opt) -> dict:
 
 
 def test_optimizer_groups_match_deeplab_prototxt_multipliers():
-    from pipeline.training import build_optimizer
+    from pipeline.runtime.training import build_optimizer
 
     tr = make_cfg().segmenter.train
     for bn in (False, True):
@@ -149,59 +152,6 @@ def test_optimizer_groups_match_deeplab_prototxt_multipliers():
     assert lrs[id(net.aspp[0].fc8.bias)] == pytest.approx(1e-3)
 
 
-def test_mmseg_registry_builds_the_registered_models(mm_edge):
-    from mmengine.registry import DefaultScope
-
-    # mmseg configs run with default_scope="mmseg" (an earlier mmengine Runner set "mmengine")
-    with DefaultScope.overwrite_default_scope("mmseg"):
-        _check_mmseg_models()
-
-
-def _check_mmseg_models():
-    import pipeline.mm.segmentation  # noqa: F401  (registration)
-    from mmengine.structures import PixelData
-    from mmseg.registry import MODELS
-    from mmseg.structures import SegDataSample
-
-    net = MODELS.build(dict(type="DeepLabV2VGG16", num_classes=4, width=1 / 16, rates=[1, 2]))
-    assert isinstance(net, DeepLabV2VGG16)
-    plain = build_segmenter(dict(width=1 / 16, rates=(1, 2)), 4)
-    net.load_state_dict(plain.state_dict())               # same weights layout as model.pth
-    assert net(torch.zeros(1, 3, 48, 48)).shape == (1, 4, 7, 7)
-
-    dp = dict(type="SegDataPreProcessor", mean=[123.675, 116.28, 103.53],
-              std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_val=0, seg_pad_val=255, size=(48, 48))
-    ed = MODELS.build(dict(
-        type="EncoderDecoder", data_preprocessor=dp,
-        backbone=dict(type="DeepLabV2VGG16Backbone", width=1 / 16, batch_norm=True),
-        decode_head=dict(type="ASPPV2Head", in_channels=32, channels=16, num_classes=4, rates=(1, 2))))
-    crf = {**BASE["segmenter"]["crf"], "workers": 0}
-    dsrg = MODELS.build(dict(type="DSRGSegmentor", data_preprocessor=dp, crf=crf,
-                             dsrg=BASE["segmenter"]["dsrg"],
-                             net=dict(type="DeepLabV2VGG16", num_classes=4, width=1 / 16, rates=(1, 2))))
-
-    def batch():
-        samples = []
-        for _ in range(2):
-            s = SegDataSample(metainfo=dict(img_shape=(48, 48), ori_shape=(48, 48), pad_shape=(48, 48)))
-            lab = torch.full((1, 48, 48), 255, dtype=torch.long)
-            lab[0, :10] = 0
-            lab[0, 30:, 30:] = 2
-            s.gt_sem_seg = PixelData(data=lab)
-            samples.append(s)
-        return dict(inputs=[torch.randint(0, 255, (3, 48, 48), dtype=torch.uint8) for _ in range(2)],
-                    data_samples=samples)
-
-    losses = ed(**ed.data_preprocessor(batch(), True), mode="loss")
-    assert torch.isfinite(losses["decode.loss_ce"])
-    losses = dsrg(**dsrg.data_preprocessor(batch(), True), mode="loss")
-    assert torch.isfinite(losses["loss_seed"]) and torch.isfinite(losses["loss_boundary"])
-    assert losses["cov_after"] >= losses["cov_before"]
-    dsrg.eval()
-    pred = dsrg(**dsrg.data_preprocessor(batch(), False), mode="predict")
-    assert pred[0].pred_sem_seg.data.shape == (1, 48, 48)
-
-
 PSEUDO_IDS = 8          # of the 12 training images, the ones the fake seeds stage scores
 
 
@@ -218,9 +168,9 @@ def fake_seeds_with_pseudo(ctx):
 
 def test_train_score_and_collapse_diagnostics_on_a_tiny_run(tmp_path):
     import stages.data
-    from pipeline.metrics import ConfusionMatrix
     from pipeline.inference import predict_probs
-    from pipeline.report_plots import read_scalars
+    from pipeline.metrics import ConfusionMatrix
+    from pipeline.report.plots import read_scalars
 
     cfg = make_cfg(**{"segmenter.train.max_iters": 2})
     run_stage("data", (), stages.data.run, cfg, cfg.data, tmp_path)

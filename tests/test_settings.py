@@ -13,8 +13,8 @@ import pytest
 from mmengine.config import Config
 
 from pipeline.crf import CRFParams
-from pipeline.settings import SECTIONS, ConfigError, KEYS_ADDED_LATER, Section, Settings
-from pipeline.stage import config_digests
+from pipeline.runtime.stage import config_digests
+from pipeline.settings import KEYS_ADDED_LATER, SECTIONS, ConfigError, Section, Settings
 from stages.common import load_experiment, main_for
 
 REPO = Path(__file__).resolve().parent.parent

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from pipeline.stage import StageError, read_manifest, run_stage, stage_status, digest
+from pipeline.runtime.stage import StageError, read_manifest, run_stage, stage_status, digest
 
 
 def _writer(text, calls):
@@ -96,7 +96,7 @@ def test_partial_output_of_another_config_is_wiped(tmp_path):
 
 
 def test_execution_only_keys_keep_a_stage_fresh(tmp_path):
-    from pipeline.stage import EXECUTION_KEYS, config_digests
+    from pipeline.runtime.stage import EXECUTION_KEYS, config_digests
 
     assert {"workers", "writers"} <= EXECUTION_KEYS
     calls = []

@@ -15,13 +15,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.data.files import load_heatmap, read_label_png
 from pipeline.data.index import DatasetIndex
-from pipeline.heatmaps import load_heatmap
-from pipeline.stage import StageError, read_manifest, run_stage, stage_status
+from pipeline.runtime.stage import StageError, read_manifest, run_stage, stage_status
 from pipeline.visualize import heatmap_rgb, label_rgb, panel_row
-from pipeline.voc import read_label_png
 from stages.common import main_for
-from pipeline.testing import expect_one_line_error, tiny_work_dir
+from stage_helpers import expect_one_line_error, tiny_work_dir
 
 BASE = Path(__file__).resolve().parent.parent / "configs" / "_base_"
 EXP = f"_base_ = {[str(BASE / f) for f in ('classifier_vgg16_ep.py', 'cues.py')]!r}\n" + textwrap.dedent("""
@@ -148,8 +147,8 @@ def test_lambda_c_source(cues, tmp_path):
 
 
 def test_cam_background_needs_no_saliency_stage(cues, tmp_path, capsys):
+    from pipeline.data.files import read_saliency
     from pipeline.heatmaps import normalise_per_class
-    from pipeline.saliency import read_saliency
     from pipeline.seeds import make_seeds
 
     wd = tmp_path / "work"

@@ -1,12 +1,13 @@
-"""Tests for pipeline.submission: prediction PNGs, validator, archive."""
+"""Tests for pipeline.data.submission: prediction PNGs, validator, archive."""
 import tarfile
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.submission import make_submission_archive, validate_submission, write_prediction_png
-from pipeline.voc import write_label_png
+from pipeline.data.files import write_label_png
+from pipeline.data.submission import (make_submission_archive, validate_submission,
+                                      write_prediction_png)
 
 N = 21
 SIZES = {"2008_000001": (40, 30), "2008_000002": (25, 35), "2008_000003": (20, 20)}  # (H, W)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.data.files import read_label_png
 from pipeline.data.synthetic import class_specs, generate_synthetic, main
 from pipeline.data.vocxml import read_voc_xml
-from pipeline.voc import read_label_png
 
 TINY = dict(image_size=48, n_train=5, n_val=3, n_test=3)
 

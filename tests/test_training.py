@@ -1,4 +1,4 @@
-"""The project's training loop (pipeline.training, pipeline.optim, pipeline.train_state).
+"""The project's training loop (pipeline.runtime.training, pipeline.runtime.optim, pipeline.runtime.train_state).
 
 Its optimizer groups, lr factors and sampler stream are compared with mmengine's (the Runner
 the loop replaced; mmengine stays installed for config loading); resume must repeat an
@@ -14,10 +14,10 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.optim import lr_factor, parameter_multipliers
-from pipeline.report_plots import read_scalars
-from pipeline.train_state import InfiniteSampler, checkpoints
-from pipeline.training import build_optimizer, train, train_step
+from pipeline.report.plots import read_scalars
+from pipeline.runtime.optim import lr_factor, parameter_multipliers
+from pipeline.runtime.train_state import InfiniteSampler, checkpoints
+from pipeline.runtime.training import build_optimizer, train, train_step
 
 
 class TinyNet(nn.Module):
@@ -203,7 +203,7 @@ def test_two_cpu_processes_end_with_identical_weights(tmp_path):
     """DDP (gloo) on the classifier's and the segmenter's tiny training loops."""
     import torch.multiprocessing as mp
 
-    from pipeline.testing import ddp_worker, free_port, tiny_ddp_setup
+    from stage_helpers import ddp_worker, free_port, tiny_ddp_setup
 
     setup = tiny_ddp_setup(tmp_path)
     mp.spawn(ddp_worker, args=(2, free_port(), str(tmp_path), setup), nprocs=2, join=True)

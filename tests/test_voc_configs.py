@@ -15,10 +15,11 @@ import pytest
 import torch
 from PIL import Image
 
+from pipeline.data.files import read_label_png, write_label_png
 from pipeline.data.vocxml import VocAnnotation, VocObject, write_voc_xml
-from pipeline.models.checkpoint import load_model
-from pipeline.testing import run_stage_cli, vgg16_layout_state
-from pipeline.voc import VOC_CLASSES, read_label_png, write_label_png
+from pipeline.runtime.checkpoint import load_model
+from pipeline.voc import VOC_CLASSES
+from stage_helpers import run_stage_cli, vgg16_layout_state
 
 REPO = Path(__file__).resolve().parent.parent
 # id -> (height, width, [(VOC class, (y0, y1, x0, x1))]); images of two sizes, none square

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from pipeline.writer import BackgroundWriter
+from pipeline.runtime.writer import BackgroundWriter
 
 
 @pytest.mark.parametrize("threads", [0, 1, 3])

@@ -27,7 +27,7 @@ classifier = dict(
         lr_mult=dict(),
         loss="multilabel_soft_margin", amp=True, log_interval=20, checkpoint_interval=1000,
         # True: compute the frozen trunk once per image (square resize to crop, no flip) and
-        # train the rest on the cached features (pipeline/models/trunk_cache.py); needs a
+        # train the rest on the cached features (pipeline/runtime/trunk_cache.py); needs a
         # frozen trunk, resize=crop and scale_range=(1.0, 1.0)
         cache_trunk=False,
     ),

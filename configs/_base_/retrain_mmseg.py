@@ -11,8 +11,8 @@ retrain = dict(
     # flip, fusion) works here too, e.g. protocol="resized-square" for scales of 321 + flips.
     pseudo=dict(split="trainaug", protocol="test-ms", batch_size=8,
                 amp=True, crf=dict(enabled=True, preset="dsrg_test", workers=4)),
-    # any mmseg model dict (mmseg registry + pipeline.mm.segmentation's DeepLabV2VGG16Backbone /
-    # ASPPV2Head); num_classes of the heads is set from the dataset. Default: DeepLabV3+ R-50-D8
+    # any mmseg model dict (mmseg registry); num_classes of the heads is set from the dataset
+    # (type "DeepLabV2VGG16" is the project's own segmenter instead). Default: DeepLabV3+ R-50-D8
     # (mmseg configs/_base_/models/deeplabv3plus_r50-d8.py) with ImageNet ResNet-50-v1c weights
     # from a local file (nothing is downloaded at run time): mmseg's open-mmlab://resnet50_v1c,
     # https://download.openmmlab.com/pretrain/third_party/resnet50_v1c-2cccc1ad.pth, saved at

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pipeline.data import transforms as T
-from pipeline.voc import read_label_png
+from pipeline import transforms as T
+from pipeline.data.files import read_label_png
 
 
 def _rng() -> np.random.Generator:

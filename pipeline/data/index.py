@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pipeline.data.files import read_label_png
 from pipeline.data.vocxml import read_voc_xml
-from pipeline.voc import read_label_png
 
 __all__ = ["DatasetIndex"]
 

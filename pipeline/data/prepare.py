@@ -32,11 +32,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pipeline.data.files import read_class_list, read_label_png, write_label_png
+from pipeline.data.io_utils import atomic_dir
 from pipeline.data.trainaug import collect_aug_masks, find_aug_layout, read_id_list, trainaug_ids
 from pipeline.data.validate import decode_problem, split_problem
 from pipeline.data.vocxml import read_voc_xml
-from pipeline.io_utils import atomic_dir
-from pipeline.voc import IGNORE_INDEX, VOC_CLASSES, read_class_list, read_label_png, write_label_png
+from pipeline.voc import IGNORE_INDEX, VOC_CLASSES
 
 __all__ = ["DatasetError", "prepare_dataset", "load_sbd_segmentation", "FORMAT"]
 

@@ -35,9 +35,10 @@ import numpy as np
 from PIL import Image
 
 from pipeline.data import synthetic_draw as draw
+from pipeline.data.files import write_label_png
+from pipeline.data.io_utils import atomic_dir
 from pipeline.data.vocxml import VocAnnotation, VocObject, write_voc_xml
-from pipeline.io_utils import atomic_dir
-from pipeline.voc import IGNORE_INDEX, write_label_png
+from pipeline.voc import IGNORE_INDEX
 
 __all__ = ["DEFAULTS", "CLASS_NAMES", "BACKGROUNDS", "class_specs", "generate_synthetic", "main"]
 

@@ -141,3 +141,19 @@ def build_classifier(model_cfg: dict, num_classes: int) -> WSSSClassifier:
     return WSSSClassifier(backbone, num_classes, pooling=pooling,
                           classifier_bias=cfg.get("classifier_bias", True),
                           bew_loss_weight=cfg.get("bew_loss_weight", 0.5))
+
+
+def classifier_loss_fn(loss_type: str, from_trunk: bool = False):
+    """``loss_fn(net, batch)`` of the classifier for :mod:`pipeline.runtime.training` (batch:
+    :class:`pipeline.data.datasets.ClassificationDataset` items): the multi-label loss
+    ``loss_type`` of :meth:`WSSSClassifier.classification_loss` (docs/ALGORITHMS.md §1).
+    ``from_trunk``: the batches hold cached trunk features (``train.cache_trunk``)."""
+    extra = {"from_trunk": True} if from_trunk else {}
+
+    def loss_fn(net, batch):
+        out = net(batch["image"], labels=batch["target"], **extra)
+        total, parts = net.classification_loss(out, batch["target"], loss_type=loss_type)
+        # only "loss" is optimised; the parts are logged under names without "loss" in them
+        # (the training loop sums every key that contains "loss")
+        return {"loss": total, **{f"part_{k}": v for k, v in parts.items() if k != "total"}}
+    return loss_fn

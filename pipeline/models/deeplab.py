@@ -32,30 +32,16 @@ import math
 import torch
 from torch import nn
 
+from .aspp import ASPPBranch
 from .imagenet import InitReport, load_vgg16_into, resolve_vgg16_weights
 
-__all__ = ["DeepLabV2VGG16", "build_segmenter", "load_segmenter", "SEGMENTER_KEYS"]
+__all__ = ["DeepLabV2VGG16", "build_segmenter", "SEGMENTER_KEYS"]
 
 VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 
 
 def _ch(c: int, width: float) -> int:
     return max(8, int(round(c * width)))
-
-
-class _ASPPBranch(nn.Module):
-    def __init__(self, cin: int, fc: int, num_classes: int, rate: int, dropout: float):
-        super().__init__()
-        self.fc6 = nn.Conv2d(cin, fc, 3, padding=rate, dilation=rate)
-        self.fc7 = nn.Conv2d(fc, fc, 1)
-        self.fc8 = nn.Conv2d(fc, num_classes, 1)
-        self.relu = nn.ReLU(inplace=True)
-        self.drop = nn.Dropout(dropout)  # Caffe Dropout: element-wise
-
-    def forward(self, x):
-        x = self.drop(self.relu(self.fc6(x)))
-        x = self.drop(self.relu(self.fc7(x)))
-        return self.fc8(x)
 
 
 class DeepLabV2VGG16(nn.Module):
@@ -88,7 +74,7 @@ class DeepLabV2VGG16(nn.Module):
         fc = _ch(fc_channels, width)
         self.rates = tuple(int(r) for r in rates)
         self.init_report: InitReport | None = None
-        self.aspp = nn.ModuleList(_ASPPBranch(cin, fc, num_classes, r, dropout)
+        self.aspp = nn.ModuleList(ASPPBranch(cin, fc, num_classes, r, dropout)
                                   for r in self.rates)
         self._init_weights()
 
@@ -206,9 +192,3 @@ def build_segmenter(model_cfg: dict | None, num_classes: int) -> DeepLabV2VGG16:
     net = DeepLabV2VGG16(int(num_classes), **cfg)
     net.load_imagenet(pretrained)
     return net
-
-
-def load_segmenter(path, map_location="cpu", **overrides):
-    """Load a segmenter ``model.pth`` (:mod:`pipeline.models.checkpoint`); returns ``(net, meta)``."""
-    from .checkpoint import load_model
-    return load_model(path, "segmenter", map_location=map_location, **overrides)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .deeplab import _ASPPBranch
+from .aspp import ASPPBranch
 from .efficientnet_lite import EfficientNetLite0
 from .imagenet import InitReport
 
@@ -34,7 +34,7 @@ class DeepLabV2Lite0(nn.Module):
         self.num_classes = num_classes
         self.backbone = EfficientNetLite0(frozen_blocks=frozen_blocks, head=head)
         self.rates = tuple(int(r) for r in rates)
-        self.aspp = nn.ModuleList(_ASPPBranch(self.backbone.out_channels, fc_channels, num_classes,
+        self.aspp = nn.ModuleList(ASPPBranch(self.backbone.out_channels, fc_channels, num_classes,
                                               r, dropout) for r in self.rates)
         for m in self.aspp.modules():
             if isinstance(m, nn.Conv2d):

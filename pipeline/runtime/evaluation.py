@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.crf import CRFParams
+from pipeline.data.files import read_label_png, write_label_png
+from pipeline.data.io_utils import json_safe
 from pipeline.inference import InferenceSettings, iter_segmentation, open_crf_pool
-from pipeline.io_utils import json_safe
 from pipeline.metrics import ConfusionMatrix
-from pipeline.voc import IGNORE_INDEX, read_label_png, write_label_png
+from pipeline.voc import IGNORE_INDEX
 
 __all__ = ["read_gt", "summary_json", "evaluate_segmenter", "score_label_dir", "write_overlay",
            "UNLABELLED_MODES"]
@@ -60,7 +61,8 @@ def _all_reduce_ints(values: list[int], world_size: int) -> list[int]:
 
 def write_overlay(path, image, pred, pred_crf=None, gt=None, alpha: float = 0.6) -> None:
     """One PNG row: image | prediction | prediction+CRF | GT (label maps blended on the image)."""
-    from pipeline.visualize import blend, label_rgb, panel_row, save_rgb
+    from pipeline.data.files import save_rgb
+    from pipeline.visualize import blend, label_rgb, panel_row
 
     tiles, names = [image], ["image"]
     for lab, name in ((pred, "prediction"), (pred_crf, "prediction+CRF"), (gt, "GT")):

@@ -6,7 +6,7 @@ import html
 import math
 from pathlib import Path
 
-from pipeline.ablation_table import nested_get
+from pipeline.report.ablation_table import nested_get
 
 CSS = """
 body{font-family:sans-serif;margin:1.5em auto;max-width:1300px;color:#222}

@@ -3,7 +3,7 @@
 Expected failures print ``[stage] error: <what> (<where>): <how to fix>`` on stderr and exit
 non-zero:
 
-* :class:`pipeline.stage.StageError` and its subclasses (missing upstream, bad input file, bad
+* :class:`pipeline.runtime.stage.StageError` and its subclasses (missing upstream, bad input file, bad
   config value, a concurrent run of the same stage, a non-finite model), whose messages
   already name the file or config key and the fix;
 * permission errors (``EACCES``, ``EPERM``, read-only file system ``EROFS``) and a full disk
@@ -23,7 +23,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Iterator
 
-from pipeline.stage import StageError
+from pipeline.runtime.stage import StageError
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130

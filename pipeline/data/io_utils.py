@@ -121,3 +121,14 @@ def json_safe(obj: Any, default: Callable[[Any], Any] | None = None) -> Any:
     if default is None or obj is None or isinstance(obj, (str, int, float, bool)):
         return obj
     return default(obj)
+
+
+def plain_data(obj: Any) -> Any:
+    """Convert config objects (ConfigDict, tuples) into plain JSON-able Python."""
+    if hasattr(obj, "to_dict"):
+        obj = obj.to_dict()
+    if isinstance(obj, dict):
+        return {str(k): plain_data(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain_data(v) for v in obj]
+    return obj

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from pipeline.io_utils import atomic_file
+from pipeline.data.io_utils import atomic_file
 
 __all__ = ["trunk_cache_dir", "CachedTrunkDataset", "trunk_of", "cached_trunk_dataset",
            "input_digest", "TrunkLookup", "trunk_lookup"]

@@ -2,7 +2,7 @@
 
 Matplotlib with the Agg backend (no display needed); every function writes one PNG and returns
 whether it did. Training scalars are read from the training loop's ``<train_dir>/scalars.jsonl``
-(:mod:`pipeline.training`: one JSON object per line with ``iter``, ``loss``, ``lr``, ... keys;
+(:mod:`pipeline.runtime.training`: one JSON object per line with ``iter``, ``loss``, ``lr``, ... keys;
 a resumed run appends, and the later line wins where iterations repeat) and, for work dirs
 trained before it, from mmengine's ``<train_dir>/<timestamp>/vis_data/scalars.json`` (same
 layout, one file per run, read first in time order).

@@ -5,17 +5,17 @@ Torch and numpy only (no OpenMMLab), so a stock PyTorch install can run it. A *l
 and summed into the optimised loss; the other keys are logged (e.g. seed coverage after
 growing). Datasets return dicts, collated by torch's ``default_collate``.
 
-:func:`train` runs ``max_iters`` iterations: batches from :class:`~pipeline.train_state.
+:func:`train` runs ``max_iters`` iterations: batches from :class:`~pipeline.runtime.train_state.
 InfiniteSampler` (seeded; under DDP each rank takes its share), the learning rate
 ``optimizer.lr × lr_mult × lr_factor(schedule, it)`` set before every iteration
-(:mod:`pipeline.optim`), AMP (autocast float16 + GradScaler) only on CUDA, DDP through
+(:mod:`pipeline.runtime.optim`), AMP (autocast float16 + GradScaler) only on CUDA, DDP through
 ``torch.nn.parallel.DistributedDataParallel`` when ``world_size > 1`` (gloo on CPU, nccl on
 CUDA: the caller initialises the process group). Every ``log_interval`` iterations the
 window's scalars are checked by the interval hooks (:data:`INTERVAL_HOOKS` and the ``hooks``
 argument), written to ``work_dir/train.log`` (text), ``work_dir/scalars.jsonl`` (one JSON object
 per line: ``iter``, ``lr``, each loss and logged scalar averaged over the window, ``time`` and
 ``data_time`` in s/iteration) and to TensorBoard events in ``work_dir/tensorboard`` when
-tensorboard is installed. Checkpoints and resume: :mod:`pipeline.train_state`.
+tensorboard is installed. Checkpoints and resume: :mod:`pipeline.runtime.train_state`.
 """
 from __future__ import annotations
 
@@ -31,9 +31,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, default_collate
 
-from pipeline.optim import build_optimizer, lr_factor, set_lr
-from pipeline.train_state import (InfiniteSampler, checkpoints, load_checkpoint, save_checkpoint,
-                                  seed_everything, set_rng_state, worker_seeder)
+from pipeline.runtime.optim import build_optimizer, lr_factor, set_lr
+from pipeline.runtime.train_state import (InfiniteSampler, checkpoints, load_checkpoint,
+                                          save_checkpoint, seed_everything, set_rng_state,
+                                          worker_seeder)
 
 __all__ = ["build_optimizer", "lr_factor", "train_step", "train", "train_from_section",
            "IntervalState", "INTERVAL_HOOKS"]
@@ -203,8 +204,8 @@ def train(net: nn.Module, loss_fn, dataset, *, work_dir: str | Path, max_iters: 
           log=print, device=None, hooks: Sequence[Callable] = ()) -> nn.Module:
     """Train ``net`` for ``max_iters`` iterations, resuming from the newest checkpoint in
     ``work_dir``; returns the (unwrapped) network on ``device`` (default: this rank's CUDA
-    device, else the CPU). ``optimizer`` / ``lr_mult`` / ``paramwise``: :func:`pipeline.optim.
-    build_optimizer`; ``schedule``: :func:`pipeline.optim.lr_factor`; ``hooks``: run with
+    device, else the CPU). ``optimizer`` / ``lr_mult`` / ``paramwise``: :func:`pipeline.runtime.optim.
+    build_optimizer`; ``schedule``: :func:`pipeline.runtime.optim.lr_factor`; ``hooks``: run with
     :data:`INTERVAL_HOOKS` every ``log_interval`` iterations."""
     if int(batch_size) <= 0 or int(max_iters) < 0:
         raise ValueError(f"train.batch_size must be > 0 and train.max_iters >= 0 (got {batch_size}, {max_iters})")

@@ -8,8 +8,8 @@ def save_untrained_classifier(ctx) -> dict:
     """A fake `classifier` stage ``run``: an untrained classifier of ``ctx.section['model']``
     whose class maps vary in sign (std-1 classifier weights), saved as ``model.pth``."""
     from pipeline.data.index import DatasetIndex
-    from pipeline.models.checkpoint import save_model
     from pipeline.models.classifier import build_classifier
+    from pipeline.runtime.checkpoint import save_model
 
     index = DatasetIndex.load(ctx.upstream_dir("data"))
     torch.manual_seed(0)
@@ -25,8 +25,8 @@ def seeds_from_masks(ctx, drop: float = 0.75) -> dict:
     ``drop`` fraction of its pixels set to 255 (unlabelled), the same for every call."""
     import numpy as np
 
+    from pipeline.data.files import write_label_png
     from pipeline.data.index import DatasetIndex
-    from pipeline.voc import write_label_png
 
     index = DatasetIndex.load(ctx.upstream_dir("data"))
     (ctx.out / "labels").mkdir()
@@ -45,7 +45,7 @@ def tiny_work_dir(root, exp_text: str, classifier_run=save_untrained_classifier,
     from pathlib import Path
 
     import stages.data
-    from pipeline.stage import run_stage
+    from pipeline.runtime.stage import run_stage
     from stages.common import load_experiment
 
     root = Path(root)
@@ -97,8 +97,8 @@ def tiny_ddp_setup(root) -> str:
     from pathlib import Path
 
     import stages.data
+    from pipeline.runtime.stage import run_stage
     from pipeline.settings import Settings
-    from pipeline.stage import run_stage
 
     work = Path(root) / "work"
     cfg = Settings.from_dict(dict(experiment=dict(name="ddp", seed=0, device="cpu"), data=TINY_DATA))
@@ -110,9 +110,9 @@ def _tiny_trainings(index) -> dict:
     """(network, loss function, dataset) of the classifier and the segmenter (DSRG loss, the GT
     masks as seeds), small enough for a few CPU iterations."""
     from pipeline.data.datasets import ClassificationDataset, SegmentationDataset
-    from pipeline.models.classifier import build_classifier
+    from pipeline.dsrg import segmenter_loss_fn
+    from pipeline.models.classifier import build_classifier, classifier_loss_fn
     from pipeline.models.deeplab import build_segmenter
-    from stages import classifier, segmenter
     from stages.common import REPO_ROOT, load_experiment
 
     dsrg = load_experiment(REPO_ROOT / "configs" / "voc_ep_dsrg.py").segmenter.dsrg_config()
@@ -121,22 +121,22 @@ def _tiny_trainings(index) -> dict:
     cls = build_classifier(dict(backbone=dict(width=0.125, batch_norm=True), pretrained=None,
                                 pooling=dict(type="ep", normalize="lambda")), index.num_classes - 1)
     seg = build_segmenter(dict(width=0.0625, batch_norm=True, fc_channels=32, rates=(1, 2)), index.num_classes)
-    return {"classifier": (cls, classifier.make_loss_fn("multilabel_soft_margin"),
+    return {"classifier": (cls, classifier_loss_fn("multilabel_soft_margin"),
                            ClassificationDataset(index, "trainaug", 48, train=True)),
-            "segmenter": (seg, segmenter.make_loss_fn("dsrg", dsrg),
+            "segmenter": (seg, segmenter_loss_fn("dsrg", dsrg),
                           SegmentationDataset(index, "trainaug", None, 48, train=True))}
 
 
 def ddp_worker(rank: int, world_size: int, port: int, root: str, work: str) -> None:
     """One rank (gloo) training the classifier and the segmenter for 3 iterations with
-    :func:`pipeline.training.train`; writes ``root/<kind>_rank<r>.pt`` (and ``<kind>_init.pt``)."""
+    :func:`pipeline.runtime.training.train`; writes ``root/<kind>_rank<r>.pt`` (and ``<kind>_init.pt``)."""
     import os
     from pathlib import Path
 
     import torch.distributed as dist
 
     from pipeline.data.index import DatasetIndex
-    from pipeline.training import train
+    from pipeline.runtime.training import train
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)

@@ -1,6 +1,6 @@
 """Optimizer with per-parameter multipliers and the per-iteration learning-rate factor.
 
-Torch only (no OpenMMLab), used by :mod:`pipeline.training`. The multiplier options keep the
+Torch only (no OpenMMLab), used by :mod:`pipeline.runtime.training`. The multiplier options keep the
 meaning of mmengine's ``DefaultOptimWrapperConstructor`` (``paramwise_cfg``), which the
 configs were written for:
 

@@ -22,7 +22,7 @@ partial folder is reused on the next run (so training can resume from its checkp
 when config and upstream digests are unchanged; otherwise it is wiped. A partial folder that
 already holds its manifest (a run stopped between finishing and renaming) is published by
 the next run. One run per stage and work dir at a time, and no swap while a downstream stage
-reads the folder: :mod:`pipeline.locks`.
+reads the folder: :mod:`pipeline.runtime.locks`.
 """
 from __future__ import annotations
 
@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline import locks
-from pipeline.io_utils import replace_dir, write_json_atomic
+from pipeline.data.io_utils import plain_data, replace_dir, write_json_atomic
+from pipeline.runtime import locks
 
 MANIFEST = "manifest.json"
 
@@ -72,7 +72,7 @@ def config_digests(section: Any) -> tuple[str, str]:
     """``(digest, legacy digest)`` of a stage's config section: the first ignores
     :data:`EXECUTION_KEYS` (what new manifests store); the second is the digest of the whole
     section, which manifests written before that rule hold, so their stages stay fresh."""
-    plain = _plain(section)
+    plain = plain_data(section)
     return digest(_without_execution_keys(plain)), digest(plain)
 
 
@@ -164,7 +164,7 @@ def run_stage(name: str, upstream: tuple[str, ...], run_fn: Callable[[StageConte
     """Run one stage with freshness check, resumable partial folder and atomic rename.
 
     Every process of a distributed run calls this; only rank 0 touches the file system
-    layout (others wait at barriers) and holds the locks (:mod:`pipeline.locks`): the stage's
+    layout (others wait at barriers) and holds the locks (:mod:`pipeline.runtime.locks`): the stage's
     writer lock (a concurrent run of the same stage fails at once, naming this PID) and a
     shared publication lock on each upstream stage. Returns the stage's manifest.
     """
@@ -206,7 +206,7 @@ def _run_stage(name, upstream, run_fn, cfg, section, work_dir: Path, *, force, d
     final_dir = work_dir / name
     partial_dir = work_dir / ".partial" / name
     marker = work_dir / ".partial" / f"{name}.json"
-    section_plain = _plain(section)
+    section_plain = plain_data(section)
     accepted = config_digests(section_plain)
     config_digest = accepted[0]
     ups = _upstream_state(work_dir, name, upstream)
@@ -281,14 +281,3 @@ def _swap_into_place(work_dir: Path, name: str) -> None:
     """``.partial/<name>`` → ``<name>``, the old folder moved aside to ``.partial`` first."""
     replace_dir(work_dir / ".partial" / name, work_dir / name,
                 trash=work_dir / ".partial" / f"{name}.old{os.getpid()}")
-
-
-def _plain(obj: Any) -> Any:
-    """Convert config objects (ConfigDict, tuples) into plain JSON-able Python."""
-    if hasattr(obj, "to_dict"):
-        obj = obj.to_dict()
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .io_utils import atomic_file
-from .voc import voc_palette, write_label_png
+from pipeline.data.files import write_label_png
+from pipeline.data.io_utils import atomic_file
+from pipeline.voc import voc_palette
 
 SUBMISSION_SUBDIR = "results/VOC2012/Segmentation/{comp}_test_cls"
 
