@@ -41,7 +41,7 @@ def trunk_cache_dir(work_dir, trunk_cfg: dict, pretrained, size: int) -> Path:
     type, frozen blocks, the weight file's path, size and mtime, the input size)."""
     weights = None
     if pretrained not in (None, "none"):
-        from .efficientnet_lite import resolve_lite0_weights
+        from pipeline.models.efficientnet_lite import resolve_lite0_weights
         path = resolve_lite0_weights(pretrained)
         stat = path.stat()
         weights = [str(path.resolve()), stat.st_size, int(stat.st_mtime)]
