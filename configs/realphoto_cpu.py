@@ -57,12 +57,7 @@ eval = dict(protocol="resized-square", size=225, scales=(1.0,), flip=False, fusi
 retrain = dict(
     pseudo=dict(protocol="resized-square", size=225, scales=(1.0,), flip=False, fusion="mean",
                 batch_size=8, amp=False, crf=dict(workers=2)),
-    train=dict(crop=225, resize=225, scale_range=(1.0, 1.0), batch_size=8, max_iters=200,
-               num_workers=0, cache_trunk=True,
-               optimizer=dict(_delete_=True, type="Adam", lr=1e-3, weight_decay=1e-4),
-               schedule=dict(_delete_=True, type="poly", power=0.9),
-               lr_mult=dict(_delete_=True), paramwise=dict(_delete_=True),
-               amp=False, log_interval=25, checkpoint_interval=100),
+    train=dict(segmenter["train"]),          # the segmenter's CPU schedule, above
     val=dict(size=225, batch_size=8),
 )
 
