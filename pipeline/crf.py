@@ -5,6 +5,12 @@ Energy E(x) = Σ_u ψ_u(x_u) + Σ_{u<v} μ(x_u, x_v) k(f_u, f_v) with Potts μ a
 k = bi_w·exp(−|p_u−p_v|²/2bi_xy² − |I_u−I_v|²/2bi_rgb²) + pos_w·exp(−|p_u−p_v|²/2pos_xy²);
 mean-field inference for ``iterations`` steps returns the approximate marginals Q (C,H,W).
 
+Size scaling (``reference_side``, off by default): the presets' spatial σ were chosen for
+VOC photos (longer side ≈ 500 px); with ``reference_side = S`` each image of longer side L is
+processed with bi_xy·L/S and pos_xy·L/S (:meth:`CRFParams.for_image`), so the kernels cover
+the same fraction of a small image as of a VOC photo (e.g. bi_xy 80 → 20.5 on a 128-px image
+with S = 500). The colour σ and the weights stay as they are.
+
 Unary ψ_u(c): ``'log'`` → −log P_c(u) (P clamped ≥ 1e-5, DSRG test time / DeepLab);
 ``'prob'`` → −P_c(u) (P clamped ≥ 1e-4, what DSRG's training CRF layer feeds).
 
@@ -34,10 +40,21 @@ class CRFParams:
     pos_xy: float = 2.0
     iterations: int = 10
     unary: str = "log"
+    reference_side: float | None = None       # size scaling of the spatial σ (module docstring)
 
     def __post_init__(self):
         if self.unary not in ("log", "prob"):
             raise ValueError(f"unary must be 'log' or 'prob', got {self.unary!r}")
+        if self.reference_side is not None and not self.reference_side > 0:
+            raise ValueError(f"reference_side must be > 0 or None, got {self.reference_side!r}")
+
+    def for_image(self, height: int, width: int) -> "CRFParams":
+        """The parameters used on an image of ``height`` × ``width``: with ``reference_side`` S,
+        the spatial σ times max(height, width) / S (and no further scaling); else unchanged."""
+        if self.reference_side is None:
+            return self
+        return dataclasses.replace(self.scaled(self.reference_side / max(int(height), int(width))),
+                                   reference_side=None)
 
     def scaled(self, factor: float) -> "CRFParams":
         """Divide both spatial σ (bi_xy, pos_xy) by ``factor``; no rounding (pydensecrf takes
@@ -89,6 +106,7 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, params: CRFParams) -> np.nda
     if image.shape[:2] != (H, W):
         raise ValueError(f"image size {image.shape[:2]} differs from probs size {(H, W)}")
     image = as_uint8_image(image)
+    params = params.for_image(H, W)
     flat = probs.reshape(C, H * W)
     if params.unary == "log":
         unary = -np.log(np.maximum(flat, 1e-5))

@@ -195,6 +195,7 @@ def dense_crf_torch(images, probs: torch.Tensor, params: CRFParams,
     images = _as_uint8_tensor(images, dev)
     _check(images, probs, params)
     B, C, h, w = probs.shape
+    params = params.for_image(h, w)
     N = h * w
     if max_bytes is None:
         max_bytes = CPU_CHUNK_BYTES if dev.type == "cpu" else DEVICE_CHUNK_BYTES

@@ -15,7 +15,8 @@ One training step, for logits z (B,C,h,w) at output stride 8 (41×41 for a 321 i
    on the logits' device (:func:`pipeline.crf_torch.dense_crf_torch`);
 4. grown seeds = :func:`pipeline.growing.grow_seeds` (thresholds ``fg_threshold`` /
    ``bg_threshold``, the image's classes only) on Q (``grow_on="crf"``, the reference) or on P
-   (``grow_on="probs"``);
+   (``grow_on="probs"``); before iteration ``grow_start`` the seeds are not grown (a warm-up on
+   the seeds alone; 0 = grow from the first iteration, as DSRG);
 5. loss = seed_weight · balanced seeding loss(P, grown) + boundary_weight · KL(Q‖P)
    (:func:`pipeline.losses.balanced_seeding_loss`, :func:`pipeline.losses.boundary_loss`; Q is a
    constant, the Q/P ratio clipped to ``boundary_clip`` as DSRG's ``ConstrainLossLayer``).
@@ -63,7 +64,8 @@ CRF_BACKENDS = ("pydensecrf", "torch")
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DSRGConfig:
-    """Parameters of :func:`dsrg_losses` (module docstring), all required: growing thresholds,
+    """Parameters of :func:`dsrg_losses` (module docstring), all required but ``grow_start``
+    (the warm-up iterations without growing, default 0 as DSRG): growing thresholds,
     what the seeds grow on ("crf": Q, the reference | "probs": P), loss weights, the Q/P clip
     of the boundary loss (None = no clip, as SEC), the training CRF and its backend
     ("pydensecrf": CPU, process pool | "torch": on the device). The stage builds it from the
@@ -76,10 +78,13 @@ class DSRGConfig:
     boundary_clip: tuple | None
     crf: CRFParams
     crf_backend: str
+    grow_start: int = 0
 
     def __post_init__(self):
         if self.grow_on not in ("crf", "probs"):
             raise ValueError(f"dsrg.grow_on must be 'crf' or 'probs', got {self.grow_on!r}")
+        if self.grow_start < 0:
+            raise ValueError(f"dsrg.grow_start must be >= 0, got {self.grow_start}")
         if self.crf_backend not in CRF_BACKENDS:
             raise ValueError(f"segmenter.crf.backend must be one of {CRF_BACKENDS}, "
                              f"got {self.crf_backend!r}")
@@ -139,14 +144,15 @@ def _start_crf(images: np.ndarray, probs: torch.Tensor, params: CRFParams, pool,
 
 
 def dsrg_losses(logits: torch.Tensor, labels: torch.Tensor, classes: torch.Tensor,
-                raw_images, cfg: DSRGConfig, crf_pool=None) -> dict:
+                raw_images, cfg: DSRGConfig, crf_pool=None, iteration: int | None = None) -> dict:
     """DSRG losses of one batch (module docstring).
 
     ``logits`` (B,C,h,w); ``labels`` (B,H,W) seed label maps of the crops (255 = none);
     ``classes`` (B,C) bool image classes ([0] = background, forced on); ``raw_images``
     (B,H,W,3) uint8 crops; ``cfg`` a :class:`DSRGConfig`; ``crf_pool`` an executor from
     :func:`pipeline.crf_pool.make_crf_pool` or None (in-process CRF; the pool is not used by
-    the torch backend).
+    the torch backend); ``iteration``: the 0-based training iteration (None = past the warm-up):
+    before ``cfg.grow_start`` the seeds are used as they are (``cov_after == cov_before``).
     Returns ``{"loss_seed", "loss_boundary" (when boundary_weight > 0), "seed_bg", "seed_fg",
     "cov_before", "cov_after", "crf_wait_s", "grow_s"}`` and the diagnostics of
     :func:`pipeline.dsrg_diagnostics.growing_diagnostics` (scalar tensors on the logits' device).
@@ -163,7 +169,10 @@ def dsrg_losses(logits: torch.Tensor, labels: torch.Tensor, classes: torch.Tenso
     cues = cues_on_grid(labels.to(dev), C, (h, w))
     image_classes = classes.to(dev).bool()
     grow_t = 0.0
-    if cfg.grow_on == "probs":
+    growing = iteration is None or iteration >= cfg.grow_start
+    if not growing:
+        grown = cues
+    elif cfg.grow_on == "probs":
         t0 = time.perf_counter()
         grown = grow_seeds(probs.detach(), cues, image_classes, cfg.fg_threshold, cfg.bg_threshold)
         grow_t = time.perf_counter() - t0
@@ -172,7 +181,7 @@ def dsrg_losses(logits: torch.Tensor, labels: torch.Tensor, classes: torch.Tenso
         t0 = time.perf_counter()
         q = wait_q()
         crf_wait += time.perf_counter() - t0
-    if cfg.grow_on == "crf":
+    if growing and cfg.grow_on == "crf":
         t0 = time.perf_counter()
         grown = grow_seeds(q, cues, image_classes, cfg.fg_threshold, cfg.bg_threshold)
         grow_t = time.perf_counter() - t0
@@ -222,5 +231,6 @@ def segmenter_loss_fn(loss: str, dsrg_cfg: DSRGConfig | None = None, crf_pool=No
         logits = net(batch["image"], **extra)
         if loss == "ce":
             return {"loss_ce": ce_loss(logits, batch["label"], ce_resolution)}
-        return dsrg_losses(logits, batch["label"], batch["classes"], batch["raw"], dsrg_cfg, crf_pool)
+        return dsrg_losses(logits, batch["label"], batch["classes"], batch["raw"], dsrg_cfg, crf_pool,
+                           iteration=batch.get("iteration"))
     return loss_fn

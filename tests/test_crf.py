@@ -55,6 +55,20 @@ def test_strong_unary_kept(preset):
     assert q[1, :, :8].min() > 0.5 and q[2, :, 8:].min() > 0.5
 
 
+def test_reference_side_scales_the_spatial_sigmas_with_the_image():
+    ref = CRFParams.preset("dsrg_test", reference_side=500)
+    small = ref.for_image(128, 100)                 # longer side 128: sigma x 128/500
+    assert small.bi_xy == pytest.approx(80 * 128 / 500) and small.pos_xy == pytest.approx(3 * 128 / 500)
+    assert (small.bi_rgb, small.bi_w, small.pos_w, small.reference_side) == (13, 10, 3, None)
+    assert CRF_PRESETS["dsrg_test"].for_image(128, 100) is CRF_PRESETS["dsrg_test"]   # off: unchanged
+    img, p = random_case(np.random.default_rng(2), H=12, W=10)
+    np.testing.assert_array_equal(dense_crf(img, p, ref),
+                                  dense_crf(img, p, CRF_PRESETS["dsrg_test"].scaled(500 / 12)))
+    assert not np.array_equal(dense_crf(img, p, ref), dense_crf(img, p, CRF_PRESETS["dsrg_test"]))
+    with pytest.raises(ValueError, match="reference_side"):
+        CRFParams(reference_side=0)
+
+
 def test_size_mismatch():
     img, p = random_case(np.random.default_rng(1))
     with pytest.raises(ValueError):

@@ -87,6 +87,20 @@ def test_hand_made_growing_and_seeding_loss():
     assert out["cov_after"].item() == pytest.approx((6 + 1) / 36)
 
 
+def test_grow_start_trains_on_the_seeds_alone_before_growing():
+    logits, labels, classes, expect = _hand_case()
+    cfg = reference(grow_on="probs", boundary_weight=0.0, grow_start=10)
+    warm = dsrg_losses(logits, labels, classes, None, cfg, None, iteration=9)
+    assert warm["cov_after"].item() == pytest.approx(2 / 36) == warm["cov_before"].item()
+    p = stable_softmax_probs(logits)
+    assert warm["seed_fg"].item() == pytest.approx(-p[0, 1, 3, 3].log().item(), rel=1e-5)
+    for it in (10, None):                      # from grow_start on (None: no schedule) it grows
+        out = dsrg_losses(logits, labels, classes, None, cfg, None, iteration=it)
+        assert out["cov_after"].item() == pytest.approx(15 / 36)
+    with pytest.raises(ValueError, match="grow_start"):
+        reference(grow_start=-1)
+
+
 def _random_case(seed=0, B=3, C=4, S=24):
     g = torch.Generator().manual_seed(seed)
     logits = (3 * torch.randn(B, C, 5, 5, generator=g)).requires_grad_(True)

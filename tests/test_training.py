@@ -172,6 +172,26 @@ def test_interrupted_run_resumes_bit_for_bit(tmp_path):
     assert "train: resumed from" in (tmp_path / "cut" / "train.log").read_text()
 
 
+def test_batches_carry_the_iteration_also_after_a_resume(tmp_path):
+    seen = []
+
+    def recording_loss(net, batch):
+        seen.append(batch["iteration"])
+        return loss_fn(net, batch)
+
+    def stop_at_3(state):
+        if state.iteration == 3:
+            raise Stop
+
+    torch.manual_seed(0)
+    kw = dict(max_iters=5, batch_size=4, optimizer=dict(type="SGD", lr=0.01), schedule=dict(type="constant"),
+              log_interval=1, checkpoint_interval=1, device="cpu", log=lambda s: None)
+    with pytest.raises(Stop):
+        train(TinyNet(), recording_loss, NoisyData(), work_dir=tmp_path, hooks=[stop_at_3], **kw)
+    train(TinyNet(), recording_loss, NoisyData(), work_dir=tmp_path, **kw)
+    assert seen == [0, 1, 2, 2, 3, 4]          # iteration 3 (index 2) had no checkpoint: run again
+
+
 def test_logs_windows_amp_off_the_gpu_and_a_finished_run(tmp_path):
     net = _train(tmp_path, max_iters=5, log_interval=2, checkpoint_interval=4, amp=True)
     lines = [json.loads(s) for s in (tmp_path / "scalars.jsonl").read_text().splitlines()]

@@ -33,6 +33,8 @@ segmenter = dict(
         grow_on="crf",                  # grow on the CRF-refined P (reference) | "probs"
         seed_weight=1.0, boundary_weight=1.0,
         boundary_clip=(0.05, 20.0),     # DSRG ConstrainLossLayer clips Q/P; None = SEC (no clip)
+        grow_start=0,                   # iterations trained on the seeds alone before growing
+                                        # starts (0 = DSRG: grow from the first iteration)
     ),
     # training CRF at the output grid (docs/ALGORITHMS.md §7: DSRG test parameters, spatial
     # sigma / 12, P as unary);

@@ -3,7 +3,9 @@
 Torch and numpy only (no OpenMMLab), so a stock PyTorch install can run it. A *loss function*
 ``loss_fn(net, batch) -> dict`` returns tensors: the keys containing ``"loss"`` are averaged
 and summed into the optimised loss; the other keys are logged (e.g. seed coverage after
-growing). Datasets return dicts, collated by torch's ``default_collate``.
+growing). Datasets return dicts, collated by torch's ``default_collate``; the loop adds
+``batch["iteration"]`` (int, 0-based index of the iteration being run, also after a resume)
+so that a loss can follow a schedule (e.g. DSRG's ``grow_start``).
 
 :func:`train` runs ``max_iters`` iterations: batches from :class:`~pipeline.runtime.train_state.
 InfiniteSampler` (seeded; under DDP each rank takes its share), the learning rate
@@ -242,6 +244,8 @@ def _run(model, net, batches, opt, scaler, logger, work_dir, it, samples, *, see
     while it < max_iters:
         t0 = time.perf_counter()
         batch = to_device(next(batches), device)
+        if isinstance(batch, dict):
+            batch["iteration"] = it
         t1 = time.perf_counter()
         factor = lr_factor(schedule, it, max_iters)
         set_lr(opt, factor)

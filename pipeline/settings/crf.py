@@ -28,10 +28,12 @@ class CRFOverrides(Section):
     pos_xy: float | None = key(Float(0, lo_open=True), optional=True)
     iterations: int | None = key(Int(0), optional=True)
     unary: str | None = key(OneOf("log", "prob"), optional=True)
+    # spatial σ scaled by each image's longer side / reference_side (pipeline.crf; None = off)
+    reference_side: float | None = key(Float(0, lo_open=True), optional=True)
 
     def overrides(self) -> dict:
         """The parameters set to override the preset."""
-        names = ("bi_w", "bi_xy", "bi_rgb", "pos_w", "pos_xy", "iterations", "unary")
+        names = ("bi_w", "bi_xy", "bi_rgb", "pos_w", "pos_xy", "iterations", "unary", "reference_side")
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
     def params(self) -> CRFParams:

@@ -56,6 +56,7 @@ KEYS_ADDED_LATER: dict[str, Any] = {
     "segmenter.model.backbone.head": False,
     "segmenter.train.cache_trunk": False,
     "retrain.train.cache_trunk": False,
+    "segmenter.dsrg.grow_start": 0,
 }
 
 

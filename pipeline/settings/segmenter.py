@@ -42,14 +42,16 @@ class SegmenterModel(Section):
 
 @dataclasses.dataclass(frozen=True)
 class DSRGSettings(Section):
-    """DSRG growing thresholds, what it grows on, loss weights and the boundary-loss clip
-    (None = no clip, as SEC)."""
+    """DSRG growing thresholds, what it grows on, loss weights, the boundary-loss clip
+    (None = no clip, as SEC) and the warm-up iterations trained on the seeds before growing
+    starts (``grow_start``, 0 = DSRG)."""
     fg_threshold: float = key(Float(0, 1))
     bg_threshold: float = key(Float(0, 1))
     grow_on: str = key(OneOf("crf", "probs"))
     seed_weight: float = key(Float(0))
     boundary_weight: float = key(Float(0))
     boundary_clip: tuple | None = key(Nullable(TupleOf(Float(0, lo_open=True), length=2)))
+    grow_start: int = key(Int(0))
 
     def check(self) -> None:
         if self.boundary_clip is not None and self.boundary_clip[0] >= self.boundary_clip[1]:
