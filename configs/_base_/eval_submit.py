@@ -23,7 +23,9 @@ eval = dict(
     # dense CRF post-processing: both "without CRF" and "with CRF" are scored in one pass.
     # preset: pipeline.crf.CRF_PRESETS ('dsrg_test' = bilateral 10/80/13, Gaussian 3/3,
     # 10 iterations, log-probability unary); extra keys (bi_w, bi_xy, bi_rgb, pos_w, pos_xy,
-    # iterations, unary) override the preset. workers >= 2: a process pool over the images.
+    # iterations, unary) override the preset; reference_side=S scales the spatial sigmas by each
+    # image's longer side / S (the presets are for ~500-px VOC photos; docs/ALGORITHMS.md §7).
+    # workers >= 2: a process pool over the images.
     crf=dict(enabled=True, preset="dsrg_test", workers=2),
     n_overlays=8,              # overlays/<id>.png: image | prediction | prediction+CRF | GT
     save_predictions=True,     # pred/<id>.png colour palette PNGs (final = with CRF if enabled)
