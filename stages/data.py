@@ -101,8 +101,10 @@ def run(ctx) -> dict:
     counts["classes"] = len(ds["classes"]) - 1
     metrics = {"label_disagreements": ds.get("label_disagreements"),
                "index_and_validate_s": round(time.perf_counter() - started, 3)}
-    if gen:
-        metrics["synthetic"] = {k: v for k, v in gen.items() if isinstance(v, (int, float, str))}
+    if gen:   # the generator's paths point into the unpublished folder: stored relative to it
+        out = str(ctx.out)
+        metrics["synthetic"] = {k: (os.path.relpath(v, out) if isinstance(v, str) and v.startswith(out + "/") else v)
+                                for k, v in gen.items() if isinstance(v, (int, float, str))}
     return {"counts": counts, "metrics": metrics}
 
 

@@ -187,6 +187,8 @@ def test_localize_stage_end_to_end(tmp_path):
     from stages.common import main_for
 
     exp, wd, cfg = tiny_work_dir(tmp_path, EXP)
+    gen = json.loads((wd / "data" / "manifest.json").read_text())["metrics"]["synthetic"]
+    assert gen["voc_root"] == "synthetic/VOC2012" and (wd / "data" / gen["voc_root"]).is_dir()   # not .partial/
     man = main_for("stages.localize", ["--exp", str(exp), "--work-dir", str(wd)])
     out = wd / "localize"
     boxes = json.loads((out / "boxes.json").read_text())
