@@ -42,8 +42,12 @@ def test_hard_config_loads_with_the_readme_generator_settings():
     assert syn["max_classes_per_image"] > DEFAULTS["max_classes_per_image"]
     assert syn["context_prob"] > DEFAULTS["context_prob"]
     assert syn["object_radius"][1] < DEFAULTS["object_radius"][1]
-    # the method is the demo's: same segmenter / eval sections
-    assert cfg.segmenter.to_dict() == demo.segmenter.to_dict() and cfg.eval.to_dict() == demo.eval.to_dict()
+    # the method is the demo's: same segmenter / eval sections, only a longer segmenter schedule
+    # (the upper bound follows it)
+    assert cfg.segmenter.train.max_iters == 2000 == 2 * demo.segmenter.train.max_iters
+    seg = cfg.segmenter.replace(train=cfg.segmenter.train.replace(max_iters=demo.segmenter.train.max_iters))
+    assert seg.to_dict() == demo.segmenter.to_dict() and cfg.eval.to_dict() == demo.eval.to_dict()
+    assert cfg.upper_bound.segmenter(cfg.segmenter).train.max_iters == 2000
 
 
 def test_hard_config_is_accepted_by_the_ablation_driver():
