@@ -102,27 +102,28 @@ def run(ctx) -> dict:
     metrics = {"label_disagreements": ds.get("label_disagreements"),
                "index_and_validate_s": round(time.perf_counter() - started, 3)}
     if gen:   # the generator's paths point into the unpublished folder: stored relative to it
-        out = str(ctx.out)
-        metrics["synthetic"] = {k: (os.path.relpath(v, out) if isinstance(v, str) and v.startswith(out + "/") else v)
+        metrics["synthetic"] = {k: _relative(v, [str(ctx.out)])
                                 for k, v in gen.items() if isinstance(v, (int, float, str))}
     return {"counts": counts, "metrics": metrics}
+
+
+def _relative(p, prefixes):
+    """``p`` relative to the first of ``prefixes`` it lies under ("." for the prefix itself);
+    anything else (other paths, non-strings) unchanged."""
+    if not isinstance(p, str):
+        return p
+    for pre in prefixes:
+        if p == pre or p.startswith(pre + "/"):
+            return p[len(pre):].lstrip("/") or "."
+    return p
 
 
 def _relativise(path, prefixes) -> None:
     """Store paths under the stage folder relative to it, so the folder can be renamed."""
     ds = json.loads(path.read_text())
-
-    def rel(p):
-        if not isinstance(p, str):
-            return p
-        for pre in prefixes:
-            if p == pre or p.startswith(pre + "/"):
-                return p[len(pre):].lstrip("/") or "."
-        return p
-
     for key in ("root", "heldout_seg_dir", "sbd_root"):
-        ds[key] = rel(ds.get(key))
-    ds["seg_dirs"] = [rel(p) for p in ds.get("seg_dirs", [])]
+        ds[key] = _relative(ds.get(key), prefixes)
+    ds["seg_dirs"] = [_relative(p, prefixes) for p in ds.get("seg_dirs", [])]
     path.write_text(json.dumps(ds, indent=2) + "\n")
 
 
