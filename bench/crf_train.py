@@ -39,7 +39,7 @@ def make_inputs(B: int, S: int, h: int, C: int, seed: int):
     batch = segmenter_batch(B, S, C, seed=seed)
     probs = stable_softmax_probs(smooth_logits(B, C, h, batch["classes"], seed))
     cues = cues_on_grid(batch["label"], C, (h, h))
-    return grid_images(batch["raw"], (h, h)), probs, cues, batch["classes"]
+    return grid_images(batch["raw"].numpy(), (h, h)), probs, cues, batch["classes"]
 
 
 def run(cfg: dict, ctx) -> list[dict]:

@@ -69,7 +69,7 @@ def run(cfg: dict, ctx) -> list[dict]:
             out = dsrg_losses(logits, batch["label"], batch["classes"], batch["raw"], dcfg, pool)
             loss = sum(v for k, v in out.items() if "loss" in k)
             loss.backward()
-            log.append({k: float(v) for k, v in out.items()})
+            log.append({k: float(v.detach()) for k, v in out.items()})
             return loss.detach(), logits.grad
         return fn
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import copy
 import platform
-import runpy
 import sys
 import tempfile
 import time
@@ -35,6 +34,7 @@ from pathlib import Path
 import torch
 
 from bench.common import dump_json
+from bench.plain_config import merge as _merge, plain_config
 from pipeline.data.io_utils import write_text_atomic
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,33 +43,6 @@ TINY = dict(size=48, batch=2, num_classes=5, iters=2, warmup=1, batches=1,
             classifier=dict(model=dict(backbone=dict(width=0.125, batch_norm=True))),
             segmenter=dict(model=dict(width=0.125, batch_norm=True, fc_channels=64, rates=(1, 2, 3, 4))),
             heatmaps=dict(batch_size=2, scales=(1.0, 0.5)), eval=dict(batch_size=2))
-
-
-def _merge(dst: dict, src: dict) -> dict:
-    """Recursive update; a dict with ``_delete_=True`` replaces instead of merging."""
-    for k, v in src.items():
-        if isinstance(v, dict):
-            v = copy.deepcopy(v)
-            if v.pop("_delete_", False) or not isinstance(dst.get(k), dict):
-                dst[k] = _merge({}, v)
-            else:
-                _merge(dst[k], v)
-        else:
-            dst[k] = copy.deepcopy(v)
-    return dst
-
-
-def plain_config(path: str | Path) -> dict:
-    """An experiment config's dict sections without mmengine: its ``_base_`` files in order, then
-    the file's own sections, merged with :func:`_merge`."""
-    path = Path(path)
-    if not path.is_file():
-        raise SystemExit(f"experiment config not found: {path}")
-    ns = runpy.run_path(str(path))
-    merged: dict = {}
-    for base in ns.get("_base_", []):
-        _merge(merged, plain_config(path.parent / base))
-    return _merge(merged, {k: v for k, v in ns.items() if not k.startswith("_") and isinstance(v, dict)})
 
 
 def parse_args(argv=None):

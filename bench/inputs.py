@@ -1,6 +1,8 @@
 """Synthetic training batches shared by the training and DSRG-loss benchmarks."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -11,9 +13,11 @@ from pipeline.transforms import to_tensor
 def reference_dsrg_config():
     """The DSRG loss parameters of the VOC setting (configs/voc_ep_dsrg.py: thresholds 0.85 /
     0.99, the dsrg_train CRF, ...)."""
-    from stages.common import REPO_ROOT, load_experiment
+    from bench.plain_config import plain_config
+    from pipeline.settings.segmenter import SegmenterSettings
 
-    return load_experiment(REPO_ROOT / "configs" / "voc_ep_dsrg.py").segmenter.dsrg_config()
+    cfg = plain_config(Path(__file__).resolve().parent.parent / "configs" / "voc_ep_dsrg.py")
+    return SegmenterSettings.from_dict(cfg["segmenter"], "segmenter").dsrg_config()
 
 
 def smooth_fields(rng, n, size, cells=6) -> torch.Tensor:

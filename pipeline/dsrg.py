@@ -105,26 +105,30 @@ def cues_on_grid(labels: torch.Tensor, num_classes: int, size) -> torch.Tensor:
     h, w = int(size[0]), int(size[1])
     lab = labels[:, _grid_index(H, h, labels.device)][:, :, _grid_index(W, w, labels.device)].long()
     valid = lab != IGNORE_INDEX
-    if bool(((lab < 0) | (lab >= num_classes))[valid].any()):
+    if bool((((lab < 0) | (lab >= num_classes)) & valid).any()):   # one host sync, no mask index
         raise ValueError(f"seed labels must lie in 0..{num_classes - 1} or be {IGNORE_INDEX}")
     onehot = F.one_hot(torch.where(valid, lab, torch.zeros_like(lab)), num_classes)
     return onehot.permute(0, 3, 1, 2).bool() & valid[:, None]
 
 
-def grid_images(raw: torch.Tensor | np.ndarray, size) -> np.ndarray:
+def grid_images(raw: torch.Tensor | np.ndarray, size) -> torch.Tensor | np.ndarray:
     """(B,H,W,3) uint8 crops → (B,h,w,3) uint8 on the output grid (for the training CRF): the
     pixel each cell sits on (:func:`pipeline.geometry.cell_pixels`; for 321 → 41 the same
-    pixels as DSRG's ``scipy.ndimage.zoom``, which samples the image at 8·i)."""
-    raw = raw.detach().cpu().numpy() if torch.is_tensor(raw) else np.asarray(raw)
+    pixels as DSRG's ``scipy.ndimage.zoom``, which samples the image at 8·i). A tensor stays a
+    tensor on its own device (no copy to the host before the torch CRF); an array stays an array."""
     H, W = raw.shape[1:3]
     ys, xs = cell_pixels(int(size[0]), H), cell_pixels(int(size[1]), W)
+    if torch.is_tensor(raw):
+        ys, xs = torch.from_numpy(ys).to(raw.device), torch.from_numpy(xs).to(raw.device)
+        return raw.detach()[:, ys][:, :, xs].to(torch.uint8).contiguous()
+    raw = np.asarray(raw)
     return np.ascontiguousarray(raw[:, ys][:, :, xs].astype(np.uint8, copy=False))
 
 
 _THREAD: ThreadPoolExecutor | None = None
 
 
-def _start_crf(images: np.ndarray, probs: torch.Tensor, params: CRFParams, pool,
+def _start_crf(images: torch.Tensor | np.ndarray, probs: torch.Tensor, params: CRFParams, pool,
                backend: str = "pydensecrf"):
     """Start the CRF of ``probs`` (detached); returns a function that waits for Q (B,C,h,w)."""
     global _THREAD
@@ -134,6 +138,8 @@ def _start_crf(images: np.ndarray, probs: torch.Tensor, params: CRFParams, pool,
             torch.cuda.synchronize(q.device)
         return lambda: q
     p = probs.detach().float().cpu().numpy()
+    if torch.is_tensor(images):
+        images = images.cpu().numpy()
     if pool is None:
         q = crf_batch(images, p, params)
         return lambda: torch.from_numpy(q).to(probs.device)

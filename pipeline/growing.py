@@ -40,15 +40,19 @@ Vectorised implementation (all images and classes at once, on the tensor's devic
   pixel of c, i.e. the kept components. The 3×3 max pool is computed separably (1×3 then 3×1,
   whose product is the full 3×3 square) on rows bit-packed into int64 when W ≤ 62 (one word per
   row: horizontal max = x | x<<1 | x>>1, vertical max = OR with the rows above/below), and on
-  bool maps otherwise; both give the same sets. On CPU the packed loop runs in numpy (same
-  words, same steps), which has less overhead per call than torch on such small arrays.
+  bool maps otherwise; all give the same sets. On CPU the packed loop runs in numpy (same
+  words, same steps), which has less overhead per call than torch on such small arrays. On an
+  accelerator a step is ``max_pool2d`` of a 0/1 float map times the region (two kernel
+  launches; the words need about eight), and the fixed point is tested every 8 steps.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-__all__ = ["grow_seeds", "grow_seeds_reference", "grown_label_map", "masked_flood_fill"]
+__all__ = ["grow_seeds", "grow_seeds_reference", "grown_label_map", "masked_flood_fill",
+           "FLOOD_FILL_METHODS"]
 
 
 def _check(probs, cues, image_classes):
@@ -101,45 +105,69 @@ def _fill_numpy(r: np.ndarray, f: np.ndarray, check_every: int) -> np.ndarray:
             return f
 
 
+FLOOD_FILL_METHODS = ("numpy", "words", "bool", "pool")
+
+
+def _dilate_pool(f: torch.Tensor) -> torch.Tensor:
+    """3×3 max pool (stride 1, padding 1) of an (N,1,H,W) 0/1 float map: one kernel."""
+    return F.max_pool2d(f, 3, stride=1, padding=1)
+
+
 @torch.no_grad()
-def masked_flood_fill(region: torch.Tensor, start: torch.Tensor, packed: bool | None = None,
-                      check_every: int = 4, use_numpy: bool | None = None) -> torch.Tensor:
+def masked_flood_fill(region: torch.Tensor, start: torch.Tensor, method: str | None = None,
+                      check_every: int | None = None) -> torch.Tensor:
     """Pixels of ``region`` 8-connected (inside ``region``) to a pixel of ``start & region``.
 
     ``region``/``start``: (N,H,W) bool. Iterates F ← maxpool3x3(F) ∧ region to the fixed point;
     convergence is tested every ``check_every`` steps (extra steps are no-ops at the fixed point).
-    ``packed``: bit-pack rows into int64 (default: when W ≤ 62). ``use_numpy``: run the packed
-    loop in numpy (default: on CPU tensors; per call numpy costs ~1 µs, torch ~5 µs, and the
-    loop is dozens of calls on a few kB).
+    ``method`` — all give the same sets:
+
+    * ``"numpy"`` rows bit-packed into int64 words, the loop in numpy (W ≤ 62; default on the
+      CPU: per call numpy costs ~1 µs, torch ~5 µs, and the loop is dozens of calls on a few kB);
+    * ``"words"`` the same words in torch (W ≤ 62);
+    * ``"bool"`` separable dilation of bool maps (any W; the CPU default when W > 62);
+    * ``"pool"`` ``max_pool2d`` on a 0/1 float map times the region, two kernels per step
+      (default on accelerators, where each step's cost is its kernel launches and each
+      convergence test a device → host synchronisation).
+
+    ``check_every`` defaults to 4 on the CPU and 8 elsewhere.
     """
     N, H, W = region.shape
     if region.numel() == 0:
         return region.clone()
-    if packed is None:
-        packed = W <= _MAX_PACKED_WIDTH
-    if packed and W > _MAX_PACKED_WIDTH:
+    on_cpu = region.device.type == "cpu"
+    if method is None:
+        method = ("numpy" if W <= _MAX_PACKED_WIDTH else "bool") if on_cpu else "pool"
+    if method not in FLOOD_FILL_METHODS:
+        raise ValueError(f"flood fill method must be one of {FLOOD_FILL_METHODS}, got {method!r}")
+    if method in ("numpy", "words") and W > _MAX_PACKED_WIDTH:
         raise ValueError(f"packed flood fill needs W <= {_MAX_PACKED_WIDTH}, got {W}")
-    if use_numpy is None:
-        use_numpy = region.device.type == "cpu"
-    if packed and use_numpy:
-        r, f = _pack_numpy(region.numpy()), _pack_numpy((start & region).numpy())
-        return torch.from_numpy(_unpack_numpy(_fill_numpy(r, f, check_every), W))
-    if packed:
+    check_every = int(check_every or (4 if on_cpu else 8))
+    if method == "numpy":
+        r, f = _pack_numpy(region.cpu().numpy()), _pack_numpy((start & region).cpu().numpy())
+        return torch.from_numpy(_unpack_numpy(_fill_numpy(r, f, check_every), W)).to(region.device)
+    if method == "words":
         bits = torch.ones(W, dtype=torch.int64, device=region.device) << torch.arange(
             W, device=region.device)
         r = (region.long() * bits).sum(-1)
         f = ((start & region).long() * bits).sum(-1)
         dilate = _dilate_packed
+    elif method == "pool":
+        r = region.unsqueeze(1).float()
+        f = (start & region).unsqueeze(1).float()
+        dilate = _dilate_pool
     else:
         r, f, dilate = region, start & region, _dilate_bool
     while True:
         prev = f
         for _ in range(check_every):
-            f = dilate(f) & r
+            f = dilate(f) * r if method == "pool" else dilate(f) & r
         if torch.equal(f, prev):
             break
-    if packed:
-        f = (f.unsqueeze(-1) & bits) != 0
+    if method == "words":
+        return (f.unsqueeze(-1) & bits) != 0
+    if method == "pool":
+        return f.squeeze(1) > 0
     return f
 
 
@@ -193,15 +221,15 @@ def grow_seeds(probs: torch.Tensor, cues: torch.Tensor, image_classes: torch.Ten
     # step 3: components of {L == c} that contain a cue of c
     region = label.unsqueeze(1) == ar
     start = region & eff
-    rows = start.flatten(2).any(dim=2)
-    kept = torch.zeros_like(region)
-    if bool(rows.any()):
-        kept[rows] = masked_flood_fill(region[rows], start[rows])
+    # every (image, slot) map is filled, none selected: a selection costs a device → host
+    # synchronisation, a map without a start pixel leaves the loop at its first check
+    kept = masked_flood_fill(region.flatten(0, 1), start.flatten(0, 1)).view_as(region)
     single_other = (eff.sum(dim=1, keepdim=True, dtype=torch.int16) == 1) & ~eff  # one other cue
-    add = kept & ~single_other
-    # back to class channels (valid slots only); step 4: cues are never removed
-    out = cues.clone()
-    out[bidx[valid], idx[valid]] |= add[valid]
+    add = (kept & ~single_other & vmask).to(torch.uint8)
+    # back to class channels; step 4: cues are never removed. idx is a slice of a permutation
+    # (no class twice in a row) and padded slots add nothing, so an OR through amax is exact.
+    index = idx[:, :, None, None].expand(B, K, H, W)
+    out = cues.to(torch.uint8).scatter_reduce_(1, index, add, reduce="amax").bool()
     return out
 
 

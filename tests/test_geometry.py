@@ -101,3 +101,9 @@ def test_cells_pixels_round_trip_and_cues():
     img[0, 80, 160] = 255
     small = grid_images(img, (41, 41))
     assert small.shape == (1, 41, 41, 3) and small[0, 10, 20, 0] == 255 and small.sum() == 3 * 255
+    # a tensor is sampled where it is (no host copy before the torch CRF), at the same cells
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 256, (2, 321, 300, 3), dtype=np.uint8)
+    as_tensor = grid_images(torch.from_numpy(raw), (41, 38))
+    assert torch.is_tensor(as_tensor) and as_tensor.dtype == torch.uint8
+    assert np.array_equal(as_tensor.numpy(), grid_images(raw, (41, 38)))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.gpu_check import plain_config
+from bench.plain_config import plain_config
 
 REPO = Path(__file__).resolve().parent.parent
 FORBIDDEN = ("mmengine", "mmcv", "mmseg", "pydensecrf", "cv2", "skimage", "PIL")
@@ -85,3 +85,13 @@ def test_plain_config_equals_mmengine(exp):
         return x
     for section in ("classifier", "segmenter", "heatmaps", "eval"):
         assert norm(plain[section]) == norm(cfg[section].to_dict()), section
+
+
+def test_dsrg_parts_on_the_cpu(tmp_path):
+    """The per-part DSRG timing runs on any device; its growing equals the CPU's."""
+    from bench import dsrg_parts
+    assert dsrg_parts.main(["--device", "cpu", "--batch", "2", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "dsrg_parts.json").read_text())
+    assert res["grow_equals_cpu"] and res["batch"] == 2
+    assert all(res[f"grow_{m}_ms"] > 0 for m in ("numpy", "words", "bool", "pool"))
+    assert res["dsrg_losses_ms"] >= res["grow_default_ms"] > 0

@@ -170,15 +170,20 @@ def test_flood_fill_packed_equals_bool_and_wide_images():
     gen = torch.Generator().manual_seed(3)
     region = _smooth(gen, 1, 6, 23, 62, low=8)[0] > -0.2
     start = torch.rand(6, 23, 62, generator=gen) < 0.01
-    a = masked_flood_fill(region, start, packed=True)                    # numpy words (CPU)
-    t = masked_flood_fill(region, start, packed=True, use_numpy=False)   # torch words (CUDA path)
-    b = masked_flood_fill(region, start, packed=False)
-    assert torch.equal(a, b) and torch.equal(t, b)
+    b = masked_flood_fill(region, start, method="bool")
+    a = masked_flood_fill(region, start)                                 # numpy words (CPU)
+    assert torch.equal(a, b)
+    for method in ("words", "pool"):                                     # the accelerator paths
+        for every in (1, 8):
+            assert torch.equal(masked_flood_fill(region, start, method, every), b), (method, every)
+    with pytest.raises(ValueError, match="method"):
+        masked_flood_fill(region, start, "bfs")
     assert bool((a & ~region).sum() == 0) and a.sum() > start.sum()
     for W in (1, 8, 9, 41):                                                # word packing edges
         r = torch.rand(3, 5, W, generator=gen) < 0.7
         s = torch.rand(3, 5, W, generator=gen) < 0.2
-        assert torch.equal(masked_flood_fill(r, s), masked_flood_fill(r, s, packed=False))
+        assert torch.equal(masked_flood_fill(r, s), masked_flood_fill(r, s, "bool"))
+        assert torch.equal(masked_flood_fill(r, s, "pool"), masked_flood_fill(r, s, "bool"))
     # W > 62 uses the bool path; still equal to the reference
     probs = torch.softmax(_smooth(gen, 2, 3, 9, 70, low=6) * 8, dim=1)
     cues = _smooth(gen, 2, 3, 9, 70, low=9) > 1.0
@@ -197,3 +202,8 @@ def test_cuda_matches_cpu():
     out = grow_seeds(probs.cuda(), cues.cuda(), cls.cuda(), **DSRG)
     assert out.is_cuda
     assert torch.equal(out.cpu(), grow_seeds(probs, cues, cls, **DSRG))
+    region, start = cues[:, 1].cuda(), cues[:, 1].cuda() & (torch.rand(6, 41, 41) < 0.05).cuda()
+    want = masked_flood_fill(region.cpu(), start.cpu(), "bool")
+    for method in ("pool", "words", "bool", "numpy"):
+        got = masked_flood_fill(region, start, method)
+        assert got.device == region.device and torch.equal(got.cpu(), want), method
