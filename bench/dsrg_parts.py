@@ -6,8 +6,9 @@ Inputs as ``make gpu-check`` (``bench.inputs``: 20 crops of 321×321, 21 classes
 grid) and the VOC config's DSRG settings with the torch CRF. Times, as medians of 30 calls after
 5 warm-up ones (synchronised on CUDA): the training CRF alone (``dense_crf_torch``), the grid
 images, ``grow_seeds`` with each flood-fill method (``pipeline.growing.FLOOD_FILL_METHODS``) and
-with the default one, the growing diagnostics and the whole ``dsrg_losses``; checks that the
-growing on the device equals the growing on the CPU. ``--profile`` adds torch.profiler tables
+with the device's default one (taking turns), the growing diagnostics and the whole
+``dsrg_losses``; checks that the growing on the device equals the growing on the CPU with every
+method. ``--profile`` adds torch.profiler tables
 of ``grow_seeds`` and ``dsrg_losses`` (where the host time goes: kernel launches, synchronisations).
 Writes ``dsrg_parts.json`` (and ``dsrg_parts_profile.txt``) to ``--out``.
 """
@@ -16,33 +17,33 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import time
 from pathlib import Path
 
 import torch
 
+from bench.common import measure, measure_interleaved
 from bench.inputs import reference_dsrg_config, segmenter_batch, smooth_logits
 from pipeline.crf_torch import dense_crf_torch
 from pipeline.dsrg import cues_on_grid, dsrg_losses, grid_images
 from pipeline.dsrg_diagnostics import growing_diagnostics
-from pipeline.growing import FLOOD_FILL_METHODS, grow_seeds, masked_flood_fill
+from pipeline.growing import FLOOD_FILL_METHODS, grow_seeds
 from pipeline.losses import stable_softmax_probs
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def median_ms(fn, device: torch.device, n: int = 30, warmup: int = 5) -> float:
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        fn()
-    sync()
-    ts = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        ts.append(time.perf_counter() - t0)
-    return 1e3 * sorted(ts)[n // 2]
+def synced(fn, device: torch.device):
+    """``fn`` followed by a CUDA synchronisation (on CUDA), so that a timer sees its GPU work."""
+    def call():
+        out = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return out
+    return call
+
+
+def median_ms(fn, device: torch.device) -> float:
+    return 1e3 * measure(synced(fn, device), repeats=30, warmup=5)["median"]
 
 
 def main(argv=None) -> int:
@@ -63,23 +64,19 @@ def main(argv=None) -> int:
     cues = cues_on_grid(batch["label"], C, (h, h))
     cls = batch["classes"]
 
-    def grow():
-        return grow_seeds(q, cues, cls, cfg.fg_threshold, cfg.bg_threshold)
+    def grow(method=None):
+        return grow_seeds(q, cues, cls, cfg.fg_threshold, cfg.bg_threshold, method)
 
     res = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
            "torch": torch.__version__, "batch": B, "grid": h, "classes": C,
            "crf_torch_ms": median_ms(lambda: dense_crf_torch(images, probs, cfg.crf), dev),
            "grid_images_ms": median_ms(lambda: grid_images(batch["raw"], (h, h)), dev)}
-    defaults = masked_flood_fill.__defaults__
-    try:
-        for method in FLOOD_FILL_METHODS:
-            masked_flood_fill.__defaults__ = (method, None)
-            res[f"grow_{method}_ms"] = median_ms(grow, dev)
-    finally:
-        masked_flood_fill.__defaults__ = defaults
-    res["grow_default_ms"] = median_ms(grow, dev)
-    res["grow_equals_cpu"] = bool(torch.equal(grow().cpu(), grow_seeds(
-        q.cpu(), cues.cpu(), cls.cpu(), cfg.fg_threshold, cfg.bg_threshold)))
+    # the flood-fill methods (and the device default) take turns, so warm-up and drift hit all alike
+    fills = {m: synced(lambda m=m: grow(m), dev) for m in (*FLOOD_FILL_METHODS, None)}
+    for m, r in measure_interleaved(fills, repeats=30, warmup=5).items():
+        res[f"grow_{m or 'default'}_ms"] = 1e3 * r["median"]
+    on_cpu = grow_seeds(q.cpu(), cues.cpu(), cls.cpu(), cfg.fg_threshold, cfg.bg_threshold)
+    res["grow_equals_cpu"] = all(bool(torch.equal(grow(m).cpu(), on_cpu)) for m in fills)
     grown = grow()
     res["diagnostics_ms"] = median_ms(lambda: growing_diagnostics(
         probs, q, cues, grown, cls, cfg.fg_threshold, cfg.bg_threshold), dev)

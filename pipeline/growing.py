@@ -151,17 +151,18 @@ def masked_flood_fill(region: torch.Tensor, start: torch.Tensor, method: str | N
             W, device=region.device)
         r = (region.long() * bits).sum(-1)
         f = ((start & region).long() * bits).sum(-1)
-        dilate = _dilate_packed
+        step = lambda f: _dilate_packed(f) & r                 # noqa: E731
     elif method == "pool":
         r = region.unsqueeze(1).float()
         f = (start & region).unsqueeze(1).float()
-        dilate = _dilate_pool
+        step = lambda f: _dilate_pool(f) * r                   # noqa: E731
     else:
-        r, f, dilate = region, start & region, _dilate_bool
+        r, f = region, start & region
+        step = lambda f: _dilate_bool(f) & r                   # noqa: E731
     while True:
         prev = f
         for _ in range(check_every):
-            f = dilate(f) * r if method == "pool" else dilate(f) & r
+            f = step(f)
         if torch.equal(f, prev):
             break
     if method == "words":
@@ -195,10 +196,12 @@ def _present_index(classes: torch.Tensor):
 
 @torch.no_grad()
 def grow_seeds(probs: torch.Tensor, cues: torch.Tensor, image_classes: torch.Tensor,
-               fg_threshold: float, bg_threshold: float) -> torch.Tensor:
+               fg_threshold: float, bg_threshold: float, fill_method: str | None = None) -> torch.Tensor:
     """DSRG region growing (module docstring), batched and vectorised on ``probs.device``.
 
-    Returns a (B,C,H,W) bool tensor: the original cues plus the grown pixels.
+    ``fill_method``: the :func:`masked_flood_fill` method (None = that device's default; every
+    method gives the same result). Returns a (B,C,H,W) bool tensor: the original cues plus the
+    grown pixels.
     """
     _check(probs, cues, image_classes)
     B, C, H, W = probs.shape
@@ -223,7 +226,7 @@ def grow_seeds(probs: torch.Tensor, cues: torch.Tensor, image_classes: torch.Ten
     start = region & eff
     # every (image, slot) map is filled, none selected: a selection costs a device → host
     # synchronisation, a map without a start pixel leaves the loop at its first check
-    kept = masked_flood_fill(region.flatten(0, 1), start.flatten(0, 1)).view_as(region)
+    kept = masked_flood_fill(region.flatten(0, 1), start.flatten(0, 1), fill_method).view_as(region)
     single_other = (eff.sum(dim=1, keepdim=True, dtype=torch.int16) == 1) & ~eff  # one other cue
     add = (kept & ~single_other & vmask).to(torch.uint8)
     # back to class channels; step 4: cues are never removed. idx is a slice of a permutation

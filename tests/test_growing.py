@@ -191,6 +191,10 @@ def test_flood_fill_packed_equals_bool_and_wide_images():
     out = grow_seeds(probs, cues, cls, **DSRG)
     assert np.array_equal(out.numpy(), grow_seeds_reference(probs, cues, cls, **DSRG))
     assert (out & ~cues).any()
+    for method in ("bool", "pool"):                      # grow_seeds passes its method through
+        assert torch.equal(grow_seeds(probs, cues, cls, **DSRG, fill_method=method), out), method
+    with pytest.raises(ValueError, match="method"):
+        grow_seeds(probs, cues, cls, **DSRG, fill_method="bfs")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
