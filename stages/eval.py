@@ -8,6 +8,9 @@ parameters, ``crf.workers`` processes). The protocol that ran is in the metrics.
 (``pipeline.runtime.evaluation``): one confusion matrix over the split, GT 255 ignored; per-class IoU,
 mIoU, pixel accuracy, mean accuracy, fwIoU.
 
+The split is also scored in two parts (``parts`` in the metrics, :mod:`pipeline.data.holdout`):
+``select``, half of the ids chosen by a hash of the id, on which settings are to be compared,
+and ``report``, the other half, whose numbers are the ones to publish for a setting chosen so.
 Writes ``metrics.json`` (both tables + confusion matrices), ``pred/<id>.png`` (colour palette
 PNG of the final prediction: with CRF when enabled), ``overlays/<id>.png`` for the first
 ``eval.n_overlays`` ids (image | prediction | prediction+CRF | GT). Under torchrun the ids are
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from pipeline.data.holdout import split_parts
 from pipeline.data.index import DatasetIndex
 from pipeline.data.io_utils import write_json_atomic
 from pipeline.metrics import format_table
@@ -42,13 +46,21 @@ def load_segmenter(ctx, index, stage: str):
 
 def evaluate_section(net, index, sec, ctx, out_dir=None) -> dict:
     """:func:`pipeline.runtime.evaluation.evaluate_segmenter` with the protocol of the ``eval`` section
-    ``sec`` (split, inference, CRF, outputs into ``out_dir`` when given)."""
+    ``sec`` (split, inference, CRF, outputs into ``out_dir`` when given), the split's select /
+    report parts scored too."""
     inf = sec.inference()
     return evaluate_segmenter(net, index, sec.split, inf.settings, ctx.device, crf=inf.crf,
                               workers=inf.workers, chunk=inf.chunk, out_dir=out_dir,
                               n_overlays=sec.n_overlays, save_predictions=sec.save_predictions,
                               save_no_crf=sec.save_no_crf, rank=ctx.rank,
-                              world_size=ctx.world_size, log=ctx.log)
+                              world_size=ctx.world_size, log=ctx.log,
+                              parts=split_parts(index.ids(sec.split)))
+
+
+def parts_line(res: dict) -> str:
+    """``select part (n images) a / b, report part (m images) c / d`` (mIoU without / with CRF)."""
+    return ", ".join(f"{name} part ({p['images']} images) {_pct(p['mIoU_no_crf'])} / "
+                     f"{_pct(p['mIoU_crf'])}" for name, p in (res.get("parts") or {}).items())
 
 
 def log_summary(ctx, title: str, summary: dict) -> None:
@@ -75,11 +87,10 @@ def run(ctx) -> dict:
         log_summary(ctx, f"{split} with CRF", res["crf"])
     crf_part = "" if res["crf"] is None else f", with CRF {_pct(res['crf']['mIoU'])}"
     ctx.log(f"{split} mIoU ({res['scored']} images): without CRF {_pct(res['no_crf']['mIoU'])}{crf_part}")
+    ctx.log(f"{split} mIoU without / with CRF: {parts_line(res)}")
     if ctx.rank == 0:
         write_json_atomic(ctx.out / "metrics.json", res)
     metrics = {k: v for k, v in res.items() if k != "confusion"}
-    metrics["mIoU_no_crf"] = res["no_crf"]["mIoU"]
-    metrics["mIoU_crf"] = res["crf"]["mIoU"] if res["crf"] is not None else None
     counts = {"images": res["images"], "scored": res["scored"], "missing_gt": res["missing_gt"]}
     return {"counts": counts, "metrics": metrics}
 

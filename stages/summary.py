@@ -45,6 +45,7 @@ def summarize(work_dir: Path) -> str:
         f"val mIoU no CRF / CRF (%)         {_pct(ev.get('mIoU_no_crf'))} / {_pct(ev.get('mIoU_crf'))}",
         f"upper bound (GT masks) mIoU (%)   {_pct(upper)}",
         f"WSSS / upper bound                {'   n/a' if ratio is None else f'{ratio:6.3f}'}",
+        *_parts_lines(ev, ub),
         "test submission                   " + (
             "missing" if man["submit"] is None else
             f"{man['submit']['counts'].get('archived', 0)} files validated -> "
@@ -56,6 +57,18 @@ def summarize(work_dir: Path) -> str:
             else "missing (make report)"),
     ]
     return "\n".join(lines)
+
+
+def _parts_lines(ev: dict, ub: dict) -> list[str]:
+    """val mIoU with CRF and the ratio on the select / report halves (pipeline.data.holdout),
+    when the eval metrics hold them (eval runs from before the parts have none)."""
+    lines = []
+    for name, part in (ev.get("parts") or {}).items():
+        upper = ((ub.get("parts") or {}).get(name) or {}).get("mIoU")
+        ratio = "" if part.get("mIoU") is None or not upper else f"   ratio {part['mIoU'] / upper:.3f}"
+        lines.append(f"  {name} half of val ({part['images']:>4} images)  {_pct(part.get('mIoU_no_crf'))} / "
+                     f"{_pct(part.get('mIoU_crf'))}{ratio}")
+    return lines
 
 
 def main(argv=None) -> None:

@@ -12,7 +12,7 @@ from pipeline.data.io_utils import write_json_atomic
 from pipeline.metrics import format_table
 from pipeline.runtime.checkpoint import save_model
 from stages.common import main_for
-from stages.eval import evaluate_section
+from stages.eval import evaluate_section, parts_line
 from stages.segmenter import model_config, train_segmenter
 
 STAGE = "upper_bound"
@@ -34,9 +34,9 @@ def run(ctx) -> dict:
         ctx.log("upper bound, no CRF\n" + format_table(res["no_crf"]))
         if res["crf"] is not None:
             ctx.log("upper bound, CRF\n" + format_table(res["crf"]))
-        metrics = {"mIoU": res["mIoU"], "mIoU_no_crf": res["no_crf"]["mIoU"],
-                   "mIoU_crf": None if res["crf"] is None else res["crf"]["mIoU"],
-                   "no_crf": res["no_crf"], "crf": res["crf"], "protocol": res["protocol"]}
+        ctx.log(f"upper bound mIoU without / with CRF: {parts_line(res)}")
+        metrics = {k: res[k] for k in ("mIoU", "mIoU_no_crf", "mIoU_crf", "no_crf", "crf",
+                                       "protocol", "parts")}
         counts.update(val_images=res["images"], val_scored=res["scored"])
         write_json_atomic(ctx.out / "metrics.json", metrics)
     return {"counts": counts, "metrics": metrics}

@@ -183,6 +183,26 @@ def test_evaluate_segmenter_end_to_end(work, tmp_path):
         assert im.mode == "P"
 
 
+def test_parts_score_like_separate_runs(work):
+    """Each part's numbers equal a run on that part's ids alone, and the parts' confusion
+    matrices add up to the whole split's."""
+    index = work["index"]
+    ids = index.ids("val")
+    net, ev = tiny_net(index.num_classes), make_cfg().eval
+    inf = ev.inference()
+    parts = {"a": ids[:1], "b": ids[1:]}
+    res = evaluate_segmenter(net, index, "val", inf.settings, crf=inf.crf, parts=parts)
+    for name, part_ids in parts.items():
+        alone = evaluate_segmenter(net, index, "val", inf.settings, crf=inf.crf, ids=part_ids)
+        got = res["parts"][name]
+        assert got["images"] == len(part_ids)
+        for key in ("mIoU", "mIoU_no_crf", "mIoU_crf"):
+            assert got[key] == pytest.approx(alone[key])
+        assert got["crf"]["pixels"] == alone["crf"]["pixels"]
+    assert res["parts"]["a"]["crf"]["pixels"] + res["parts"]["b"]["crf"]["pixels"] == res["crf"]["pixels"]
+    assert "parts" not in evaluate_segmenter(net, index, "val", inf.settings, crf=None)
+
+
 def test_eval_stage_writes_metrics(work):
     import stages.eval
 
@@ -197,6 +217,9 @@ def test_eval_stage_writes_metrics(work):
     assert saved["mIoU"] == m["mIoU"] and len(saved["confusion"]["crf"]) == work["index"].num_classes
     assert len(list((wd / "eval" / "pred").glob("*.png"))) == len(work["index"].ids("val"))
     assert man["counts"]["images"] == len(work["index"].ids("val"))
+    # the select / report halves (pipeline.data.holdout) partition the split
+    assert set(m["parts"]) == {"select", "report"}
+    assert sum(p["images"] for p in m["parts"].values()) == m["scored"]
 
 
 def test_submit_output(work):

@@ -32,3 +32,19 @@ def test_summary_shows_the_train_score_next_to_the_pseudo_masks(tmp_path):
     _manifest(tmp_path, "segmenter", {"train_mIoU": 0.35, "train_below_pseudo": False})
     text = summarize(tmp_path)
     assert "BELOW" not in text and "35.00" in text
+
+
+def test_summary_shows_the_val_halves_and_their_ratios(tmp_path):
+    part = lambda n, no, crf: {"images": n, "mIoU": crf, "mIoU_no_crf": no, "mIoU_crf": crf}
+    _manifest(tmp_path, "eval", {"mIoU": 0.2, "mIoU_no_crf": 0.18, "mIoU_crf": 0.2,
+                                 "parts": {"select": part(61, 0.1, 0.12), "report": part(59, 0.3, 0.33)}})
+    _manifest(tmp_path, "upper_bound", {"mIoU": 0.4, "parts": {"select": part(61, 0.3, 0.4),
+                                                                "report": part(59, 0.3, 0.44)}})
+    text = summarize(tmp_path)
+    select = next(ln for ln in text.splitlines() if "select half of val" in ln)
+    report = next(ln for ln in text.splitlines() if "report half of val" in ln)
+    assert "61 images" in select and "10.00 /  12.00" in select and select.endswith("ratio 0.300")
+    assert "59 images" in report and report.endswith("ratio 0.750")
+    # eval metrics from before the halves: no such lines
+    (tmp_path / "eval" / "manifest.json").write_text(json.dumps({"wall_time_s": 1, "metrics": {"mIoU": 0.2}}))
+    assert "half of val" not in summarize(tmp_path)

@@ -76,7 +76,7 @@ def evaluate_segmenter(net, index, split: str, settings: InferenceSettings, devi
                        crf: CRFParams | None = None, workers: int = 0, chunk: int | None = None,
                        out_dir=None, n_overlays: int = 0, save_predictions: bool = True,
                        save_no_crf: bool = False, rank: int = 0, world_size: int = 1,
-                       log=None, ids=None) -> dict:
+                       log=None, ids=None, parts: dict | None = None) -> dict:
     """Predict every id of ``split`` and score it against the GT, with and without CRF.
 
     ``settings``: the network's inference (:class:`pipeline.inference.InferenceSettings`);
@@ -89,10 +89,13 @@ def evaluate_segmenter(net, index, split: str, settings: InferenceSettings, devi
     Under DDP (``world_size > 1``) rank r handles ids ``r::world_size`` and the confusion matrices
     are summed over ranks (every rank returns the same numbers). ``ids``: score these ids
     (e.g. the images some pseudo-masks were scored on) instead of all of ``split``.
+    ``parts``: ``{name: ids}`` (e.g. :func:`pipeline.data.holdout.split_parts`): each part is
+    also scored on its own, in the same pass (its own confusion matrices).
 
     Returns ``{"split", "images", "scored", "missing_gt", "crf_enabled", "protocol" (the test
     protocol that ran, :meth:`~pipeline.inference.InferenceSettings.describe`), "mIoU" (final),
-    "no_crf": summary, "crf": summary | None, "confusion": {"no_crf", "crf"}}``.
+    "no_crf": summary, "crf": summary | None, "confusion": {"no_crf", "crf"}}``, plus
+    ``"parts": {name: {"images", "mIoU_no_crf", "mIoU_crf", "no_crf", "crf"}}`` with ``parts``.
     """
     ids = index.ids(split) if ids is None else list(ids)
     mine = ids[rank::world_size] if world_size > 1 else ids
@@ -102,6 +105,8 @@ def evaluate_segmenter(net, index, split: str, settings: InferenceSettings, devi
     save_raw = save_pred and crf is not None and save_no_crf
     C = index.num_classes
     cm, cm_crf = ConfusionMatrix(C), ConfusionMatrix(C)
+    part_of = {str(i): name for name, part_ids in (parts or {}).items() for i in part_ids}
+    part_cms = {name: (ConfusionMatrix(C), ConfusionMatrix(C), [0]) for name in (parts or {})}
     n_pred = n_scored = n_missing = 0
     items = ((i, index.read_image(i)) for i in mine)
     pool = open_crf_pool(crf, workers)
@@ -119,6 +124,12 @@ def evaluate_segmenter(net, index, split: str, settings: InferenceSettings, devi
                 if crf is not None:
                     cm_crf.update(seg.label_crf, gt)
                 n_scored += 1
+                if str(seg.key) in part_of:
+                    p_cm, p_crf, p_n = part_cms[part_of[str(seg.key)]]
+                    p_cm.update(seg.label, gt)
+                    if crf is not None:
+                        p_crf.update(seg.label_crf, gt)
+                    p_n[0] += 1
             if save_pred:
                 _write(out / "pred" / f"{seg.key}.png", seg.final)
             if save_raw:
@@ -132,17 +143,33 @@ def evaluate_segmenter(net, index, split: str, settings: InferenceSettings, devi
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     if world_size > 1:
-        cm.reduce_()
-        cm_crf.reduce_()
-        n_pred, n_scored, n_missing = _all_reduce_ints([n_pred, n_scored, n_missing], world_size)
-    plain = summary_json(cm.summary(index.classes))
-    with_crf = summary_json(cm_crf.summary(index.classes)) if crf is not None else None
-    final = with_crf if with_crf is not None else plain
-    return {"split": split, "images": n_pred, "scored": n_scored, "missing_gt": n_missing,
-            "crf_enabled": crf is not None, "protocol": settings.describe(), "mIoU": final["mIoU"],
-            "no_crf": plain, "crf": with_crf,
-            "confusion": {"no_crf": cm.mat.tolist(),
-                          "crf": cm_crf.mat.tolist() if crf is not None else None}}
+        for m in (cm, cm_crf, *(m for p in part_cms.values() for m in p[:2])):
+            m.reduce_()
+        counts = _all_reduce_ints([n_pred, n_scored, n_missing]
+                                  + [p[2][0] for p in part_cms.values()], world_size)
+        n_pred, n_scored, n_missing = counts[:3]
+        for p, n in zip(part_cms.values(), counts[3:]):
+            p[2][0] = n
+    res = {"split": split, "images": n_pred, "scored": n_scored, "missing_gt": n_missing,
+           "crf_enabled": crf is not None, "protocol": settings.describe(),
+           **_scores(cm, cm_crf if crf is not None else None, index.classes),
+           "confusion": {"no_crf": cm.mat.tolist(),
+                         "crf": cm_crf.mat.tolist() if crf is not None else None}}
+    if parts is not None:
+        res["parts"] = {name: {"images": p_n[0],
+                               **_scores(p_cm, p_crf if crf is not None else None, index.classes)}
+                        for name, (p_cm, p_crf, p_n) in part_cms.items()}
+    return res
+
+
+def _scores(cm: ConfusionMatrix, cm_crf: ConfusionMatrix | None, classes) -> dict:
+    """``mIoU`` (final: with CRF when there is one), ``mIoU_no_crf``, ``mIoU_crf`` and both
+    summaries of one pair of confusion matrices."""
+    plain = summary_json(cm.summary(classes))
+    with_crf = summary_json(cm_crf.summary(classes)) if cm_crf is not None else None
+    return {"mIoU": (with_crf or plain)["mIoU"], "mIoU_no_crf": plain["mIoU"],
+            "mIoU_crf": with_crf["mIoU"] if with_crf is not None else None,
+            "no_crf": plain, "crf": with_crf}
 
 
 def _write(path: Path, label) -> None:
