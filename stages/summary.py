@@ -62,8 +62,8 @@ def summarize(work_dir: Path) -> str:
 def _parts_lines(ev: dict, ub: dict) -> list[str]:
     """val mIoU with CRF and the ratio on the select / report halves (pipeline.data.holdout),
     when the eval metrics hold them (eval runs from before the parts have none)."""
-    lines = []
-    for name, part in (ev.get("parts") or {}).items():
+    lines, parts = [], ev.get("parts") or {}
+    for name, part in sorted(parts.items(), key=lambda kv: (kv[0] != "select", kv[0])):
         upper = ((ub.get("parts") or {}).get(name) or {}).get("mIoU")
         ratio = "" if part.get("mIoU") is None or not upper else f"   ratio {part['mIoU'] / upper:.3f}"
         lines.append(f"  {name} half of val ({part['images']:>4} images)  {_pct(part.get('mIoU_no_crf'))} / "
