@@ -1,6 +1,7 @@
 """Citations of the algorithm document resolve, and nothing cites material outside the repository."""
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,16 +22,36 @@ FORBIDDEN = {
 }
 
 
+def _project_files():
+    """The project's files: what git tracks plus what it would add (``.gitignore`` applied, so no
+    environment folder such as ``.venv-mm``, no outputs); a walk with SKIP_DIRS outside a checkout."""
+    try:
+        out = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others",
+                              "--exclude-standard"], capture_output=True, check=True).stdout
+        return [REPO / name for name in out.decode("utf-8").split("\0") if name]
+    except (OSError, subprocess.CalledProcessError):
+        paths = []
+        for root, dirs, files in os.walk(REPO):
+            dirs[:] = [d for d in dirs if d not in SKIP_DIRS and not d.startswith(".venv")]
+            paths += [Path(root) / name for name in files]
+        return paths
+
+
 def _text_files():
-    for root, dirs, files in os.walk(REPO):
-        dirs[:] = [d for d in dirs if d not in SKIP_DIRS]
-        for name in files:
-            path = Path(root) / name
-            if path.suffix in TEXT_SUFFIXES and path.resolve() != THIS:
-                try:
-                    yield path, path.read_text(encoding="utf-8")
-                except (UnicodeDecodeError, OSError):
-                    continue
+    for path in _project_files():
+        if path.suffix in TEXT_SUFFIXES and path.resolve() != THIS and path.is_file():
+            try:
+                yield path, path.read_text(encoding="utf-8")
+            except (UnicodeDecodeError, OSError):
+                continue
+
+
+def test_environment_folders_are_not_project_files():
+    """A clean clone holds .venv and .venv-mm as real folders (CI): their packages' docs are not
+    the project's."""
+    names = {p.relative_to(REPO).parts[0] for p in _project_files()}
+    assert not {n for n in names if n.startswith(".venv") or n == "work_dirs"}
+    assert {"pipeline", "stages", "docs", "README.md"} <= names
 
 
 def _sections() -> set[tuple[int, int | None]]:
