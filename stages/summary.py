@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pipeline.data.holdout import PARTS
 from pipeline.runtime.stage import read_manifest
 from stages.common import default_work_dir, expand_opts_line, load_experiment_or_exit
 
@@ -60,10 +61,11 @@ def summarize(work_dir: Path) -> str:
 
 
 def _parts_lines(ev: dict, ub: dict) -> list[str]:
-    """val mIoU with CRF and the ratio on the select / report halves (pipeline.data.holdout),
-    when the eval metrics hold them (eval runs from before the parts have none)."""
+    """val mIoU without / with CRF and the ratio (with CRF) on the select / report halves
+    (pipeline.data.holdout), when the eval metrics hold them (eval runs from before the parts
+    have none)."""
     lines, parts = [], ev.get("parts") or {}
-    for name, part in sorted(parts.items(), key=lambda kv: (kv[0] != "select", kv[0])):
+    for name, part in ((n, parts[n]) for n in PARTS if n in parts):
         upper = ((ub.get("parts") or {}).get(name) or {}).get("mIoU")
         ratio = "" if part.get("mIoU") is None or not upper else f"   ratio {part['mIoU'] / upper:.3f}"
         lines.append(f"  {name} half of val ({part['images']:>4} images)  {_pct(part.get('mIoU_no_crf'))} / "

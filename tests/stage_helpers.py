@@ -185,3 +185,34 @@ def expect_one_line_error(capsys, fn, *needles, code: int = 1) -> str:
     for needle in needles:
         assert needle in err, (needle, err)
     return err
+
+
+def ddp_eval_worker(rank: int, world_size: int, port: int, root: str, work: str) -> None:
+    """One rank (gloo) of :func:`pipeline.runtime.evaluation.evaluate_segmenter` on the val split
+    of ``work/data`` with a seeded tiny DeepLab and two parts; rank r writes ``root/eval_rank<r>.json``."""
+    import json
+    import os
+    from pathlib import Path
+
+    import torch.distributed as dist
+
+    from pipeline.data.index import DatasetIndex
+    from pipeline.inference_settings import InferenceSettings
+    from pipeline.models.deeplab import DeepLabV2VGG16
+    from pipeline.runtime.evaluation import evaluate_segmenter
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        index = DatasetIndex.load(Path(work) / "data")
+        torch.manual_seed(0)
+        net = DeepLabV2VGG16(index.num_classes, width=0.125, batch_norm=True).eval()
+        ids = index.ids("val")
+        res = evaluate_segmenter(net, index, "val", InferenceSettings(size=(32, 32)), crf=None,
+                                 rank=rank, world_size=world_size,
+                                 parts={"a": ids[:1], "b": ids[1:]})
+        res.pop("confusion")
+        (Path(root) / f"eval_rank{rank}.json").write_text(json.dumps(res))
+    finally:
+        dist.destroy_process_group()

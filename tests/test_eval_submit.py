@@ -203,6 +203,31 @@ def test_parts_score_like_separate_runs(work):
     assert "parts" not in evaluate_segmenter(net, index, "val", inf.settings, crf=None)
 
 
+def test_two_ranks_score_like_one_process(work, tmp_path):
+    """Under DDP (gloo, 2 CPU processes) the ranks split the ids and sum their matrices and
+    counts, the parts' too: every rank returns what one process returns."""
+    import torch.multiprocessing as mp
+
+    from pipeline.inference_settings import InferenceSettings
+    from stage_helpers import ddp_eval_worker, free_port
+
+    mp.spawn(ddp_eval_worker, args=(2, free_port(), str(tmp_path), str(work["wd"])), nprocs=2,
+             join=True)
+    index, ids = work["index"], work["index"].ids("val")
+    torch.manual_seed(0)
+    net = DeepLabV2VGG16(index.num_classes, width=0.125, batch_norm=True).eval()
+    one = evaluate_segmenter(net, index, "val", InferenceSettings(size=(32, 32)), crf=None,
+                             parts={"a": ids[:1], "b": ids[1:]})
+    one.pop("confusion")
+    for r in (0, 1):
+        got = json.loads((tmp_path / f"eval_rank{r}.json").read_text())
+        assert got["images"] == got["scored"] == len(ids)
+        assert got["mIoU"] == pytest.approx(one["mIoU"])
+        for name in ("a", "b"):
+            assert got["parts"][name]["images"] == one["parts"][name]["images"]
+            assert got["parts"][name]["mIoU"] == pytest.approx(one["parts"][name]["mIoU"])
+
+
 def test_eval_stage_writes_metrics(work):
     import stages.eval
 

@@ -37,5 +37,6 @@ def split_parts(ids, share: float = SELECT_SHARE) -> dict[str, list[str]]:
     if not 0.0 < share < 1.0:
         raise ValueError(f"share must be strictly between 0 and 1, got {share}")
     chosen = selection_part(ids, share)
-    return {"select": [i for i in ids if str(i) in chosen],
-            "report": [i for i in ids if str(i) not in chosen]}
+    select, report = PARTS
+    return {select: [i for i in ids if str(i) in chosen],
+            report: [i for i in ids if str(i) not in chosen]}

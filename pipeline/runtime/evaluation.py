@@ -103,11 +103,11 @@ def evaluate_segmenter(net, index, split: str, settings: InferenceSettings, devi
     out = Path(out_dir) if out_dir is not None else None
     save_pred = out is not None and save_predictions
     save_raw = save_pred and crf is not None and save_no_crf
-    C = index.num_classes
-    cm, cm_crf = ConfusionMatrix(C), ConfusionMatrix(C)
-    part_of = {str(i): name for name, part_ids in (parts or {}).items() for i in part_ids}
-    part_cms = {name: (ConfusionMatrix(C), ConfusionMatrix(C), [0]) for name in (parts or {})}
-    n_pred = n_scored = n_missing = 0
+    C, with_crf = index.num_classes, crf is not None
+    whole = _Tally(C, with_crf)
+    tallies = {name: _Tally(C, with_crf) for name in (parts or {})}
+    part_of = {str(i): tallies[name] for name, part_ids in (parts or {}).items() for i in part_ids}
+    n_pred = n_missing = 0
     items = ((i, index.read_image(i)) for i in mine)
     pool = open_crf_pool(crf, workers)
     try:
@@ -120,16 +120,9 @@ def evaluate_segmenter(net, index, split: str, settings: InferenceSettings, devi
             else:
                 if gt.shape != seg.label.shape:
                     raise ValueError(f"{seg.key}: GT mask {gt.shape} and image {seg.label.shape} differ in size")
-                cm.update(seg.label, gt)
-                if crf is not None:
-                    cm_crf.update(seg.label_crf, gt)
-                n_scored += 1
+                whole.update(seg, gt)
                 if str(seg.key) in part_of:
-                    p_cm, p_crf, p_n = part_cms[part_of[str(seg.key)]]
-                    p_cm.update(seg.label, gt)
-                    if crf is not None:
-                        p_crf.update(seg.label_crf, gt)
-                    p_n[0] += 1
+                    part_of[str(seg.key)].update(seg, gt)
             if save_pred:
                 _write(out / "pred" / f"{seg.key}.png", seg.final)
             if save_raw:
@@ -143,33 +136,48 @@ def evaluate_segmenter(net, index, split: str, settings: InferenceSettings, devi
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     if world_size > 1:
-        for m in (cm, cm_crf, *(m for p in part_cms.values() for m in p[:2])):
-            m.reduce_()
-        counts = _all_reduce_ints([n_pred, n_scored, n_missing]
-                                  + [p[2][0] for p in part_cms.values()], world_size)
-        n_pred, n_scored, n_missing = counts[:3]
-        for p, n in zip(part_cms.values(), counts[3:]):
-            p[2][0] = n
-    res = {"split": split, "images": n_pred, "scored": n_scored, "missing_gt": n_missing,
-           "crf_enabled": crf is not None, "protocol": settings.describe(),
-           **_scores(cm, cm_crf if crf is not None else None, index.classes),
-           "confusion": {"no_crf": cm.mat.tolist(),
-                         "crf": cm_crf.mat.tolist() if crf is not None else None}}
+        every = [whole, *tallies.values()]
+        for t in every:
+            t.cm.reduce_()
+            if t.cm_crf is not None:
+                t.cm_crf.reduce_()
+        counts = _all_reduce_ints([n_pred, n_missing] + [t.n for t in every], world_size)
+        n_pred, n_missing = counts[:2]
+        for t, n in zip(every, counts[2:]):
+            t.n = n
+    res = {"split": split, "images": n_pred, "scored": whole.n, "missing_gt": n_missing,
+           "crf_enabled": with_crf, "protocol": settings.describe(),
+           **whole.scores(index.classes),
+           "confusion": {"no_crf": whole.cm.mat.tolist(),
+                         "crf": whole.cm_crf.mat.tolist() if with_crf else None}}
     if parts is not None:
-        res["parts"] = {name: {"images": p_n[0],
-                               **_scores(p_cm, p_crf if crf is not None else None, index.classes)}
-                        for name, (p_cm, p_crf, p_n) in part_cms.items()}
+        res["parts"] = {name: {"images": t.n, **t.scores(index.classes)}
+                        for name, t in tallies.items()}
     return res
 
 
-def _scores(cm: ConfusionMatrix, cm_crf: ConfusionMatrix | None, classes) -> dict:
-    """``mIoU`` (final: with CRF when there is one), ``mIoU_no_crf``, ``mIoU_crf`` and both
-    summaries of one pair of confusion matrices."""
-    plain = summary_json(cm.summary(classes))
-    with_crf = summary_json(cm_crf.summary(classes)) if cm_crf is not None else None
-    return {"mIoU": (with_crf or plain)["mIoU"], "mIoU_no_crf": plain["mIoU"],
-            "mIoU_crf": with_crf["mIoU"] if with_crf is not None else None,
-            "no_crf": plain, "crf": with_crf}
+class _Tally:
+    """The confusion matrices (without / with CRF) and the image count of one set of ids."""
+
+    def __init__(self, num_classes: int, with_crf: bool):
+        self.cm = ConfusionMatrix(num_classes)
+        self.cm_crf = ConfusionMatrix(num_classes) if with_crf else None
+        self.n = 0
+
+    def update(self, seg, gt) -> None:
+        self.cm.update(seg.label, gt)
+        if self.cm_crf is not None:
+            self.cm_crf.update(seg.label_crf, gt)
+        self.n += 1
+
+    def scores(self, classes) -> dict:
+        """``mIoU`` (final: with CRF when there is one), ``mIoU_no_crf``, ``mIoU_crf`` and both
+        summaries."""
+        plain = summary_json(self.cm.summary(classes))
+        crf = summary_json(self.cm_crf.summary(classes)) if self.cm_crf is not None else None
+        return {"mIoU": (crf or plain)["mIoU"], "mIoU_no_crf": plain["mIoU"],
+                "mIoU_crf": crf["mIoU"] if crf is not None else None,
+                "no_crf": plain, "crf": crf}
 
 
 def _write(path: Path, label) -> None:
