@@ -28,17 +28,27 @@ DATA_ROOT ?= $(VOC_ROOT)
 SBD_ROOT ?=
 AUG_DIR ?=
 
-DATA_OPTS := $(if $(DATASET),data.dataset=$(DATASET)) \
-             $(if $(DATA_ROOT),data.root=$(abspath $(DATA_ROOT)) $(if $(DATASET),,data.dataset=voc)) \
-             $(if $(SBD_ROOT),data.sbd_root=$(abspath $(SBD_ROOT))) \
-             $(if $(AUG_DIR),data.aug_dir=$(abspath $(AUG_DIR)))
 # OPTS reaches Python as ONE single-quoted shell word (--opts-line), split there like a shell
 # would: values may hold parentheses, spaces and quotes, e.g.
 #   make eval OPTS="eval.scales=(0.75,1.0) experiment.name='my run'"
+# Paths (EXP, WORK_DIR, VOC_ROOT, SBD_ROOT, AUG_DIR, DIR, GPU_EXP) may hold spaces, quotes and
+# parentheses: each is made absolute as text (a path with a space is never split into words)
+# and single-quoted, in OPTS too, where a quoted value is taken as it is.
 shell_quote = '$(subst ','\'',$(1))'
-ALL_OPTS = $(strip $(DATA_OPTS)) $(OPTS)
-STAGE_ARGS = --exp $(abspath $(EXP)) $(if $(WORK_DIR),--work-dir $(abspath $(WORK_DIR))) \
+abs_path = $(if $(word 2,$(1)),$(if $(filter /%,$(firstword $(1))),$(1),$(CURDIR)/$(1)),$(abspath $(1)))
+path_arg = $(call shell_quote,$(call abs_path,$(1)))
+DATA_OPTS = $(if $(DATASET),data.dataset=$(DATASET)) \
+            $(if $(DATA_ROOT),data.root=$(call path_arg,$(DATA_ROOT)) $(if $(DATASET),,data.dataset=voc)) \
+            $(if $(SBD_ROOT),data.sbd_root=$(call path_arg,$(SBD_ROOT))) \
+            $(if $(AUG_DIR),data.aug_dir=$(call path_arg,$(AUG_DIR)))
+ALL_OPTS = $(DATA_OPTS) $(OPTS)
+STAGE_ARGS = --exp $(call path_arg,$(EXP)) $(if $(WORK_DIR),--work-dir $(call path_arg,$(WORK_DIR))) \
              $(if $(strip $(ALL_OPTS)),--opts-line $(call shell_quote,$(ALL_OPTS))) $(if $(filter 1,$(FORCE)),--force)
+# the environments' folders are Make targets, where a space, quote or parenthesis cannot be
+lparen := (
+rparen := )
+unsafe_path = $(or $(word 2,$(1)),$(findstring ',$(1)),$(findstring ",$(1)),$(findstring $(lparen),$(1)),$(findstring $(rparen),$(1)))
+$(foreach v,VENV MM_VENV,$(if $(call unsafe_path,$($(v))),$(error $(v)=$($(v)): a space, quote or parenthesis cannot be in this folder's name (it is a Make target): choose another $(v)=)))
 # training stages go through torchrun when GPUS > 1
 LAUNCH = $(if $(filter-out 0 1,$(GPUS)),$(VENV)/bin/torchrun --standalone --nproc_per_node=$(GPUS) -m,$(PY) -m)
 
@@ -73,7 +83,7 @@ bench: $(ENV_STAMP) ## benchmarks -> bench/results/ (QUICK=1 tiny sizes; ONLY="g
 GPU_CHECK_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
 GPU_EXP ?= configs/voc_ep_dsrg.py
 gpu-check: ## VOC-size training + inference on CUDA (synthetic inputs; no .venv or VOC needed) -> bench/results/gpu_check.*
-	$(GPU_CHECK_PY) -m bench.gpu_check --exp $(GPU_EXP)
+	$(GPU_CHECK_PY) -m bench.gpu_check --exp $(call path_arg,$(GPU_EXP))
 
 demo: $(ENV_STAMP) ## every stage on the embedded synthetic dataset (CPU), then the summary
 	@start=$$(date +%s); \
@@ -116,10 +126,10 @@ submit: $(ENV_STAMP) ## test-set predictions in the VOC server format + results.
 
 .PHONY: check-submission
 check-submission: $(ENV_STAMP) ## validate a VOC submission (DIR= folder or .tgz; default WORK_DIR/submit/results/...)
-	$(PY) -m stages.check_submission $(STAGE_ARGS) $(if $(DIR),--dir $(abspath $(DIR)))
+	$(PY) -m stages.check_submission $(STAGE_ARGS) $(if $(DIR),--dir $(call path_arg,$(DIR)))
 
 clean-work: ## delete WORK_DIR (default: work_dirs/<experiment>)
-	rm -rf $(if $(WORK_DIR),$(WORK_DIR),work_dirs/$(basename $(notdir $(EXP))))
+	rm -rf -- $(call shell_quote,$(if $(WORK_DIR),$(WORK_DIR),work_dirs/$(basename $(notdir $(EXP)))))
 
 localize: $(ENV_STAMP) ## weakly-supervised localisation: lambda^top-k / CAM boxes, CorLoc + top-1 loc
 	$(PY) -m stages.localize $(STAGE_ARGS)

@@ -24,7 +24,7 @@ FULL = dict(
     dsrg_loss=dict(batch=20, size=321, num_classes=21, workers=None,
                    net=dict(size=321, width=1.0, batch=2)),
     seeds=dict(counts=(250, 1000), image_size=64, repeats=3, separate_trace=True),
-    # per-image host costs at the VOC image size (the inputs of docs/SCALE.md)
+    # per-image host costs at the VOC image size (the inputs of docs/PERFORMANCE.md)
     voc_costs=dict(height=375, width=500, classes=21),
     flops=dict(size=321, width=1.0, num_classes=21),
     demo=dict(work_dir="work_dirs/demo_synthetic"),

@@ -28,7 +28,7 @@ NAME = "dsrg_loss"
 DEFAULTS = dict(batch=20, size=321, num_classes=21, workers=None, seed=0,
                 net=dict(size=321, width=1.0, batch=2, segmenter=dict()),
                 # ASSUMPTION for the GPU estimate: sustained training throughput of one modern GPU
-                # (H100 at ~30 % of its 989 TFLOP/s dense fp16/bf16 peak; docs/SCALE.md)
+                # (H100 at ~30 % of its 989 TFLOP/s dense fp16/bf16 peak; docs/PERFORMANCE.md)
                 assumed_gpu_tflops=300.0)
 
 

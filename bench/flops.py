@@ -1,4 +1,4 @@
-"""FLOPs of the two networks (``torch.utils.flop_counter.FlopCounterMode``), for docs/SCALE.md.
+"""FLOPs of the two networks (``torch.utils.flop_counter.FlopCounterMode``), for docs/PERFORMANCE.md.
 
 Counted on the ``meta`` device (no computation, no memory): the VGG-16 classifier
 (``build_classifier``, EP pooling) and DeepLab v2 VGG-16 ASPP (``build_segmenter``) at the VOC input

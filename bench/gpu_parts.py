@@ -26,7 +26,7 @@ from pipeline.inference import predict_logits
 from pipeline.inference_settings import InferenceSettings
 from pipeline.models.classifier import build_classifier
 from pipeline.models.deeplab import build_segmenter
-from pipeline.runtime.training import build_optimizer, to_device, train, train_step
+from pipeline.runtime.training import build_optimizer, end_spawned_rank, to_device, train, train_step
 from pipeline.settings.segmenter import SegmenterSettings
 
 
@@ -245,6 +245,7 @@ def _ddp_worker(rank: int, world: int, port: int, spec: dict, work_dir: str, res
                            "finite": bool(torch.isfinite(flat).all())}, fh)
     finally:
         dist.destroy_process_group()
+    end_spawned_rank()
 
 
 def ddp_check(cfg: dict, device, *, size: int, batch: int, num_classes: int, iters: int, tmp: str) -> dict:

@@ -5,7 +5,7 @@ over ``scales`` × flips, CAM + λ + class-specific λ^c, scores) on N random im
 ``batch`` and then one image per call. Default network and settings: the demo's (classifier
 width 0.25 with BatchNorm at 112 px, scales 1 / 0.75 / 1.25 + flips, batch 32): the VOC network at
 321 px with 4 scales + flips costs ~1.5 TFLOP per image, tens of seconds on this CPU (see the
-flops figure and docs/SCALE.md for the VOC estimate). Inference only (no file writing).
+flops figure and docs/PERFORMANCE.md for the VOC estimate). Inference only (no file writing).
 Check: batched and one-at-a-time maps agree to float rounding.
 """
 from __future__ import annotations
@@ -48,7 +48,7 @@ def run(cfg: dict, ctx) -> list[dict]:
     rows = [row(NAME, f"heatmap inference, batched ({setting})", N / batched["median"], "img/s",
                 baseline="one image at a time", baseline_value=N / single["median"], ratio=speed,
                 ratio_desc="× speed-up", check=f"same maps (max rel. |Δ| {diff:.1g})", check_ok=ok,
-                notes=f"demo-size network (VOC: 321 px, width 1, see docs/SCALE.md); torch threads "
+                notes=f"demo-size network (VOC: 321 px, width 1, see docs/PERFORMANCE.md); torch threads "
                       f"{torch.get_num_threads()}; no file writing",
                 runs=[N / t for t in batched["runs"]], baseline_runs=[N / t for t in single["runs"]])]
     if not ok:

@@ -9,7 +9,7 @@ Benchmarks (``bench/<name>.py``, run in this order; configurations in ``bench/co
 * ``training``  classifier / segmenter train step: pipeline.runtime.training vs mmengine vs plain torch vs bare fwd/bwd
 * ``dsrg_loss`` boundary-loss CRF per training iteration and its share of the iteration
 * ``seeds``     seeds stage on 1,000 synthetic images: time, peak memory flat in the image count
-* ``flops``     FLOPs of both networks at 321×321 (for docs/SCALE.md)
+* ``flops``     FLOPs of both networks at 321×321 (for docs/PERFORMANCE.md)
 * ``demo``      per-stage wall times of the last ``make demo`` (from its manifests)
 
 Every figure is a median over ``repeats`` runs, with its baseline measured in the same run.

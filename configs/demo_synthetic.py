@@ -29,7 +29,7 @@ classifier = dict(
 # cancels CAM spill onto the background (foreground seed precision 64% vs 55%, seed mIoU
 # 29.7 vs 27.5 with a 400-iteration demo classifier). fg_top stays at the paper's 0.30.
 # fg_mode 'relative' (h >= 0.7·max) instead of the VOC configs' 'rank': it gave the better
-# segmenter on the select half of the demo's val (README, "Seed rule").
+# segmenter on the select half of the demo's val (docs/FIDELITY.md, "Seed rule").
 heatmaps = dict(size=112, scales=(1.0, 0.75, 1.25), batch_size=32, num_workers=0,
                 class_specific_lambda=True)
 saliency = dict(workers=2)

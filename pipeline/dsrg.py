@@ -150,7 +150,8 @@ def _start_crf(images: torch.Tensor | np.ndarray, probs: torch.Tensor, params: C
 
 
 def dsrg_losses(logits: torch.Tensor, labels: torch.Tensor, classes: torch.Tensor,
-                raw_images, cfg: DSRGConfig, crf_pool=None, iteration: int | None = None) -> dict:
+                raw_images, cfg: DSRGConfig, crf_pool=None, iteration: int | None = None,
+                class_weights: torch.Tensor | None = None) -> dict:
     """DSRG losses of one batch (module docstring).
 
     ``logits`` (B,C,h,w); ``labels`` (B,H,W) seed label maps of the crops (255 = none);
@@ -158,7 +159,9 @@ def dsrg_losses(logits: torch.Tensor, labels: torch.Tensor, classes: torch.Tenso
     (B,H,W,3) uint8 crops; ``cfg`` a :class:`DSRGConfig`; ``crf_pool`` an executor from
     :func:`pipeline.crf_pool.make_crf_pool` or None (in-process CRF; the pool is not used by
     the torch backend); ``iteration``: the 0-based training iteration (None = past the warm-up):
-    before ``cfg.grow_start`` the seeds are used as they are (``cov_after == cov_before``).
+    before ``cfg.grow_start`` the seeds are used as they are (``cov_after == cov_before``);
+    ``class_weights`` (C,): the seeding loss's foreground classes weighted
+    (:func:`pipeline.losses.balanced_seeding_loss`; None = DSRG).
     Returns ``{"loss_seed", "loss_boundary" (when boundary_weight > 0), "seed_bg", "seed_fg",
     "cov_before", "cov_after", "crf_wait_s", "grow_s"}`` and the diagnostics of
     :func:`pipeline.dsrg_diagnostics.growing_diagnostics` (scalar tensors on the logits' device).
@@ -191,7 +194,7 @@ def dsrg_losses(logits: torch.Tensor, labels: torch.Tensor, classes: torch.Tenso
         t0 = time.perf_counter()
         grown = grow_seeds(q, cues, image_classes, cfg.fg_threshold, cfg.bg_threshold)
         grow_t = time.perf_counter() - t0
-    seed, parts = balanced_seeding_loss(probs, grown)
+    seed, parts = balanced_seeding_loss(probs, grown, class_weights=class_weights)
     out = {"loss_seed": cfg.seed_weight * seed,
            "seed_bg": parts["bg"].detach(), "seed_fg": parts["fg"].detach(),
            "cov_before": cues.any(dim=1).float().mean(), "cov_after": grown.any(dim=1).float().mean(),
@@ -203,8 +206,11 @@ def dsrg_losses(logits: torch.Tensor, labels: torch.Tensor, classes: torch.Tenso
     return out
 
 
-def ce_loss(logits: torch.Tensor, labels: torch.Tensor, resolution: str) -> torch.Tensor:
-    """Cross-entropy with 255 ignored, averaged over the labelled pixels (0 when none).
+def ce_loss(logits: torch.Tensor, labels: torch.Tensor, resolution: str,
+            class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy with 255 ignored, averaged over the labelled pixels (0 when none); with
+    ``class_weights`` (C,) the weighted mean ``Σ_u w_{y_u} ℓ_u / Σ_u w_{y_u}``
+    (:func:`pipeline.losses.class_balance_weights`).
 
     ``resolution="input"``: logits bilinearly upsampled to the label size with the stride-8
     alignment (:func:`pipeline.geometry.grid_to_frame`; mmseg / DeepLab v3 practice);
@@ -222,21 +228,28 @@ def ce_loss(logits: torch.Tensor, labels: torch.Tensor, resolution: str) -> torc
         labels = labels[:, _grid_index(H, h, labels.device)][:, :, _grid_index(W, w, labels.device)]
     else:
         raise ValueError(f"ce resolution must be 'input' or 'output', got {resolution!r}")
-    n = (labels != IGNORE_INDEX).sum().clamp_min(1)
-    return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum") / n
+    valid = labels != IGNORE_INDEX
+    if class_weights is None:
+        n = valid.sum().clamp_min(1)
+        return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum") / n
+    w = class_weights.to(logits.device, logits.dtype)
+    n = w[labels[valid]].sum().clamp_min(1e-12)
+    return F.cross_entropy(logits, labels, weight=w, ignore_index=IGNORE_INDEX, reduction="sum") / n
 
 
 def segmenter_loss_fn(loss: str, dsrg_cfg: DSRGConfig | None = None, crf_pool=None,
-                      ce_resolution: str | None = None, from_trunk: bool = False):
+                      ce_resolution: str | None = None, from_trunk: bool = False,
+                      class_weights: torch.Tensor | None = None):
     """``loss_fn(net, batch)`` for :mod:`pipeline.runtime.training` (batch: SegmentationDataset items):
     ``"dsrg"`` with ``dsrg_cfg`` or ``"ce"`` at ``ce_resolution``; ``from_trunk``: the batches
-    hold cached trunk features (``train.cache_trunk``)."""
+    hold cached trunk features (``train.cache_trunk``); ``class_weights`` (C,) or None: per-class
+    loss weights (:func:`ce_loss`, :func:`dsrg_losses`)."""
     extra = {"from_trunk": True} if from_trunk else {}
 
     def loss_fn(net, batch):
         logits = net(batch["image"], **extra)
         if loss == "ce":
-            return {"loss_ce": ce_loss(logits, batch["label"], ce_resolution)}
+            return {"loss_ce": ce_loss(logits, batch["label"], ce_resolution, class_weights)}
         return dsrg_losses(logits, batch["label"], batch["classes"], batch["raw"], dsrg_cfg, crf_pool,
-                           iteration=batch.get("iteration"))
+                           iteration=batch.get("iteration"), class_weights=class_weights)
     return loss_fn

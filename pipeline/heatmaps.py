@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline.affinity import refine_cam
 from pipeline.geometry import STRIDE, grid_to_frame
 from pipeline.transforms import parse_size, resize_image, to_tensor
 
@@ -95,9 +96,12 @@ def class_specific_lambda(lam, probs):
 
 
 @torch.no_grad()
-def infer_batch(net, images: torch.Tensor, scales, flip: bool, with_lambda_c: bool, amp: bool) -> dict:
+def infer_batch(net, images: torch.Tensor, scales, flip: bool, with_lambda_c: bool, amp: bool,
+                refine: dict | None = None) -> dict:
     """Aggregated raw ``cam`` (B, K, h, w), ``lam`` (B, h, w), ``lambda_c`` (B, K, h, w) or None,
-    and ``scores`` (B, K) = σ(mean logit over scales/flips)."""
+    and ``scores`` (B, K) = σ(mean logit over scales/flips). ``refine`` (``iterations``, ``beta``,
+    ``radius``; iterations > 0): each view's CAM is replaced by its affinity refinement on the
+    classifier's features (:func:`pipeline.affinity.refine_cam`; ReLU(CAM) propagated)."""
     K = net.num_classes
     logits = []
     use_amp = amp and images.device.type == "cuda"
@@ -107,6 +111,8 @@ def infer_batch(net, images: torch.Tensor, scales, flip: bool, with_lambda_c: bo
             out = net(x)
         logits.append(out["logits"].float())
         cam, lam = out["cam"].float(), out["lam"].float()
+        if refine and refine["iterations"] > 0:
+            cam = refine_cam(cam, out["features"], refine["beta"], refine["radius"], refine["iterations"])
         if with_lambda_c:
             cam = torch.cat([cam, class_specific_lambda(lam, cam.softmax(dim=1))], dim=1)
         return {"cam": cam, "lam": lam}

@@ -17,7 +17,7 @@ from pipeline.geometry import cell_pixels, input_len_for_grid, pixel_cells
 from pipeline.voc import IGNORE_INDEX
 
 
-def _fg_claims(heatmaps: np.ndarray, fg_top: float, fg_mode: str) -> np.ndarray:
+def _fg_claims(heatmaps: np.ndarray, fg_top: float, fg_mode: str, fg_min: float = 0.0) -> np.ndarray:
     """Boolean (K, H, W): pixels claimed as foreground by each class map.
 
     * ``'relative'``: ``h_c(x) >= (1 - fg_top) · max h_c``  (DSRG/SEC style threshold).
@@ -25,6 +25,9 @@ def _fg_claims(heatmaps: np.ndarray, fg_top: float, fg_mode: str) -> np.ndarray:
       value, every pixel with ``h_c >= t`` is claimed, so pixels tied with the cut value are all
       included (the claim can exceed n pixels when values tie).
     In both modes pixels with ``h_c <= 0`` are never claimed (an all-zero map claims nothing).
+    ``fg_min > 0`` adds a confidence floor, ``h_c >= fg_min · max h_c``: with ``'rank'`` the claim
+    is the top ``fg_top`` share *and* the confident band of the map; the rest of the share is left
+    unlabelled (the ignore zone), for DSRG's growing to decide.
     """
     k, h, w = heatmaps.shape
     if not 0.0 <= fg_top <= 1.0:
@@ -39,7 +42,10 @@ def _fg_claims(heatmaps: np.ndarray, fg_top: float, fg_mode: str) -> np.ndarray:
         thr = -np.partition(-flat, n - 1, axis=1)[:, n - 1] if flat.size else np.zeros(k)
     else:
         raise ValueError(f"fg_mode must be 'relative' or 'rank', got {fg_mode!r}")
-    return (heatmaps >= thr[:, None, None]) & (heatmaps > 0)
+    claims = (heatmaps >= thr[:, None, None]) & (heatmaps > 0)
+    if fg_min > 0:
+        claims &= heatmaps >= fg_min * flat.max(axis=1, initial=0.0)[:, None, None]
+    return claims
 
 
 BG_SOURCES = ("saliency", "cam", "both")
@@ -82,14 +88,15 @@ def background_cues(heatmaps, saliency=None, *, bg_source: str, bg_sal: float,
 
 
 def make_seeds(heatmaps, classes, saliency, *, fg_top: float, fg_mode: str, bg_sal: float,
-               overlap: str, bg_source: str, bg_cam: float) -> np.ndarray:
+               overlap: str, bg_source: str, bg_cam: float, fg_min: float = 0.0) -> np.ndarray:
     """Seed label map (H, W) uint8 from per-class heatmaps and a saliency map.
 
     Args:
         heatmaps: (K_img, H, W) float, each map normalised to [0, 1] (by its max).
         classes: K_img dataset indices (>= 1) of the heatmaps.
         saliency: (H, W) in [0, 1]; may be None with ``bg_source='cam'``.
-        fg_top, fg_mode: foreground rule, see :func:`_fg_claims` (EP paper §4.4: top 30 %).
+        fg_top, fg_mode, fg_min: foreground rule, see :func:`_fg_claims` (EP paper §4.4: top
+            30 %; ``fg_min`` a confidence floor, 0 = none).
         bg_source, bg_sal, bg_cam: background rule, see :func:`background_cues` (EP paper §4.4:
             ``saliency < bg_sal``).
         overlap: a pixel claimed by several classes gets the claimant with the highest
@@ -114,7 +121,7 @@ def make_seeds(heatmaps, classes, saliency, *, fg_top: float, fg_mode: str, bg_s
     out[bg] = 0
     if not classes:
         return out
-    claims = _fg_claims(hm, fg_top, fg_mode)
+    claims = _fg_claims(hm, fg_top, fg_mode, fg_min)
     n_claims = claims.sum(0)
     single = n_claims == 1
     cls_arr = np.asarray(classes, dtype=np.uint8)

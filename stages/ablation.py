@@ -35,7 +35,7 @@ from pipeline.runtime.stage import (StageError, config_digests, read_manifest, r
 from pipeline.settings import ConfigError, flatten_overrides
 from pipeline.settings.experiment import ABLATION_RESERVED
 from stages.ablation_results import CUE_STAGES, FULL_STAGES, result_row, write_results
-from stages.common import add_opts_argument, expand_opts_line, stage_section, stage_upstream
+from stages.common import add_opts_argument, parse_command_line, stage_section, stage_upstream
 
 SHARED = ("data", "saliency")
 
@@ -204,7 +204,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--full", action="store_true", default=None,
                    help="also train the segmenter and score it (eval) per variant")
     p.add_argument("--variants", nargs="+", default=None, help="run only these variants")
-    return p.parse_args(expand_opts_line(argv))
+    return parse_command_line(p, argv)
 
 
 def main(argv=None) -> int:

@@ -17,7 +17,7 @@ import zlib
 from pathlib import Path
 
 from pipeline.data.submission import SUBMISSION_SUBDIR, validate_submission
-from stages.common import add_opts_argument, expand_opts_line
+from stages.common import add_opts_argument, parse_command_line
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -29,7 +29,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--force", action="store_true", help="ignored (accepted for make)")
     p.add_argument("--split", default=None, help="split the submission covers (default: submit.split or test)")
     p.add_argument("--comp", default=None, help="competition folder prefix (default: submit.comp or comp6)")
-    return p.parse_args(expand_opts_line(argv))
+    return parse_command_line(p, argv)
 
 
 def _extract(tgz: Path, dest: Path, sub: str) -> list[str]:

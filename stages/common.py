@@ -10,60 +10,15 @@ import argparse
 import dataclasses
 import importlib
 import os
-import re
-import shlex
 import sys
+import traceback
 from pathlib import Path
 
 from pipeline.settings import ConfigError, Settings
+from stages.opts import add_opts_argument, expand_opts_line, parse_command_line  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_EXP = REPO_ROOT / "configs" / "demo_synthetic.py"
-
-
-OPTS_KEY = re.compile(r"^[A-Za-z_][\w.]*=")
-
-
-def expand_opts_line(argv=None) -> list[str]:
-    """``--opts-line WORD`` → ``--opts k=v ...``. Make passes ``OPTS`` as one shell-quoted word,
-    so that values with parentheses, spaces or quotes survive the recipe's shell; it is split
-    here like a shell splits (quotes group), and a word that does not start with ``key=`` is
-    joined to the previous value (``eval.scales=(0.75, 1.0)`` stays one override)."""
-    argv, out = list(sys.argv[1:] if argv is None else argv), []
-    words = iter(argv)
-    for arg in words:
-        if arg != "--opts-line":
-            out.append(arg)
-            continue
-        line = next(words, "")
-        try:
-            parts = shlex.split(line)
-        except ValueError as exc:
-            raise SystemExit(f"OPTS={line!r}: {exc}: balance the quotes") from None
-        items: list[str] = []
-        for word in parts:
-            if items and not OPTS_KEY.match(word):
-                items[-1] += " " + word
-            else:
-                items.append(word)
-        out += ["--opts", *items] if items else []
-    return out
-
-
-def add_opts_argument(p: argparse.ArgumentParser) -> None:
-    """``--opts k=v ...`` parsed like mmengine's ``--cfg-options`` (tuples, lists, numbers),
-    except that spaces inside a plain value (a path) are kept."""
-    from mmengine.config import DictAction
-
-    class OptsAction(DictAction):
-        @staticmethod
-        def _parse_iterable(val: str):
-            if not any(c in val for c in "()[],"):
-                return DictAction._parse_int_float_bool(val.strip("'\""))
-            return DictAction._parse_iterable(val)
-
-    p.add_argument("--opts", nargs="+", action=OptsAction, default={},
-                   help="config overrides, e.g. seeds.fg_top=0.2 eval.scales=(0.75,1.0)")
 
 
 def parse_args(stage: str, argv=None) -> argparse.Namespace:
@@ -93,7 +48,56 @@ def load_config(exp: str | os.PathLike) -> dict:
     path = Path(exp).expanduser()
     if not path.is_file():
         raise ConfigError(f"experiment config not found: {path}")
-    return Config.fromfile(str(path.resolve())).to_dict()
+    try:
+        return Config.fromfile(str(path.resolve())).to_dict()
+    except Exception as exc:  # noqa: BLE001 - a config file is Python: what it raises is its error
+        raise config_file_error(path, exc) from exc
+
+
+def _syntax_error_line(exc: SyntaxError, frames) -> tuple[str | None, int | None]:
+    """``(file, line)`` of a syntax error mmengine raised while parsing a config file (its
+    message names neither): the file is its parser's ``filename``, compiled again for the line."""
+    names = [frame.f_locals.get("filename") for frame, _ in frames]
+    file = next((f for f in reversed(names) if isinstance(f, str) and Path(f).is_file()), None)
+    if file is None:
+        return None, exc.lineno
+    try:
+        compile(Path(file).read_text(), file, "exec")
+    except SyntaxError as again:
+        return file, again.lineno
+    return file, exc.lineno
+
+
+def _config_line(exc: Exception) -> tuple[str | None, int | None]:
+    """``(file, line)`` of the config code that raised ``exc``: the innermost frame outside the
+    Python installation and this module."""
+    frames = list(traceback.walk_tb(exc.__traceback__))
+    if isinstance(exc, SyntaxError):
+        return _syntax_error_line(exc, frames)
+    installed = (sys.prefix, sys.base_prefix, sys.exec_prefix, str(Path(__file__)))
+    for frame, line in reversed(frames):
+        file = frame.f_code.co_filename
+        if file.endswith(".py") and not file.startswith(installed):
+            return file, line
+    return None, None
+
+
+def config_file_error(path: Path, exc: Exception) -> ConfigError:
+    """The one-line error of an experiment file mmengine could not load: a ``_base_`` file
+    that does not resolve, a syntax error, an undefined name or any other error its code
+    raises, with the file and line at fault and the fix."""
+    shown = _shown(path)
+    if isinstance(exc, FileNotFoundError) and exc.filename:
+        return ConfigError(f"{shown}: _base_ file {exc.filename} not found: _base_ paths are "
+                           f"relative to the config's own folder ({_shown(path.resolve().parent)}): "
+                           f"fix the path, make it absolute, or keep the config next to configs/_base_/")
+    file, line = _config_line(exc)
+    where = f"{_shown(Path(file).resolve())}:{line}" if file else shown
+    of = f" (a _base_ file of {shown})" if file and Path(file).resolve() != path.resolve() else ""
+    what = (f"syntax error ({exc.msg})" if isinstance(exc, SyntaxError)
+            else f"{type(exc).__name__}: {exc}")
+    return ConfigError(f"{where}{of}: {what}: fix that line (a config file is Python: strings "
+                       f"in quotes, names defined before use)")
 
 
 def load_experiment(exp: str | os.PathLike, opts: dict | None = None,
@@ -242,6 +246,7 @@ def main_for(module_name: str, argv=None) -> dict:
 
 def _run_main(mod, argv, where) -> dict:
     from pipeline.runtime.stage import run_stage
+    from pipeline.runtime.upstream_opts import check_upstream_opts
 
     stage = mod.STAGE
     args = parse_args(stage, argv)
@@ -251,6 +256,7 @@ def _run_main(mod, argv, where) -> dict:
     upstream = stage_upstream(mod, section)
     work_dir = Path(args.work_dir).expanduser().resolve() if args.work_dir else default_work_dir(cfg)
     where.work_dir = work_dir
+    check_upstream_opts(stage, work_dir, upstream, args.opts, cfg)   # OPTS of an upstream stage
     rank, world, rank_device = setup_distributed()
     device = choose_device(cfg, rank_device)
     return run_stage(stage, upstream, mod.run, cfg, section, work_dir,

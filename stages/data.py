@@ -86,8 +86,18 @@ def publish_index(ctx, index_tmp) -> dict:
     return json.loads((ctx.out / "dataset.json").read_text())
 
 
+def remove_leftovers(out) -> None:
+    """Delete the temporary folders (``.synthetic.tmp-*``, ``._index.tmp-*``) that a run killed
+    while building them (SIGTERM, SIGKILL: no clean-up runs) left in the partial folder a
+    resumed run reuses; they would be published with the index."""
+    for name in ("synthetic", "_index"):
+        for left in out.glob(f".{name}.tmp-*"):
+            shutil.rmtree(left, ignore_errors=True)
+
+
 def run(ctx) -> dict:
     sec = ctx.section
+    remove_leftovers(ctx.out)
     root, sbd_root, heldout, name, gen = dataset_source(ctx, sec)
     index_tmp = ctx.out / "_index"
     shutil.rmtree(index_tmp, ignore_errors=True)

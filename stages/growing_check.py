@@ -106,8 +106,8 @@ def format_check(res: dict) -> str:
 
 
 def main(argv=None) -> int:
-    from stages.common import (DEFAULT_EXP, add_opts_argument, default_work_dir, expand_opts_line,
-                               load_experiment_or_exit)
+    from stages.common import (DEFAULT_EXP, add_opts_argument, default_work_dir,
+                               load_experiment_or_exit, parse_command_line)
 
     p = argparse.ArgumentParser(prog="python -m stages.growing_check", description=__doc__.split("\n")[0])
     p.add_argument("--exp", default=str(DEFAULT_EXP))
@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     add_opts_argument(p)
     p.add_argument("--images", type=int, default=200, help="how many training images (default 200)")
     p.add_argument("--force", action="store_true", help="ignored (accepted for Make symmetry)")
-    a = p.parse_args(expand_opts_line(argv))
+    a = parse_command_line(p, argv)
     cfg = load_experiment_or_exit("growing_check", a.exp, a.opts)
     work_dir = Path(a.work_dir).expanduser().resolve() if a.work_dir else default_work_dir(cfg)
     print(format_check(check(work_dir, cfg.segmenter, a.images)))

@@ -131,7 +131,8 @@ class MapFiles:
 
 def infer_checked(net, x: torch.Tensor, group, sec) -> dict:
     """:func:`pipeline.heatmaps.infer_batch` of one group, its maps checked finite."""
-    out = infer_batch(net, x, sec.scales, sec.flip, sec.class_specific_lambda, sec.amp)
+    out = infer_batch(net, x, sec.scales, sec.flip, sec.class_specific_lambda, sec.amp,
+                      sec.refine.fields_dict())
     for key in ("cam", "lam"):
         check_array_finite(out[key], f"the classifier's {key} maps of images "
                            f"{group[0][1]}..{group[-1][1]}", NONFINITE_FIX)
@@ -147,7 +148,8 @@ def run(ctx) -> dict:
     with_lc = sec.class_specific_lambda
     ctx.log(f"{len(ids)} {split} images; classifier pooling {trained}, inference pooling "
             f"{net.pooling_name}; size {sec.size}, scales {sec.scales}, flip {sec.flip}, "
-            f"lambda_c {with_lc}, device {ctx.device}")
+            f"lambda_c {with_lc}, device {ctx.device}"
+            + (f"; affinity refinement {sec.refine.fields_dict()}" if sec.refine.iterations else ""))
     rib = RIBSource(net, index, ids, sec) if sec.source == "rib" else None
     lookup = use_trunk_cache(ctx, net, index, sec)
     log_every = max(100, len(ids) // 10) if rib is None else 10

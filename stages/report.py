@@ -33,7 +33,7 @@ from pipeline.report.html import (CSS, classifier_html, esc, localize_html, seed
                                   segmentation_html, stages_html, submit_html)
 from pipeline.report.sections import ablation_html, figures_html
 from pipeline.runtime.stage import config_digests, read_manifest, stage_status
-from stages.common import add_opts_argument, expand_opts_line, stage_section, stage_upstream
+from stages.common import add_opts_argument, parse_command_line, stage_section, stage_upstream
 
 STAGES = ("data", "classifier", "heatmaps", "saliency", "seeds", "segmenter", "upper_bound",
           "eval", "submit", "localize")
@@ -116,7 +116,7 @@ def main(argv=None) -> int:
     p.add_argument("--work-dir", default=None, help="work dir (default work_dirs/<experiment>)")
     add_opts_argument(p)
     p.add_argument("--force", action="store_true", help="ignored (the report always regenerates)")
-    a = p.parse_args(expand_opts_line(argv))
+    a = parse_command_line(p, argv)
     exp = a.exp or str(DEFAULT_EXP)
     cfg = load_experiment_or_exit("report", exp, a.opts)
     work_dir = Path(a.work_dir).expanduser().resolve() if a.work_dir else default_work_dir(cfg)

@@ -93,15 +93,16 @@ def seed_inputs(ctx, sec) -> tuple:
 
 def seed_options(sec) -> dict:
     """The keyword arguments of :func:`pipeline.seeds.make_seeds`."""
-    return dict(fg_top=sec.fg_top, fg_mode=sec.fg_mode, bg_sal=sec.bg_sal, overlap=sec.overlap,
-                bg_source=sec.bg_source, bg_cam=sec.bg_cam)
+    return dict(fg_top=sec.fg_top, fg_mode=sec.fg_mode, fg_min=sec.fg_min, bg_sal=sec.bg_sal,
+                overlap=sec.overlap, bg_source=sec.bg_source, bg_cam=sec.bg_cam)
 
 
 def describe_rules(sec, opts: dict) -> str:
     bg_rules = {"saliency": f"saliency < {opts['bg_sal']} (normalised: {sec.normalise_saliency})",
                 "cam": f"every class map <= {opts['bg_cam']}"}
     bg_rule = bg_rules.get(sec.bg_source) or f"{bg_rules['saliency']} and {bg_rules['cam']}"
-    return (f"source {sec.heatmap_source}; fg top {opts['fg_top']} ({opts['fg_mode']}), "
+    floor = f", at least {opts['fg_min']} of the max" if opts["fg_min"] else ""
+    return (f"source {sec.heatmap_source}; fg top {opts['fg_top']} ({opts['fg_mode']}{floor}), "
             f"bg {bg_rule}, overlap {opts['overlap']}; pseudo-mask bg threshold "
             f"{sec.pseudo_bg_threshold}")
 

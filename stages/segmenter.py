@@ -29,8 +29,10 @@ import torch
 
 from pipeline.crf_pool import make_crf_pool
 from pipeline.data.datasets import SegmentationDataset
+from pipeline.data.files import label_pixel_counts
 from pipeline.data.index import DatasetIndex
 from pipeline.dsrg import segmenter_loss_fn
+from pipeline.losses import class_balance_weights
 from pipeline.dsrg_diagnostics import confusion_fg_fractions
 from pipeline.inference import InferenceSettings
 from pipeline.models.deeplab import build_segmenter
@@ -40,6 +42,7 @@ from pipeline.runtime.guards import training_guard
 from pipeline.runtime.stage import StageError
 from pipeline.runtime.training import train_from_section
 from pipeline.runtime.trunk_cache import cached_trunk_dataset
+from pipeline.settings.classifier import LITE_CHOICES
 from stages.common import main_for, resolve_path
 
 STAGE = "segmenter"
@@ -87,7 +90,7 @@ def train_segmenter(ctx, index: DatasetIndex, label_dir, section, stage: str = S
     cached = tr.cache_trunk
     if cached and not getattr(net, "trunk", None):
         raise StageError(f"{stage}.train.cache_trunk=True needs a frozen trunk (segmenter.model."
-                         "backbone type='efficientnet_lite0', frozen_blocks >= 1): set it to False")
+                         f"backbone type {LITE_CHOICES}, frozen_blocks >= 1): set it to False")
     if cached:
         train_ds = cached_trunk_dataset(SegmentationDataset(index, tr.split, label_dir, tr.crop, train=False),
                                         net, model_cfg, ctx.work_dir, ctx.device, ctx.log)
@@ -101,9 +104,11 @@ def train_segmenter(ctx, index: DatasetIndex, label_dir, section, stage: str = S
             f"from {label_dir or 'the ground-truth masks'}; crop {tr.crop} -> output {grid}x{grid}")
     if net.init_report is not None:
         ctx.log(net.init_report.describe())
+    weights = class_weights(ctx, train_ds, section.class_balance, index.num_classes)
     dsrg_cfg, pool = dsrg_setup(ctx, section) if loss == "dsrg" else (None, None)
     try:
-        return train_from_section(net, segmenter_loss_fn(loss, dsrg_cfg, pool, section.ce.resolution, cached),
+        return train_from_section(net, segmenter_loss_fn(loss, dsrg_cfg, pool, section.ce.resolution, cached,
+                                                          weights),
                                   train_ds, tr,
                                   work_dir=ctx.out / "train", seed=seed, world_size=ctx.world_size,
                                   device=ctx.device, log=ctx.log,
@@ -111,6 +116,18 @@ def train_segmenter(ctx, index: DatasetIndex, label_dir, section, stage: str = S
     finally:
         if pool is not None:
             pool.shutdown()
+
+
+def class_weights(ctx, train_ds, balance, num_classes: int) -> torch.Tensor | None:
+    """The loss's per-class weights (``segmenter.class_balance``) from the pixel counts of the
+    training label maps, logged; None when ``power`` is 0."""
+    if balance.power == 0:
+        return None
+    counts = label_pixel_counts(train_ds.label_paths(), num_classes)
+    weights = class_balance_weights(counts, balance.power, balance.max_weight)
+    ctx.log("class weights (power %g, max %g): %s" % (balance.power, balance.max_weight,
+            " ".join(f"{w:.2f}" for w in weights.tolist())))
+    return weights
 
 
 def quick_val_settings(val) -> InferenceSettings:

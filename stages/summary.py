@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pipeline.data.holdout import PARTS
 from pipeline.runtime.stage import read_manifest
-from stages.common import default_work_dir, expand_opts_line, load_experiment_or_exit
+from stages.common import default_work_dir, load_experiment_or_exit, parse_command_line
 
 ORDER = ("data", "classifier", "heatmaps", "saliency", "seeds", "segmenter", "upper_bound",
          "eval", "submit", "localize", "report")
@@ -79,7 +79,7 @@ def main(argv=None) -> None:
     p.add_argument("--work-dir", default=None)
     p.add_argument("--opts", nargs="*", default=None, help="ignored (accepted for Make symmetry)")
     p.add_argument("--force", action="store_true", help="ignored")
-    a = p.parse_args(expand_opts_line(argv))
+    a = parse_command_line(p, argv)
     from stages.common import DEFAULT_EXP
     work_dir = (Path(a.work_dir) if a.work_dir
                 else default_work_dir(load_experiment_or_exit("summary", a.exp or DEFAULT_EXP)))

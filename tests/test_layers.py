@@ -11,8 +11,8 @@ inside functions count too):
 
 A module imports its own layer or lower ones; ``edge`` and ``report`` do not import each other;
 nothing in ``pipeline/`` imports ``stages``; mm* (mmengine, mmcv, mmseg) is imported only in
-``pipeline/mm/`` and by ``stages/common.py`` (mmengine's ``Config`` / ``DictAction`` for the config
-files and ``--opts``; ``bench/training.py`` compares the training loop with mmengine's train step);
+``pipeline/mm/`` and by ``stages/common.py`` / ``stages/opts.py`` (mmengine's ``Config`` for the
+config files, ``DictAction``'s value parsing for ``--opts``; ``bench/training.py`` compares the training loop with mmengine's train step);
 no module imports a private name (``_x``) from another module; the modules of ``pipeline/`` and
 ``stages/`` import no cycle.
 """
@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 RANK = {"algorithms": 0, "data": 1, "runtime": 2, "settings": 3, "edge": 4, "report": 4,
         "stages": 5}
 MM = ("mmengine", "mmcv", "mmseg")
-MM_OUTSIDE_EDGE = {"stages.common": {"mmengine.config"},
+MM_OUTSIDE_EDGE = {"stages.common": {"mmengine.config"}, "stages.opts": {"mmengine.config"},
                    "bench.training": {"mmengine.model", "mmengine.optim"}}
 
 

@@ -1,5 +1,5 @@
 """configs/realphoto_cpu.py runs: data, classifier and segmenter on the cached frozen
-EfficientNet-Lite0 trunk, heatmaps reading the cache, seeds, the upper bound, the second round
+EfficientNet-Lite2 trunk, heatmaps reading the cache, seeds, the upper bound, the second round
 (pseudo-labels and training on the cache) and eval, on the small synthetic VOC tree with a
 generated weight file in the package's layout; only sizes, iterations and paths are overridden."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.models.efficientnet_lite import EfficientNetLite0
+from pipeline.models.efficientnet_lite import EfficientNetLite
 from stage_helpers import run_stage_cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -17,10 +17,10 @@ EXP = REPO / "configs" / "realphoto_cpu.py"
 
 
 def _package_file(path: Path) -> Path:
-    """A random EfficientNet-Lite0 in the package's (EfficientNet-PyTorch) key layout."""
+    """A random EfficientNet-Lite2 (the config's trunk) in the package's key layout."""
     top = {"stem_conv": "_conv_stem", "stem_bn": "_bn0", "head_conv": "_conv_head", "head_bn": "_bn1"}
     state = {}
-    for k, v in EfficientNetLite0().state_dict().items():
+    for k, v in EfficientNetLite(variant=2).state_dict().items():
         parts = k.split(".")
         name = (f"_blocks.{parts[1]}._{parts[2]}.{parts[3]}" if parts[0] == "blocks"
                 else f"{top[parts[0]]}.{parts[1]}")
@@ -35,7 +35,7 @@ def _manifest(work: Path, stage: str) -> dict:
 
 
 def test_the_real_photo_config_runs_every_stage_on_the_cached_trunk(tmp_path, synthetic_tree, one_thread):
-    weights = _package_file(tmp_path / "lite0.pth")
+    weights = _package_file(tmp_path / "lite2.pth")
     work = tmp_path / "work"
     size = "33"                                     # 33 px -> 5x5 grid
     common = [f"data.root={synthetic_tree.voc}", "data.aug_dir=None",
@@ -58,9 +58,10 @@ def test_the_real_photo_config_runs_every_stage_on_the_cached_trunk(tmp_path, sy
     assert len(caches) == 1 and len(list(caches[0].glob("*.pt"))) == n_train   # one cache, shared
     assert _manifest(work, "heatmaps")["metrics"]["trunk_cache_hits"] == n_train
     cls = torch.load(work / "classifier" / "model.pth", weights_only=True)
-    assert cls["model_cfg"]["backbone"]["type"] == "efficientnet_lite0"
+    assert cls["model_cfg"]["backbone"]["type"] == "efficientnet_lite2"
     seg = torch.load(work / "retrain" / "model.pth", weights_only=True)
-    assert seg["model_cfg"]["backbone"] == {"type": "efficientnet_lite0", "frozen_blocks": 16}
+    assert seg["model_cfg"]["backbone"] == {"type": "efficientnet_lite2", "frozen_blocks": 21,
+                                            "taps": [14, 20, "head"]}
     assert len(list((work / "retrain" / "pseudo").glob("*.png"))) == n_train
     assert _manifest(work, "eval")["metrics"]["mIoU"] is not None
     assert _manifest(work, "upper_bound")["metrics"]["mIoU"] is not None

@@ -19,24 +19,17 @@ from PIL import Image
 from pipeline.runtime.stage import read_manifest
 from stages.common import parse_args
 from stage_helpers import (expect_one_line_error as _expect_one_line_error,
-                           run_stage_cli as _run_cli, write_exp as _exp)
+                           run_stage_cli as _run_cli,
+                           install_fake_stage, write_voc_exp)
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-VOC_EXP = """
-    experiment = dict(name="voc_tiny", seed=0, device="cpu")
-    data = dict(dataset="voc", root={root!r}, sbd_root=None, label_source="xml", workers=2)
-    classifier = dict(train=dict(split="trainaug"), val=dict(split="val"))
-    eval = dict(split="val")
-    submit = dict(split="test")
-    saliency = dict(split="trainaug", dir={sal!r}, workers=1, allow_colour=False)
-"""
 
 
 def _voc_exp(tmp_path, tiny_voc, sal=None) -> Path:
-    return _exp(tmp_path, VOC_EXP.format(root=str(tiny_voc.root), sal=sal),
-                bases=("data_voc.py", "classifier_vgg16_ep.py", "eval_submit.py", "cues.py"))
+    return write_voc_exp(tmp_path, tiny_voc.root, workers=2,
+                         extra=f"saliency = dict(split='trainaug', dir={sal!r}, workers=1, allow_colour=False)\n")
 
 
 # ------------------------------------------------------------------ data stage validation ------
@@ -135,10 +128,7 @@ def run(ctx):
 
 @pytest.fixture
 def fake_stage(tmp_path, monkeypatch):
-    (tmp_path / "fake_stage_mod.py").write_text(FAKE_STAGE)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delenv("DEBUG", raising=False)
-    exp = _exp(tmp_path, 'experiment = dict(name="f", seed=0, device="cpu")\nfake = dict(mode="ok")\n')
+    exp = install_fake_stage(tmp_path, monkeypatch, "fake_stage_mod", FAKE_STAGE)
     work = tmp_path / "work"
     _run_cli("fake_stage_mod", exp, work)
     return lambda mode, **kw: _run_cli("fake_stage_mod", exp, work, f"fake.mode={mode}", force=True, **kw)

@@ -53,6 +53,16 @@ def test_rank_mode_and_ties():
     assert out.tolist() == [[2, 2, 2, I], [I, I, I, I]]
 
 
+def test_rank_with_a_confidence_floor_leaves_an_ignore_zone():
+    # top 50 % of A: (0,0) 1.0, (0,1) .8, (1,0) .75, (0,2) .6; the floor 0.7 drops (0,2)
+    out = seeds(A[None], [3], np.ones((2, 4)), fg_top=0.5, fg_mode="rank", fg_min=0.7)
+    assert out.tolist() == [[3, 3, I, I], [3, I, I, I]]
+    same = seeds(A[None], [3], np.ones((2, 4)), fg_top=0.5, fg_mode="rank", fg_min=0.0)
+    assert same.tolist() == [[3, 3, 3, I], [3, I, I, I]]
+    # the floor is relative to each map's max
+    assert (seeds(0.5 * A[None], [3], np.ones((2, 4)), fg_top=0.5, fg_mode="rank", fg_min=0.7) == out).all()
+
+
 def test_zero_map_claims_nothing_and_bg_only():
     z = np.zeros((2, 4))
     for mode in ("relative", "rank"):

@@ -1,5 +1,5 @@
 """The hard synthetic benchmark: configs/synthetic_hard.py loads, its generator settings are the
-ones the README lists, the generator draws such images (object_radius), and `make ablation`
+ones docs/RESULTS.md lists, the generator draws such images (object_radius), and `make ablation`
 accepts the config. Cheap: a handful of generated images, no training."""
 from __future__ import annotations
 
@@ -18,23 +18,23 @@ REPO = Path(__file__).resolve().parent.parent
 HARD = REPO / "configs" / "synthetic_hard.py"
 
 
-def readme_generator_settings() -> dict:
-    """``key=value`` pairs of the README line "Generator settings of the hard benchmark ..."."""
-    lines = [ln for ln in (REPO / "README.md").read_text().splitlines()
+def documented_generator_settings() -> dict:
+    """``key=value`` pairs of the docs/RESULTS.md line "Generator settings of the hard benchmark ..."."""
+    lines = [ln for ln in (REPO / "docs" / "RESULTS.md").read_text().splitlines()
              if ln.startswith("Generator settings of the hard benchmark")]
-    assert len(lines) == 1, "README: one 'Generator settings of the hard benchmark' line"
+    assert len(lines) == 1, "docs/RESULTS.md: one 'Generator settings of the hard benchmark' line"
     pairs = re.findall(r"`(\w+)=([^`]+)`", lines[0])
     return {k: ast.literal_eval(v) for k, v in pairs}
 
 
-def test_hard_config_loads_with_the_readme_generator_settings():
+def test_hard_config_loads_with_the_documented_generator_settings():
     cfg = load_experiment(HARD)
     demo = load_experiment(REPO / "configs" / "demo_synthetic.py")
     assert cfg.experiment.name == "synthetic_hard" and cfg.data.dataset == "synthetic"
     syn = dict(cfg.data.synthetic)
     syn["object_radius"] = tuple(syn["object_radius"])
-    readme = readme_generator_settings()
-    assert readme == syn                               # every setting, the same values
+    documented = documented_generator_settings()
+    assert documented == syn                            # every setting, the same values
     assert set(syn) - {"seed"} <= set(DEFAULTS)
     # harder than the demo's generator defaults on every axis the preset changes
     assert syn["n_classes"] >= 10 > DEFAULTS["n_classes"]

@@ -8,9 +8,10 @@ classifier = dict(
         # fc6 (3x3, 1024) + fc7 (1x1, 1024) convs, output stride 8 (321 -> 41)
         # type: "vgg16" | "efficientnet_lite0" (ImageNet weights from pretrained="package", output
         # stride 8 too; frozen_blocks: stem + that many of its 16 blocks frozen; head: its 1x1
-        # 1280-ch head conv). width .. bew_before are VGG-16 settings (rejected for other types
-        # unless at these values); dropout: before the classifier (VGG: after fc6 and fc7)
-        backbone=dict(type="vgg16", frozen_blocks=0, head=True,
+        # 1280-ch head conv; taps: with the whole trunk frozen, the concatenated outputs of these
+        # layers, e.g. (10, 15, "head")). width .. bew_before are VGG-16 settings (rejected for
+        # other types unless at these values); dropout: before the classifier (VGG: after fc6 and fc7)
+        backbone=dict(type="vgg16", frozen_blocks=0, head=True, taps=(),
                       width=1.0, batch_norm=False, dropout=0.5, fc6_dilation=1,
                       sge_after=(), sge_groups=32, lip_pools=(), bew_before=()),
         # tau: GNDRP threshold; normalize (EP): "hw" = Eq. 4's 1/hw | "lambda" = λ-weighted mean

@@ -33,6 +33,12 @@ heatmaps = dict(
     # explode_th on more than explode_ratio of the pixels); `negatives` images sharing no class
     # with the target, neg_batch of them per step; loss 'sum' (RIB) | 'mean'; train_mode=False
     # keeps BatchNorm statistics and dropout frozen; seed of the negatives' sub-sampling.
+    # training-free affinity refinement of each view's class maps before they are averaged
+    # (docs/ALGORITHMS.md §3.4; pipeline/affinity.py): `iterations` random-walk steps of
+    # AffinityNet's Eq. 6 (Ahn & Kwak, CVPR 2018) on the cosine affinities of the classifier's
+    # own features (no affinity network is trained), raised to `beta`, between grid cells at most
+    # `radius` apart; iterations=0 = off (the EP paper's cues). classifier source only.
+    refine=dict(iterations=0, beta=8.0, radius=5),
     rib=dict(steps=10, lr=8e-6, classifier_lr_mult=10.0, weight_decay=1e-4, momentum=0.0,
              poly_power=0.9, tau=0.4, max_logit=100.0, explode_th=0.3, explode_ratio=0.7,
              negatives=20, neg_batch=20, loss_reduction="sum", train_mode=False, seed=0),
@@ -59,8 +65,12 @@ seeds = dict(
     fg_top=0.30,
     # 'rank': the fg_top share of the map's pixels with the highest values (the paper's words read
     # literally) | 'relative': h >= (1 - fg_top)·max h. 'rank' won on the select half of the real
-    # photos' val (README, "Seed rule"); the synthetic demo keeps 'relative', which won on its own.
+    # photos' val (docs/FIDELITY.md, "Seed rule"); the synthetic demo keeps 'relative', which won on its own.
     fg_mode="rank",
+    # confidence floor of a foreground claim: h >= fg_min·max h as well (0 = none). With 'rank'
+    # the seeds are the top share AND the confident band of the map; the rest of the share is
+    # left unlabelled (ignored by the losses, for DSRG's growing to decide)
+    fg_min=0.0,
     # background cue: 'saliency' (EP paper §4.4, DSRG) | 'cam' (no saliency model: the image's
     # class maps alone, IRN-style; the seeds stage then does not need the saliency stage) |
     # 'both' (background where both rules hold: saliency < bg_sal AND every class map <= bg_cam)

@@ -7,11 +7,13 @@ segmenter = dict(
     model=dict(
         type="DeepLabV2VGG16",          # pool4/pool5 stride 1, dilated conv5, OS 8 (321 -> 41)
         fc_channels=1024, rates=(6, 12, 18, 24), dropout=0.5,
+        reduce=0,                       # EfficientNet only: 1x1 projection to this width before ASPP
         width=1.0, batch_norm=False,
         pretrained="torchvision",       # ImageNet VGG-16 convs (torchvision cache or a file path)
         # the trunk under the ASPP head: "vgg16" (above) | "efficientnet_lite0" (pretrained=
-        # "package" or a file; width 1, batch_norm False; frozen_blocks / head as the classifier's)
-        backbone=dict(type="vgg16", frozen_blocks=0, head=False),
+        # "package" or a file; width 1, batch_norm False; frozen_blocks / head / taps as the
+        # classifier's)
+        backbone=dict(type="vgg16", frozen_blocks=0, head=False, taps=()),
     ),
     loss="dsrg",                        # "dsrg" | "ce" (plain cross-entropy, ignore 255)
     train=dict(
@@ -45,6 +47,11 @@ segmenter = dict(
     # the two.
     crf=dict(preset="dsrg_train", backend="pydensecrf", workers=4, start_method="spawn"),
     ce=dict(resolution="input"),        # loss="ce": "input" = upsampled logits | "output" = grid
+    # per-class loss weights from the pixel counts of the labels trained on (seeds, GT masks or
+    # pseudo-labels): w_c = min((n_max / n_c)^power, max_weight), the most frequent class 1;
+    # DSRG's seeding loss weights its foreground classes, cross-entropy every class
+    # (docs/ALGORITHMS.md §5.4). power 0 = unweighted (DSRG, DeepLab)
+    class_balance=dict(power=0.0, max_weight=50.0),
     # quick single-scale, no-CRF val mIoU (+ the fraction of val pixels predicted foreground);
     # score_train: also score the segmenter (same settings) on the images the seeds stage scored
     # its pseudo-masks on, against their GT masks, next to the pseudo-mask mIoU (a warning when

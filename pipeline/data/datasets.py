@@ -81,6 +81,10 @@ class SegmentationDataset(Dataset):
             return self.label_dir / f"{img_id}.png"
         return self.index.mask_path(img_id)
 
+    def label_paths(self) -> list:
+        """The label map file of every item, in order."""
+        return [self._label_path(i) for i in self.ids]
+
     def __len__(self) -> int:
         return len(self.ids)
 

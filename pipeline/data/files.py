@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pipeline.data.errors import DatasetError
 from pipeline.data.io_utils import atomic_file
 from pipeline.seeds import seeds_to_multihot
 from pipeline.visualize import to_rgb
@@ -46,29 +47,47 @@ def write_label_png(path: str | os.PathLike, label: np.ndarray) -> None:
         raise ValueError(f"{path}: label values must lie in 0..255")
     img = Image.fromarray(label.astype(np.uint8), mode="P")
     img.putpalette(_PALETTE_FLAT)
-    img.save(path)
+    with atomic_file(path) as tmp:
+        img.save(tmp)
 
 
 def read_label_png(path: str | os.PathLike) -> np.ndarray:
-    """Read a palette (or grey) PNG label map as ``HxW`` uint8 indices (no colour conversion)."""
+    """Read a palette (or grey) PNG label map as ``HxW`` uint8 indices (no colour conversion);
+    a file of another mode or one that does not decode raises
+    :class:`~pipeline.data.errors.DatasetError` (a ``ValueError``) naming it and the fix."""
     try:
         with Image.open(path) as img:
             if img.mode not in ("P", "L"):
-                raise ValueError(f"{path}: expected a palette ('P') or grey ('L') PNG, got mode {img.mode!r}")
+                raise DatasetError(f"{path}: expected a palette ('P') or grey ('L') PNG of class "
+                                   f"indices, got mode {img.mode!r}: save the label map as class "
+                                   f"indices (VOC's SegmentationClass format), not as colours")
             return np.array(img, dtype=np.uint8)
     except (OSError, SyntaxError) as exc:
-        raise ValueError(f"{path}: unreadable label PNG ({exc})") from exc
+        raise DatasetError(f"{path}: unreadable label PNG ({exc}): replace the file (a truncated "
+                           f"copy?) or remove its id from the split lists") from exc
+
+
+def label_pixel_counts(paths, num_classes: int) -> np.ndarray:
+    """Labelled pixels per class (``num_classes``,) over the label PNGs ``paths`` (255 and
+    values outside 0..num_classes-1 are not counted)."""
+    counts = np.zeros(num_classes, dtype=np.int64)
+    for path in paths:
+        label = read_label_png(path)
+        counts += np.bincount(label[label < num_classes].ravel(), minlength=num_classes)[:num_classes]
+    return counts
 
 
 def read_class_list(path: str | os.PathLike) -> list[str]:
     """Read a class file: one name per line in index order, line 0 is the background."""
     names = [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip()]
     if len(names) < 2:
-        raise ValueError(f"{path}: a class file needs the background and at least one class")
+        raise DatasetError(f"{path}: a class file needs the background and at least one class, "
+                           f"one name per line")
     if len(set(names)) != len(names):
-        raise ValueError(f"{path}: duplicate class names")
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise DatasetError(f"{path}: duplicate class names {twice}: list each class once")
     if len(names) > 255:
-        raise ValueError(f"{path}: at most 255 classes (255 is the ignore index)")
+        raise DatasetError(f"{path}: at most 255 classes (255 is the ignore index)")
     return names
 
 
@@ -242,7 +261,12 @@ def export_dsrg_cues(label_maps: dict, path, grid: int = 41, num_classes: int | 
 
 
 def save_rgb(path: str | os.PathLike, img) -> None:
-    """Write an RGB uint8 image (format from the extension) via a temporary file."""
+    """Write an RGB uint8 image (format from the extension) via a temporary file; encoded in
+    memory, so that a refused write raises the system's ``OSError`` (a full disk: ``ENOSPC``,
+    naming ``path``) where ``cv2.imwrite`` only returned False."""
+    path = Path(path)
+    ok, data = cv2.imencode(path.suffix or ".png", cv2.cvtColor(to_rgb(img), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError(f"{path}: OpenCV cannot encode an image as {path.suffix!r}")
     with atomic_file(path) as tmp:
-        if not cv2.imwrite(str(tmp), cv2.cvtColor(to_rgb(img), cv2.COLOR_RGB2BGR)):
-            raise OSError(f"could not write image {path}")
+        tmp.write_bytes(data.tobytes())

@@ -4,7 +4,10 @@ A reader never sees a half-written output: every file is written under a tempora
 the same folder and renamed over the target with ``os.replace`` (atomic on POSIX within one
 file system); a folder is built under a temporary sibling and swapped into place. When the
 write raises (or is interrupted by KeyboardInterrupt), the temporary file or folder is removed
-and the previous content of the target, if any, is left as it was.
+and the previous content of the target, if any, is left as it was. A write the system refuses
+(a full disk: ``ENOSPC``) raises its ``OSError`` naming the target, also where the system named
+no file (a failed ``write`` or ``flush``) or the writing library hid the errno
+(:func:`write_stream_atomic`: ``torch.save`` reports a full disk as a ``RuntimeError``).
 """
 from __future__ import annotations
 
@@ -17,8 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-__all__ = ["atomic_file", "write_text_atomic", "write_json_atomic", "atomic_dir", "replace_dir",
-           "json_safe"]
+__all__ = ["atomic_file", "write_text_atomic", "write_json_atomic", "write_stream_atomic",
+           "atomic_dir", "replace_dir", "json_safe"]
 
 
 def _temp_name(path: Path) -> Path:
@@ -29,12 +32,13 @@ def _temp_name(path: Path) -> Path:
 
 @contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path to write; on success it replaces ``path``, on error it is removed.
+    """Yield a temporary path to write; on success it replaces ``path``, on error it is removed
+    (an ``OSError`` that names no file is raised naming ``path``).
 
     The parent folder is created when missing. Example::
 
-        with atomic_file(out / "model.pth") as tmp:
-            torch.save(payload, tmp)
+        with atomic_file(out / "labels.png") as tmp:
+            Image.fromarray(label).save(tmp)
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -42,9 +46,55 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        named = _naming(exc, path)
+        if named is exc:
+            raise
+        raise named from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """``exc``, or the same error naming ``path`` when the system named no file (a failed
+    ``write`` / ``flush`` carries the errno only)."""
+    if exc.filename is not None or exc.errno is None:
+        return exc
+    return type(exc)(exc.errno, exc.strerror or os.strerror(exc.errno), str(path))
+
+
+class _RecordingFile:
+    """A binary file whose ``write`` keeps the ``OSError`` it raised (``error``), for writers
+    that turn it into another error without the errno."""
+
+    def __init__(self, fh):
+        self._fh, self.error = fh, None
+
+    def write(self, data) -> int:
+        try:
+            return self._fh.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+
+def write_stream_atomic(path: str | os.PathLike, dump: Callable[[Any], Any]) -> None:
+    """``dump(file)`` writes ``path`` atomically (:func:`atomic_file`), e.g.
+    ``write_stream_atomic(p, lambda f: torch.save(payload, f))``. A write the system refused
+    raises that ``OSError`` naming ``path`` even when ``dump`` reported it otherwise."""
+    with atomic_file(path) as tmp, open(tmp, "wb") as fh:
+        out = _RecordingFile(fh)
+        try:
+            dump(out)
+        except Exception as exc:
+            if out.error is None or exc is out.error:
+                raise
+            raise out.error from exc
 
 
 def write_text_atomic(path: str | os.PathLike, text: str, encoding: str | None = None) -> None:

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pipeline.data.errors import DatasetError
 from pipeline.data.files import read_class_list, read_label_png, write_label_png
 from pipeline.data.io_utils import atomic_dir
 from pipeline.data.trainaug import collect_aug_masks, find_aug_layout, read_id_list, trainaug_ids
@@ -44,10 +45,6 @@ __all__ = ["DatasetError", "prepare_dataset", "load_sbd_segmentation", "FORMAT"]
 FORMAT = "wsss-dataset/1"
 SPLITS = ("train", "val", "test", "trainaug")
 _MAX_EXAMPLES = 20
-
-
-class DatasetError(ValueError):
-    """Invalid dataset content; the message names the offending file."""
 
 
 def _require(path: Path, what: str) -> None:

@@ -20,6 +20,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from pipeline.data.errors import DatasetError
+
 __all__ = ["AugLayout", "find_aug_layout", "read_id_list", "trainaug_ids", "collect_aug_masks",
            "LIST_NAMES"]
 
@@ -39,19 +41,20 @@ def _id_of(token: str) -> str:
 
 def read_id_list(path: Path) -> list[str]:
     """Ids of a list file whose lines are ``<id>`` or ``<image path> <mask path>`` (the id is the
-    image file's stem); blank lines are skipped. Raises ``ValueError`` naming the file and line
-    for a line of another form, and for duplicate ids."""
+    image file's stem); blank lines are skipped. Raises :class:`~pipeline.data.errors.DatasetError`
+    (a ``ValueError``) naming the file and line for a line of another form, and for duplicate ids."""
     ids, seen = [], set()
     for n, line in enumerate(Path(path).read_text().splitlines(), 1):
         parts = line.split()
         if not parts:
             continue
         if len(parts) > 2 or (len(parts) == 2 and _id_of(parts[0]) != _id_of(parts[1])):
-            raise ValueError(f"{path}:{n}: expected '<id>' or '/JPEGImages/<id>.jpg "
-                             f"/SegmentationClassAug/<id>.png', got {line.strip()!r}")
+            raise DatasetError(f"{path}:{n}: expected '<id>' or '/JPEGImages/<id>.jpg "
+                               f"/SegmentationClassAug/<id>.png', got {line.strip()!r}: fix that line")
         i = _id_of(parts[0])
         if i in seen:
-            raise ValueError(f"{path}:{n}: duplicate id {i!r}")
+            raise DatasetError(f"{path}:{n}: duplicate id {i!r} (listed on an earlier line too): "
+                               f"delete one of the lines")
         seen.add(i)
         ids.append(i)
     return ids

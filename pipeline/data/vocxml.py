@@ -14,7 +14,12 @@ import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
+from pipeline.data.errors import DatasetError
+
 __all__ = ["VocObject", "VocAnnotation", "read_voc_xml", "write_voc_xml", "xml_class_names"]
+
+XML_FIX = ("repair or replace the file, or delete it (the id's image labels then come from its "
+           "mask)")
 
 
 @dataclass(frozen=True)
@@ -54,29 +59,32 @@ def _int(path, elem: ET.Element | None, tag: str, default: int | None = None) ->
     try:
         return int(round(float(txt)))
     except ValueError as exc:
-        raise ValueError(f"{path}: <{tag}> is not a number: {txt!r}") from exc
+        raise DatasetError(f"{path}: <{tag}> is not a number: {txt!r}: {XML_FIX}") from exc
 
 
 def read_voc_xml(path: str | os.PathLike) -> VocAnnotation:
-    """Parse a VOC annotation file; raise ``ValueError`` naming ``path`` if it is malformed."""
+    """Parse a VOC annotation file; raise :class:`~pipeline.data.errors.DatasetError` (a
+    ``ValueError``) naming ``path`` and the fix if it is malformed."""
     try:
         root = ET.parse(path).getroot()
     except (ET.ParseError, OSError) as exc:
-        raise ValueError(f"{path}: unreadable VOC annotation XML ({exc})") from exc
+        raise DatasetError(f"{path}: unreadable VOC annotation XML ({exc}): {XML_FIX}") from exc
     if root.tag != "annotation":
-        raise ValueError(f"{path}: root element is <{root.tag}>, expected <annotation>")
+        raise DatasetError(f"{path}: root element is <{root.tag}>, expected <annotation>: {XML_FIX}")
     size = root.find("size")
     objects = []
     for i, obj in enumerate(root.findall("object")):
         name = _text(obj, "name")
         if not name:
-            raise ValueError(f"{path}: <object> #{i} has no <name>")
+            raise DatasetError(f"{path}: <object> #{i} has no <name>: add its class name "
+                               f"(<name>cat</name>) or delete the <object>")
         box_el = obj.find("bndbox")
         bbox = None
         if box_el is not None:
             coords = [_int(path, box_el, t) for t in ("xmin", "ymin", "xmax", "ymax")]
             if any(c is None for c in coords):
-                raise ValueError(f"{path}: <object> #{i} ({name}) has an incomplete <bndbox>")
+                raise DatasetError(f"{path}: <object> #{i} ({name}) has an incomplete <bndbox>: "
+                                   f"give xmin, ymin, xmax and ymax, or delete the <bndbox>")
             bbox = tuple(coords)
         objects.append(VocObject(
             name=name, bbox=bbox,

@@ -23,7 +23,7 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 from torch import nn
 
-from pipeline.data.io_utils import atomic_file, plain_data
+from pipeline.data.io_utils import plain_data, write_stream_atomic
 from pipeline.runtime.checkpoint import MMSEG_FORMAT, diverged_fix
 from pipeline.runtime.guards import check_model_finite
 
@@ -94,8 +94,7 @@ def save_mmseg_model(path, model, model_cfg: dict, num_classes: int, classes) ->
                "num_classes": int(num_classes), "classes": list(classes),
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
     check_model_finite(payload["state_dict"], f"the trained model ({path})", diverged_fix("retrain"))
-    with atomic_file(path) as tmp:
-        torch.save(payload, tmp)
+    write_stream_atomic(path, lambda fh: torch.save(payload, fh))      # a full disk: OSError
 
 
 def load_mmseg_model(path, map_location="cpu"):

@@ -1,5 +1,6 @@
-"""Multi-label image classifier for WSSS cues: a backbone (VGG-16, or EfficientNet-Lite0 with
-``backbone.type='efficientnet_lite0'``: pipeline/models/backbones.py) + 1x1 classifier + pooling head.
+"""Multi-label image classifier for WSSS cues: a backbone (VGG-16, or EfficientNet-Lite0/1/2 with
+``backbone.type='efficientnet_lite0'`` / ``_lite1`` / ``_lite2``: pipeline/models/backbones.py)
++ 1x1 classifier + pooling head.
 
 ``build_classifier(model_cfg, num_classes)`` with ``num_classes = K`` foreground classes
 (output channel k = dataset class k + 1, docs/DESIGN.md) and a plain dict ``model_cfg``::
@@ -54,7 +55,8 @@ def multilabel_loss(logits: torch.Tensor, targets: torch.Tensor,
 class WSSSClassifier(nn.Module):
     """Backbone + 1x1 conv classifier (fc8) + a parameter-free pooling head.
 
-    ``forward(images, labels=None)`` returns ``dict(logits=(B, K), cam=(B, K, h, w),
+    ``forward(images, labels=None)`` returns ``dict(features=(B, C, h, w) (the trunk's output the
+    classifier reads), logits=(B, K), cam=(B, K, h, w),
     lam=(B, h, w), aux_logits=[(B, K) per BEW branch, in depth order], aux_lam=[the branches'
     λ maps (B, h_l, w_l)])``; ``labels`` (B, K)
     multi-hot is only used by the ``gndrp`` head during training.
@@ -93,6 +95,7 @@ class WSSSClassifier(nn.Module):
         features, bew_outputs = (self.backbone(images, from_trunk=True) if from_trunk
                                  else self.backbone(images))
         out = self.pooling(features, self.classifier, labels)
+        out["features"] = features
         out["aux_logits"] = [branch["logits"] for branch in bew_outputs]
         out["aux_lam"] = [branch["lam"] for branch in bew_outputs]
         return out

@@ -160,14 +160,14 @@ class DeepLabV2VGG16(nn.Module):
 
 
 # model_cfg keys of build_segmenter (besides "type" and "pretrained"): DeepLabV2VGG16 arguments
-SEGMENTER_KEYS = ("fc_channels", "rates", "width", "batch_norm", "dropout", "backbone")
+SEGMENTER_KEYS = ("fc_channels", "rates", "width", "batch_norm", "dropout", "backbone", "reduce")
 
 
 def build_segmenter(model_cfg: dict | None, num_classes: int) -> DeepLabV2VGG16:
     """Build a :class:`DeepLabV2VGG16` (``num_classes`` = C, background included) from a plain
     dict ``{type="DeepLabV2VGG16", fc_channels, rates, width, batch_norm, dropout, pretrained}``
-    (with ``backbone=dict(type="efficientnet_lite0", frozen_blocks, head)``: the same head on
-    EfficientNet-Lite0, :class:`pipeline.models.deeplab_lite.DeepLabV2Lite0`);
+    (with ``backbone=dict(type="efficientnet_lite0", frozen_blocks, head)``, or ``_lite1`` /
+    ``_lite2``: the same head on EfficientNet-Lite, :class:`pipeline.models.deeplab_lite.DeepLabV2Lite`);
     loads the ImageNet VGG-16 convolutions when ``pretrained`` is set (None / "torchvision" /
     a file, as :func:`pipeline.models.imagenet.resolve_vgg16_weights`)."""
     cfg = dict(model_cfg or {})
@@ -183,12 +183,17 @@ def build_segmenter(model_cfg: dict | None, num_classes: int) -> DeepLabV2VGG16:
         cfg["rates"] = tuple(int(r) for r in cfg["rates"])
     trunk = dict(cfg.pop("backbone", None) or {})
     if trunk.get("type", "vgg16") != "vgg16":
-        from .deeplab_lite import DeepLabV2Lite0
-        net = DeepLabV2Lite0(int(num_classes), fc_channels=cfg.get("fc_channels", 1024),
-                             rates=cfg.get("rates", (6, 12, 18, 24)), dropout=cfg.get("dropout", 0.5),
-                             frozen_blocks=trunk.get("frozen_blocks", 0), head=trunk.get("head", False))
+        from .deeplab_lite import DeepLabV2Lite
+        from .lite_weights import variant_of
+        net = DeepLabV2Lite(int(num_classes), fc_channels=cfg.get("fc_channels", 1024),
+                            rates=cfg.get("rates", (6, 12, 18, 24)), dropout=cfg.get("dropout", 0.5),
+                            frozen_blocks=trunk.get("frozen_blocks", 0), head=trunk.get("head", False),
+                            taps=tuple(trunk.get("taps", ())), reduce=int(cfg.get("reduce", 0)),
+                            variant=variant_of(trunk["type"]))
         net.load_imagenet(pretrained)
         return net
+    if cfg.pop("reduce", 0):
+        raise ValueError("segmenter model key reduce is an EfficientNet setting: VGG-16 takes 0")
     net = DeepLabV2VGG16(int(num_classes), **cfg)
     net.load_imagenet(pretrained)
     return net

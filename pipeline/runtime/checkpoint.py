@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.data.io_utils import atomic_file, plain_data
+from pipeline.data.io_utils import plain_data, write_stream_atomic
 from pipeline.models.classifier import build_classifier
 from pipeline.models.deeplab import build_segmenter
 from pipeline.runtime.guards import check_model_finite
@@ -45,8 +45,7 @@ def save_model(path: str | os.PathLike, net: nn.Module, kind: str, model_cfg: di
     check_model_finite(state, f"the trained {kind} ({path})", diverged_fix(section or kind))
     payload = {"format": FORMAT, "kind": kind, "model_cfg": plain_data(model_cfg),
                "num_classes": int(num_classes), "classes": list(classes), "state_dict": state}
-    with atomic_file(path) as tmp:
-        torch.save(payload, tmp)
+    write_stream_atomic(path, lambda fh: torch.save(payload, fh))      # a full disk: OSError
 
 
 def read_model_file(path: str | os.PathLike, map_location="cpu") -> dict:

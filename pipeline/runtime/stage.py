@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline.data.io_utils import plain_data, replace_dir, write_json_atomic
+from pipeline.data.io_utils import json_safe, plain_data, replace_dir, write_json_atomic
 from pipeline.runtime import locks
 
 MANIFEST = "manifest.json"
@@ -172,6 +172,7 @@ def run_stage(name: str, upstream: tuple[str, ...], run_fn: Callable[[StageConte
     if rank != 0:
         return _run_stage(name, upstream, run_fn, cfg, section, work_dir, force=force, device=device,
                           rank=rank, world_size=world_size, extra_manifest=extra_manifest)
+    _check_work_dir(work_dir)
     try:
         writer = locks.acquire_writer(work_dir, name, tuple(upstream))
     except locks.LockBusy as exc:
@@ -185,6 +186,14 @@ def run_stage(name: str, upstream: tuple[str, ...], run_fn: Callable[[StageConte
     finally:
         for fd in (*readers, writer):
             locks.release(fd)
+
+
+def _check_work_dir(work_dir: Path) -> None:
+    """A StageError when ``work_dir`` or the nearest of its parents that exists is a file."""
+    existing = next((p for p in (work_dir, *work_dir.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise StageError(f"WORK_DIR={work_dir}: {existing} is a file, not a folder: choose another "
+                         f"WORK_DIR= (or move that file away)")
 
 
 def _publish_pending(work_dir: Path, name: str) -> None:
@@ -267,6 +276,7 @@ def _run_stage(name, upstream, run_fn, cfg, section, work_dir: Path, *, force, d
         "command": " ".join(sys.argv),
         **(extra_manifest or {}),
     }
+    manifest = json_safe(manifest)          # strict JSON: a NaN / inf metric is written as null
     write_json_atomic(partial_dir / MANIFEST, manifest)
     (partial_dir / ".run_state.json").unlink(missing_ok=True)
     with locks.publishing(work_dir, name, log=lambda msg: print(f"[{name}] {msg}", flush=True)):

@@ -10,23 +10,45 @@ Torch and numpy only. A checkpoint ``work_dir/iter_<N>.pth`` (written atomically
 
 ``samples`` is how many training samples each rank had drawn, so the sampler continues where
 it stopped; with the RNG states restored, a resumed run with ``num_workers=0`` repeats an
-uninterrupted one exactly. Files are read with ``torch.load(weights_only=True)``.
+uninterrupted one exactly. Files are read with ``torch.load(weights_only=True)``; a newest
+checkpoint that does not load (truncated by a crash or a full disk) is deleted and the one
+before it used (:func:`resume_from_newest`).
 """
 from __future__ import annotations
 
+import errno
 import itertools
 import os
+import pickle
 import random
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from pipeline.data.io_utils import write_stream_atomic, write_text_atomic
+from pipeline.runtime.stage import StageError
+
 CHECKPOINT_FORMAT = "wsss-train-checkpoint/1"
 KEEP_CHECKPOINTS = 2
 _CKPT = re.compile(r"^iter_(\d+)\.pth$")
+START_OVER = "delete the train/ folder (or re-run with FORCE=1) to start over"
+
+
+class CheckpointError(StageError):
+    """A checkpoint that is not this project's or does not fit this config's network."""
+
+
+class UnreadableCheckpoint(CheckpointError):
+    """A checkpoint file that does not load (truncated, corrupt); ``what`` is the message
+    without the fix."""
+
+    def __init__(self, what: str, fix: str = START_OVER):
+        super().__init__(f"{what}: {fix}")
+        self.what = what
 
 
 class InfiniteSampler(Sampler):
@@ -107,10 +129,8 @@ def save_checkpoint(work_dir: Path, it: int, net, optimizer, scaler, seed: int, 
                "optimizer": optimizer.state_dict(),
                "scaler": scaler.state_dict() if scaler is not None else None,
                "rng": rng_state()}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    (work_dir / "last_checkpoint").write_text(path.name + "\n")
+    write_stream_atomic(path, lambda fh: torch.save(payload, fh))      # a full disk: OSError
+    write_text_atomic(work_dir / "last_checkpoint", path.name + "\n")
     for old in checkpoints(work_dir)[:-KEEP_CHECKPOINTS]:
         old.unlink(missing_ok=True)
     return path
@@ -119,16 +139,43 @@ def save_checkpoint(work_dir: Path, it: int, net, optimizer, scaler, seed: int, 
 def load_checkpoint(path: Path, net, optimizer, scaler) -> tuple[dict, dict]:
     """Restore weights, optimizer and scaler from ``path``; returns its ``meta`` and its RNG
     states (for :func:`set_rng_state`)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+        if isinstance(exc, OSError) and exc.errno != errno.EINVAL:
+            raise                          # permissions, I/O errors: not the file's content
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UnreadableCheckpoint(f"{path}: unreadable checkpoint ({why}; truncated?)") from exc
     if not isinstance(ckpt, dict) or ckpt.get("meta", {}).get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a training checkpoint of this project ({CHECKPOINT_FORMAT}); "
-                         "delete it (or the train/ folder) to start over")
+        raise CheckpointError(f"{path}: not a training checkpoint of this project ({CHECKPOINT_FORMAT}): "
+                              f"{START_OVER}")
     try:
         net.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])
     except (RuntimeError, ValueError) as exc:
-        raise ValueError(f"{path}: does not fit the network / optimizer of this config "
-                         f"({str(exc).splitlines()[0]}); delete the train/ folder to start over") from None
+        raise CheckpointError(f"{path}: does not fit the network / optimizer of this config "
+                              f"({str(exc).splitlines()[0]}): {START_OVER}") from None
     if scaler is not None and ckpt.get("scaler"):
         scaler.load_state_dict(ckpt["scaler"])
     return ckpt["meta"], ckpt["rng"]
+
+
+def resume_from_newest(work_dir, net, optimizer, scaler, log) -> tuple[Path, dict, dict] | None:
+    """``(path, meta, RNG states)`` of the newest checkpoint in ``work_dir`` that loads into
+    ``net`` / ``optimizer`` / ``scaler``, or None when there is none. An unreadable one (a run
+    killed while writing it, a full disk) is deleted, logged, and the one before it tried; when
+    none is readable, a :class:`UnreadableCheckpoint` names them and the fix."""
+    found = checkpoints(work_dir)
+    for path in reversed(found):
+        try:
+            meta, rng = load_checkpoint(path, net, optimizer, scaler)
+        except UnreadableCheckpoint as exc:
+            log(f"train: warning: {exc.what}: deleted, trying the one before")
+            path.unlink(missing_ok=True)
+            continue
+        return path, meta, rng
+    if found:
+        raise UnreadableCheckpoint(f"no checkpoint in {work_dir} loads ({', '.join(p.name for p in found)} "
+                                   f"unreadable, now deleted)", "run the same command again to train "
+                                   "from the start")
+    return None

@@ -34,9 +34,8 @@ from torch import nn
 from torch.utils.data import DataLoader, default_collate
 
 from pipeline.runtime.optim import build_optimizer, lr_factor, set_lr
-from pipeline.runtime.train_state import (InfiniteSampler, checkpoints, load_checkpoint,
-                                          save_checkpoint, seed_everything, set_rng_state,
-                                          worker_seeder)
+from pipeline.runtime.train_state import (InfiniteSampler, resume_from_newest, save_checkpoint,
+                                          seed_everything, set_rng_state, worker_seeder)
 
 __all__ = ["build_optimizer", "lr_factor", "train_step", "train", "train_from_section",
            "IntervalState", "INTERVAL_HOOKS"]
@@ -172,13 +171,13 @@ def _format(it: int, max_iters: int, means: dict, times: tuple[float, float]) ->
 
 
 def _resume(work_dir: Path, net, optimizer, scaler, log) -> tuple[int, int, dict | None]:
-    """(start iteration, samples drawn per rank, RNG states) from the newest checkpoint in
-    ``work_dir``, or (0, 0, None)."""
-    found = checkpoints(work_dir)
-    if not found:
+    """(start iteration, samples drawn per rank, RNG states) from the newest readable checkpoint
+    in ``work_dir`` (:func:`pipeline.runtime.train_state.resume_from_newest`), or (0, 0, None)."""
+    found = resume_from_newest(work_dir, net, optimizer, scaler, log)
+    if found is None:
         return 0, 0, None
-    meta, rng = load_checkpoint(found[-1], net, optimizer, scaler)
-    log(f"train: resumed from {found[-1]} (iteration {meta['iter']})")
+    path, meta, rng = found
+    log(f"train: resumed from {path} (iteration {meta['iter']})")
     return int(meta["iter"]), int(meta["samples"]), rng
 
 
@@ -235,6 +234,18 @@ def train(net: nn.Module, loss_fn, dataset, *, work_dir: str | Path, max_iters: 
     finally:
         logger.close()
     return net
+
+
+def end_spawned_rank() -> None:
+    """End a rank started by ``torch.multiprocessing.spawn`` once its work is done and written,
+    skipping the interpreter's teardown: after a gloo run that used DDP, torch 2.13's C++ teardown
+    at exit aborts now and then ("terminate called without an active exception", SIGABRT; about 1
+    run in 10 on this CPU, also after ``destroy_process_group``), which ``spawn`` reports as a
+    failed rank."""
+    import sys
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _run(model, net, batches, opt, scaler, logger, work_dir, it, samples, *, seed, max_iters,

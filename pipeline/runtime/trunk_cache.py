@@ -1,7 +1,7 @@
 """Cached frozen-trunk training (``train.cache_trunk=True``): the CPU mode for real photos.
 
 With an ImageNet trunk whose first layers are frozen (``backbone.frozen_blocks = n``:
-:class:`pipeline.models.efficientnet_lite.EfficientNetLite0`), the frozen part's output on an
+:class:`pipeline.models.efficientnet_lite.EfficientNetLite`, Lite0 / Lite1 / Lite2), the frozen part's output on an
 image does not change during training, provided the image reaches the network the same way every
 time. The cached mode therefore feeds each training image as a square resize to the crop size
 (the DSRG recipe's resize, without its random flip: a flipped image has other features), computes
@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from pipeline.data.io_utils import atomic_file
+from pipeline.data.io_utils import write_stream_atomic
 
 __all__ = ["trunk_cache_dir", "CachedTrunkDataset", "trunk_of", "cached_trunk_dataset",
            "input_digest", "TrunkLookup", "trunk_lookup"]
@@ -38,16 +38,19 @@ def trunk_of(net) -> torch.nn.Module:
 
 def trunk_cache_dir(work_dir, trunk_cfg: dict, pretrained, size: int) -> Path:
     """``WORK_DIR/cache/trunk/<key>``: the key digests what the cached tensors depend on (trunk
-    type, frozen blocks, the weight file's path, size and mtime, the input size)."""
+    type, frozen blocks, the frozen layers tapped (when any), the weight file's path, size and
+    mtime (the file of the type's variant for ``pretrained="package"``), the input size)."""
     weights = None
     if pretrained not in (None, "none"):
-        from pipeline.models.efficientnet_lite import resolve_lite0_weights
-        path = resolve_lite0_weights(pretrained)
+        from pipeline.models.lite_weights import resolve_weights, variant_of
+        path = resolve_weights(pretrained, variant_of(trunk_cfg.get("type", "efficientnet_lite0")))
         stat = path.stat()
         weights = [str(path.resolve()), stat.st_size, int(stat.st_mtime)]
     record = {"format": CACHE_FORMAT, "type": trunk_cfg.get("type"),
               "frozen_blocks": int(trunk_cfg.get("frozen_blocks", 0)), "weights": weights,
               "size": int(size)}
+    if trunk_cfg.get("taps"):
+        record["taps"] = [str(t) for t in trunk_cfg["taps"]]
     key = hashlib.sha1(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
     return Path(work_dir) / "cache" / "trunk" / key
 
@@ -83,13 +86,15 @@ class CachedTrunkDataset(Dataset):
                 items = [self.base[i] for i in indices[start:start + batch_size]]
                 feats = trunk.trunk(torch.stack([it["image"] for it in items]).to(device)).float().cpu()
                 for item, f in zip(items, feats):
-                    with atomic_file(self._path(item["id"])) as tmp:
-                        torch.save(f.clone(), tmp)
+                    write_stream_atomic(self._path(item["id"]), lambda fh, f=f: torch.save(f.clone(), fh))
         finally:
             trunk.train(was_training)
 
     def __len__(self) -> int:
         return len(self.base)
+
+    def label_paths(self) -> list:
+        return self.base.label_paths()
 
     def __getitem__(self, i: int) -> dict:
         item = dict(self.items[i])
@@ -154,7 +159,7 @@ def attach_trunk_lookup(net, model_cfg: dict, base, work_dir, log=print) -> Trun
     lookup = trunk_lookup(base, where)
     if lookup is not None:
         for module in net.modules():
-            if hasattr(module, "lookup"):          # the EfficientNetLite0 trunk
+            if hasattr(module, "lookup"):          # the EfficientNetLite trunk
                 module.lookup = lookup
         log(f"trunk cache {where}: {len(lookup.features)} cached inputs")
     return lookup

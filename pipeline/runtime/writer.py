@@ -4,7 +4,8 @@ Compressing and writing a file per image (``np.savez_compressed``: zlib; PNG: Op
 time in C code that releases the GIL, so a few threads write in parallel with each other and with
 the main loop. :class:`BackgroundWriter` bounds the calls in flight (memory stays flat however
 many images a stage has), keeps the order irrelevant (each call writes its own file, atomically)
-and re-raises the first failure, naming the call, in the main thread.
+and re-raises the first failure, naming the call, in the main thread (an ``OSError`` of the system
+as it is: it names its file, and a full disk stays an expected failure).
 """
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ class BackgroundWriter:
         try:
             fut.result()
         except Exception as e:
+            if isinstance(e, OSError) and e.errno is not None:
+                raise                   # the system's error: a full disk stays ENOSPC, naming its file
             raise RuntimeError(f"background write {what} failed: {e}") from e
 
     def close(self) -> None:

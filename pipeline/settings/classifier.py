@@ -3,43 +3,64 @@ from __future__ import annotations
 
 import dataclasses
 
-from pipeline.models.backbones import BACKBONES, LITE0_BLOCKS
+from pipeline.models.backbones import BACKBONES, LITE_TYPES, MAX_LITE_BLOCKS, lite_blocks
 from pipeline.models.pooling import POOLING_HEADS
 from pipeline.models.vgg import BEW_POSITIONS, BLOCK_NAMES, POOL_NAMES
 
-from .checks import Bool, ConfigError, Float, Int, Nullable, OneOf, Str, SubsetOf, TupleOf
+from .checks import AnyOf, Bool, ConfigError, Float, Int, Nullable, OneOf, Str, SubsetOf, TupleOf
 from .section import Section, Sub, key
 from .train import SPLIT, ClassifierTrain
 
-__all__ = ["TrunkSettings", "BackboneSettings", "PoolingSettings", "ClassifierModel", "ClassifierVal",
+__all__ = ["LITE_CHOICES", "TrunkSettings", "BackboneSettings", "PoolingSettings", "ClassifierModel",
+           "ClassifierVal",
            "ClassifierSettings", "POOLING", "PRETRAINED"]
 
 POOLING = OneOf(*POOLING_HEADS)
 # ImageNet VGG-16 weights: None (from scratch), "torchvision" (its cache) or a file path
 PRETRAINED = Nullable(Str())
+# the EfficientNet trunks, for messages: 'efficientnet_lite0' | 'efficientnet_lite1' | ...
+LITE_CHOICES = " | ".join(repr(t) for t in LITE_TYPES)
 
 
 @dataclasses.dataclass(frozen=True)
 class TrunkSettings(Section):
-    """Which trunk (pipeline.models.backbones): ``type`` 'vgg16' | 'efficientnet_lite0';
-    ``frozen_blocks`` (EfficientNet only): the stem and that many MBConv blocks keep their
-    ImageNet weights, 0 = all trained; ``head`` (EfficientNet only): the 1×1 1280-channel head
-    conv on top (else the 320-channel map of the last block)."""
+    """Which trunk (pipeline.models.backbones): ``type`` 'vgg16' | 'efficientnet_lite0' |
+    'efficientnet_lite1' | 'efficientnet_lite2'; ``frozen_blocks`` (EfficientNet only): the stem
+    and that many MBConv blocks keep their ImageNet weights, 0 = all trained (at most 16 for
+    Lite0, 21 for Lite1 / Lite2: checked against the type); ``head`` (EfficientNet only): the 1×1
+    1280-channel head conv on top (else the map of the last block: 320 channels, 352 in Lite2);
+    ``taps`` (EfficientNet only, whole trunk frozen): the trunk's output is the concatenation of
+    these frozen layers (block indices on the stride-8 grid, ``"head"`` = the ImageNet head conv),
+    () = the last layer alone."""
     type: str = key(OneOf(*BACKBONES))
-    frozen_blocks: int = key(Int(0, LITE0_BLOCKS))
+    frozen_blocks: int = key(Int(0, MAX_LITE_BLOCKS))
     head: bool = key(Bool())
+    taps: tuple = key(TupleOf(AnyOf(Int(0, MAX_LITE_BLOCKS - 1), OneOf("head"))))
 
     def check(self) -> None:
         if self.type == "vgg16" and self.frozen_blocks:
-            raise self.fail("frozen_blocks", f"={self.frozen_blocks} needs type='efficientnet_lite0' "
-                                             "(VGG-16 trains every layer): set it to 0")
+            raise self.fail("frozen_blocks", f"={self.frozen_blocks} needs an EfficientNet type "
+                                             f"({LITE_CHOICES}; VGG-16 trains every layer): set it to 0")
+        if self.type == "vgg16" and self.taps:
+            raise self.fail("taps", f"={self.taps} is an EfficientNet setting: VGG-16 takes ()")
+        blocks = lite_blocks(self.type)
+        if self.frozen_blocks > blocks:
+            raise self.fail("frozen_blocks", f"={self.frozen_blocks} is more than the {blocks} blocks "
+                                             f"of {self.type}: choose 0..{blocks}")
+        if self.taps:
+            from pipeline.models.efficientnet_lite import STAGES, block_plan, check_taps
+            plan = block_plan(8, STAGES[LITE_TYPES[self.type]])
+            try:
+                check_taps(self.taps, self.frozen_blocks, self.head, plan, 8)
+            except ValueError as exc:
+                raise self.fail("taps", f": {exc}") from None
 
 
 @dataclasses.dataclass(frozen=True)
 class BackboneSettings(TrunkSettings):
     """The classifier's trunk: the fully convolutional VGG-16 (pipeline.models.vgg.VGG16Backbone;
-    ``width`` .. ``bew_before``, VGG-16 only) or EfficientNet-Lite0 (``type``, ``frozen_blocks``,
-    ``head``, ``dropout``)."""
+    ``width`` .. ``bew_before``, VGG-16 only) or EfficientNet-Lite0 / -Lite1 / -Lite2 (``type``,
+    ``frozen_blocks``, ``head``, ``taps``, ``dropout``)."""
     width: float = key(Float(0, lo_open=True))
     batch_norm: bool = key(Bool())
     dropout: float = key(Float(0, 1, hi_open=True))
@@ -66,10 +87,12 @@ def reject_vgg_keys(section, trunk: str, **neutral) -> None:
 
 
 def check_pretrained(path: str, trunk: TrunkSettings, pretrained) -> None:
-    """'torchvision' is VGG-16's source, 'package' EfficientNet-Lite0's (a file path works for both)."""
-    wrong = {"vgg16": "package", "efficientnet_lite0": "torchvision"}[trunk.type]
+    """'torchvision' is VGG-16's source, 'package' that of every EfficientNet-Lite type (its
+    variant's package); a file path works for all."""
+    vgg = trunk.type == "vgg16"
+    wrong = "package" if vgg else "torchvision"
     if pretrained == wrong:
-        right = {"vgg16": "'torchvision'", "efficientnet_lite0": "'package'"}[trunk.type]
+        right = "'torchvision'" if vgg else "'package'"
         raise ConfigError(f"{path}.pretrained={pretrained!r} is not a source of {trunk.type} weights: "
                           f"use {right}, a file path or None", f"{path}.pretrained")
 
@@ -125,7 +148,7 @@ def check_trunk_cache(section, trunk: TrunkSettings) -> None:
         return
     if trunk.type == "vgg16" or trunk.frozen_blocks == 0:
         raise section.fail("train.cache_trunk", "=True needs a frozen trunk: backbone "
-                           "type='efficientnet_lite0' with frozen_blocks >= 1")
+                           f"type {LITE_CHOICES} with frozen_blocks >= 1")
     if tr.resize != tr.crop or tuple(tr.scale_range) != (1.0, 1.0):
         raise section.fail("train.cache_trunk", f"=True needs the same input every epoch: set "
                            f"train.resize={tr.crop} (= crop) and train.scale_range=(1.0, 1.0)")

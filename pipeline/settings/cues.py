@@ -45,6 +45,16 @@ class RIBSettings(Section):
 
 
 @dataclasses.dataclass(frozen=True)
+class RefineSettings(Section):
+    """Training-free affinity refinement of the class maps (pipeline.affinity.refine_cam):
+    ``iterations`` random-walk steps (0 = off) on the classifier features' cosine affinities
+    raised to ``beta``, between cells at most ``radius`` apart."""
+    iterations: int = key(Int(0))
+    beta: float = key(Float(0, lo_open=True))
+    radius: int = key(Int(0))
+
+
+@dataclasses.dataclass(frozen=True)
 class HeatmapsSettings(Section):
     split: str = key(SPLIT)
     size: int | tuple | None = key(IMAGE_SIZE)
@@ -58,6 +68,12 @@ class HeatmapsSettings(Section):
     amp: bool = key(Bool())
     source: str = key(OneOf("classifier", "rib"))
     rib: RIBSettings = key(Sub(RIBSettings))
+    refine: RefineSettings = key(Sub(RefineSettings))
+
+    def check(self) -> None:
+        if self.refine.iterations and self.source != "classifier":
+            raise self.fail("refine.iterations", f"={self.refine.iterations} refines the "
+                            "classifier's maps: set it to 0 with source='rib'")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +103,7 @@ class SeedsSettings(Section):
     heatmap_source: str = key(OneOf("cam", "lambda_c"))
     fg_top: float = key(Float(0, 1))
     fg_mode: str = key(OneOf("relative", "rank"))
+    fg_min: float = key(Float(0, 1))
     bg_source: str = key(OneOf(*BG_SOURCES))       # background cue: saliency | cam | both
     bg_sal: float = key(Float(0, 1))
     bg_cam: float = key(Float(0, 1))

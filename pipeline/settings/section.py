@@ -57,6 +57,17 @@ KEYS_ADDED_LATER: dict[str, Any] = {
     "segmenter.train.cache_trunk": False,
     "retrain.train.cache_trunk": False,
     "segmenter.dsrg.grow_start": 0,
+    "classifier.model.backbone.taps": (),
+    "segmenter.model.backbone.taps": (),
+    "segmenter.model.reduce": 0,
+    "segmenter.class_balance": {},
+    "segmenter.class_balance.power": 0.0,
+    "segmenter.class_balance.max_weight": 50.0,
+    "seeds.fg_min": 0.0,
+    "heatmaps.refine": {},
+    "heatmaps.refine.iterations": 0,
+    "heatmaps.refine.beta": 8.0,
+    "heatmaps.refine.radius": 5,
 }
 
 

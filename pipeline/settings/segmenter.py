@@ -18,16 +18,18 @@ from .train import SPLIT, SegmenterTrain, TrainSettings
 OWN_MODEL = "DeepLabV2VGG16"                     # the project's segmenter (retrain.model.type)
 RETRAIN_INITS = ("segmenter", "pretrained")      # its start in the second round
 
-__all__ = ["OWN_MODEL", "RETRAIN_INITS", "SegmenterModel", "DSRGSettings", "CESettings", "QuickVal", "SegmenterSettings",
+__all__ = ["OWN_MODEL", "RETRAIN_INITS", "SegmenterModel", "DSRGSettings", "CESettings", "ClassBalance", "QuickVal", "SegmenterSettings",
            "UpperBoundSettings", "PseudoLabelSettings", "RetrainSettings"]
 
 @dataclasses.dataclass(frozen=True)
 class SegmenterModel(Section):
     """DeepLab v2 (ASPP-L) (pipeline.models.deeplab): ``type`` names the project's network,
-    ``backbone`` its trunk (VGG-16, or EfficientNet-Lite0: ``width`` 1, ``batch_norm`` False)."""
+    ``backbone`` its trunk (VGG-16, or EfficientNet-Lite0 / -Lite1 / -Lite2: ``width`` 1,
+    ``batch_norm`` False)."""
     type: str = key(OneOf(OWN_MODEL))
     backbone: TrunkSettings = key(Sub(TrunkSettings))
     fc_channels: int = key(Int(1))
+    reduce: int = key(Int(0))
     rates: tuple = key(TupleOf(Int(1), min_len=1))
     dropout: float = key(Float(0, 1, hi_open=True))
     width: float = key(Float(0, lo_open=True))
@@ -37,6 +39,9 @@ class SegmenterModel(Section):
     def check(self) -> None:
         if self.backbone.type != "vgg16":
             reject_vgg_keys(self, self.backbone.type, width=1.0, batch_norm=False)
+        elif self.reduce:
+            raise self.fail("reduce", f"={self.reduce} is an EfficientNet setting (a 1x1 "
+                                      "projection of its trunk): VGG-16 takes 0")
         check_pretrained(self.path, self.backbone, self.pretrained)
 
 
@@ -64,6 +69,15 @@ class CESettings(Section):
 
 
 @dataclasses.dataclass(frozen=True)
+class ClassBalance(Section):
+    """Per-class loss weights from the training labels' pixel counts
+    (pipeline.losses.class_balance_weights): ``w_c = min((n_max / n_c)^power, max_weight)``;
+    ``power`` 0 = unweighted (DSRG, DeepLab)."""
+    power: float = key(Float(0))
+    max_weight: float = key(Float(1))
+
+
+@dataclasses.dataclass(frozen=True)
 class QuickVal(Section):
     """Single-scale, no-CRF val mIoU after training."""
     split: str = key(SPLIT)
@@ -86,6 +100,7 @@ class SegmenterSettings(Section):
     dsrg: DSRGSettings = key(Sub(DSRGSettings))
     crf: TrainingCRF = key(Sub(TrainingCRF))
     ce: CESettings = key(Sub(CESettings))
+    class_balance: ClassBalance = key(Sub(ClassBalance))
     val: SegmenterVal = key(Sub(SegmenterVal))
 
     def check(self) -> None:
