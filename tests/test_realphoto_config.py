@@ -37,25 +37,27 @@ def _manifest(work: Path, stage: str) -> dict:
 def test_the_real_photo_config_runs_every_stage_on_the_cached_trunk(tmp_path, synthetic_tree, one_thread):
     weights = _package_file(tmp_path / "lite2.pth")
     work = tmp_path / "work"
-    size = "33"                                     # 33 px -> 5x5 grid
+    size = "33"                                     # classifier and cues: 33 px -> 5x5 grid
+    seg = "41"                                      # segmenter side: 41 px -> 6x6 (225 / 321 in the config)
     common = [f"data.root={synthetic_tree.voc}", "data.aug_dir=None",
               f"classifier.model.pretrained={weights}", f"segmenter.model.pretrained={weights}",
               f"classifier.train.crop={size}", f"classifier.train.resize={size}",
               "classifier.train.max_iters=2", "classifier.train.batch_size=4",
               f"classifier.val.size={size}", f"heatmaps.size={size}",
               "saliency.workers=0", "saliency.rbd.n_segments=20",
-              f"segmenter.train.crop={size}", f"segmenter.train.resize={size}",
+              f"segmenter.train.crop={seg}", f"segmenter.train.resize={seg}",
               "segmenter.train.max_iters=2", "segmenter.train.batch_size=4", "segmenter.model.rates=(1,2)",
-              f"segmenter.val.size={size}", f"eval.size={size}", "eval.crf.workers=0",
-              f"retrain.pseudo.size={size}", "retrain.pseudo.crf.workers=0",
-              f"retrain.train.crop={size}", f"retrain.train.resize={size}", "retrain.train.max_iters=2",
-              f"retrain.val.size={size}"]
+              f"segmenter.val.size={seg}", f"eval.size={seg}", "eval.crf.workers=0",
+              f"retrain.pseudo.size={seg}", "retrain.pseudo.crf.workers=0",
+              f"retrain.train.crop={seg}", f"retrain.train.resize={seg}", "retrain.train.max_iters=2",
+              f"retrain.val.size={seg}"]
     for stage in ("data", "classifier", "heatmaps", "saliency", "seeds", "segmenter", "upper_bound",
                   "retrain", "eval"):
         assert run_stage_cli(f"stages.{stage}", EXP, work, *common)["stage"] == stage
     n_train = synthetic_tree.cfg["n_train"]
     caches = list((work / "cache" / "trunk").iterdir())
-    assert len(caches) == 1 and len(list(caches[0].glob("*.pt"))) == n_train   # one cache, shared
+    # two caches, one per input size: classifier + heatmaps, and segmenter + upper bound + retrain
+    assert len(caches) == 2 and all(len(list(c.glob("*.pt"))) == n_train for c in caches)
     assert _manifest(work, "heatmaps")["metrics"]["trunk_cache_hits"] == n_train
     cls = torch.load(work / "classifier" / "model.pth", weights_only=True)
     assert cls["model_cfg"]["backbone"]["type"] == "efficientnet_lite2"
