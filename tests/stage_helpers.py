@@ -84,6 +84,32 @@ TINY_DATA = dict(dataset="synthetic", root=None, sbd_root=None, label_source="xm
                  synthetic=dict(seed=2, image_size=48, n_train=8, n_val=2, n_test=2, n_classes=3))
 
 
+def spawn_ranks(fn, args: tuple, nprocs: int = 2, timeout_s: float = 300.0) -> None:
+    """``torch.multiprocessing.spawn(fn, args, nprocs)`` that fails the test instead of hanging
+    the suite: ranks still alive after ``timeout_s`` are killed and the test fails naming them
+    (a rank that raises fails it as ``spawn`` does)."""
+    import time
+
+    import pytest
+    import torch.multiprocessing as mp
+
+    ctx = mp.spawn(fn, args=args, nprocs=nprocs, join=False)
+    deadline = time.monotonic() + timeout_s
+    while not ctx.join(timeout=max(0.0, deadline - time.monotonic())):
+        if time.monotonic() >= deadline:
+            alive = [rank for rank, p in enumerate(ctx.processes) if p.is_alive()]
+            for p in ctx.processes:
+                if p.is_alive():
+                    p.kill()
+            pytest.fail(f"{fn.__name__}: ranks {alive} still running after {timeout_s:.0f} s (killed)")
+
+
+def sleeping_rank(rank: int, seconds: float) -> None:
+    """A rank that only sleeps (for :func:`spawn_ranks`' own test)."""
+    import time
+    time.sleep(seconds)
+
+
 def free_port() -> int:
     import socket
 
@@ -141,17 +167,14 @@ def ddp_worker(rank: int, world_size: int, port: int, root: str, work: str) -> N
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    try:
-        for kind, (net, loss_fn, ds) in _tiny_trainings(DatasetIndex.load(Path(work) / "data")).items():
-            if rank == 0:
-                torch.save(net.state_dict(), Path(root) / f"{kind}_init.pt")
-            net = train(net, loss_fn, ds, work_dir=Path(root) / f"{kind}_train", max_iters=3, batch_size=2,
-                        optimizer=dict(type="Adam", lr=1e-2), schedule=dict(type="constant"),
-                        log_interval=1, seed=0, world_size=world_size, device="cpu", log=lambda s: None)
-            torch.save(net.state_dict(), Path(root) / f"{kind}_rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-    end_spawned_rank()
+    for kind, (net, loss_fn, ds) in _tiny_trainings(DatasetIndex.load(Path(work) / "data")).items():
+        if rank == 0:
+            torch.save(net.state_dict(), Path(root) / f"{kind}_init.pt")
+        net = train(net, loss_fn, ds, work_dir=Path(root) / f"{kind}_train", max_iters=3, batch_size=2,
+                    optimizer=dict(type="Adam", lr=1e-2), schedule=dict(type="constant"),
+                    log_interval=1, seed=0, world_size=world_size, device="cpu", log=lambda s: None)
+        torch.save(net.state_dict(), Path(root) / f"{kind}_rank{rank}.pt")
+    end_spawned_rank()          # no destroy_process_group (its docstring says why)
 
 
 def write_exp(tmp_path, text: str, bases=()):
@@ -203,22 +226,20 @@ def ddp_eval_worker(rank: int, world_size: int, port: int, root: str, work: str)
     from pipeline.inference_settings import InferenceSettings
     from pipeline.models.deeplab import DeepLabV2VGG16
     from pipeline.runtime.evaluation import evaluate_segmenter
+    from pipeline.runtime.training import end_spawned_rank
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    try:
-        index = DatasetIndex.load(Path(work) / "data")
-        torch.manual_seed(0)
-        net = DeepLabV2VGG16(index.num_classes, width=0.125, batch_norm=True).eval()
-        ids = index.ids("val")
-        res = evaluate_segmenter(net, index, "val", InferenceSettings(size=(32, 32)), crf=None,
-                                 rank=rank, world_size=world_size,
-                                 parts={"a": ids[:1], "b": ids[1:]})
-        res.pop("confusion")
-        (Path(root) / f"eval_rank{rank}.json").write_text(json.dumps(res))
-    finally:
-        dist.destroy_process_group()
+    index = DatasetIndex.load(Path(work) / "data")
+    torch.manual_seed(0)
+    net = DeepLabV2VGG16(index.num_classes, width=0.125, batch_norm=True).eval()
+    ids = index.ids("val")
+    res = evaluate_segmenter(net, index, "val", InferenceSettings(size=(32, 32)), crf=None,
+                             rank=rank, world_size=world_size, parts={"a": ids[:1], "b": ids[1:]})
+    res.pop("confusion")
+    (Path(root) / f"eval_rank{rank}.json").write_text(json.dumps(res))
+    end_spawned_rank()          # no destroy_process_group (its docstring says why)
 
 
 def lite_package_layout(net) -> dict:

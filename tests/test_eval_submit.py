@@ -206,13 +206,10 @@ def test_parts_score_like_separate_runs(work):
 def test_two_ranks_score_like_one_process(work, tmp_path):
     """Under DDP (gloo, 2 CPU processes) the ranks split the ids and sum their matrices and
     counts, the parts' too: every rank returns what one process returns."""
-    import torch.multiprocessing as mp
-
     from pipeline.inference_settings import InferenceSettings
-    from stage_helpers import ddp_eval_worker, free_port
+    from stage_helpers import ddp_eval_worker, free_port, spawn_ranks
 
-    mp.spawn(ddp_eval_worker, args=(2, free_port(), str(tmp_path), str(work["wd"])), nprocs=2,
-             join=True)
+    spawn_ranks(ddp_eval_worker, (2, free_port(), str(tmp_path), str(work["wd"])))
     index, ids = work["index"], work["index"].ids("val")
     torch.manual_seed(0)
     net = DeepLabV2VGG16(index.num_classes, width=0.125, batch_norm=True).eval()

@@ -67,3 +67,30 @@ def test_the_real_photo_config_runs_every_stage_on_the_cached_trunk(tmp_path, sy
     assert len(list((work / "retrain" / "pseudo").glob("*.png"))) == n_train
     assert _manifest(work, "eval")["metrics"]["mIoU"] is not None
     assert _manifest(work, "upper_bound")["metrics"]["mIoU"] is not None
+
+
+def test_the_gap_variant_shares_one_trunk_cache_with_the_segmenter(tmp_path, synthetic_tree, one_thread):
+    """configs/realphoto_cpu_gap.py: a GAP classifier whose training, heatmaps and the segmenter
+    read one trunk cache (all at the segmenter's input size; 41 px here, 321 in the config)."""
+    from stages.common import load_experiment
+
+    gap = REPO / "configs" / "realphoto_cpu_gap.py"
+    cfg = load_experiment(gap)
+    assert cfg.classifier.model.pooling.type == "gap"
+    assert cfg.classifier.train.crop == cfg.heatmaps.size == cfg.segmenter.train.crop == cfg.eval.size
+    weights = _package_file(tmp_path / "lite2.pth")
+    work, seg = tmp_path / "work", "41"
+    opts = [f"data.root={synthetic_tree.voc}", "data.aug_dir=None",
+            f"classifier.model.pretrained={weights}", f"segmenter.model.pretrained={weights}",
+            f"classifier.train.crop={seg}", f"classifier.train.resize={seg}",
+            "classifier.train.max_iters=2", "classifier.train.batch_size=4",
+            f"classifier.val.size={seg}", f"heatmaps.size={seg}",
+            "saliency.workers=0", "saliency.rbd.n_segments=20",
+            f"segmenter.train.crop={seg}", f"segmenter.train.resize={seg}",
+            "segmenter.train.max_iters=2", "segmenter.train.batch_size=4", "segmenter.model.rates=(1,2)",
+            f"segmenter.val.size={seg}"]
+    for stage in ("data", "classifier", "heatmaps", "saliency", "seeds", "segmenter"):
+        assert run_stage_cli(f"stages.{stage}", gap, work, *opts)["stage"] == stage
+    caches = list((work / "cache" / "trunk").iterdir())
+    assert len(caches) == 1 and len(list(caches[0].glob("*.pt"))) == synthetic_tree.cfg["n_train"]
+    assert torch.load(work / "classifier" / "model.pth", weights_only=True)["model_cfg"]["pooling"]["type"] == "gap"

@@ -221,15 +221,26 @@ def test_train_step_sums_the_loss_keys_and_returns_floats():
 
 def test_two_cpu_processes_end_with_identical_weights(tmp_path):
     """DDP (gloo) on the classifier's and the segmenter's tiny training loops."""
-    import torch.multiprocessing as mp
-
-    from stage_helpers import ddp_worker, free_port, tiny_ddp_setup
+    from stage_helpers import ddp_worker, free_port, spawn_ranks, tiny_ddp_setup
 
     setup = tiny_ddp_setup(tmp_path)
-    mp.spawn(ddp_worker, args=(2, free_port(), str(tmp_path), setup), nprocs=2, join=True)
+    spawn_ranks(ddp_worker, (2, free_port(), str(tmp_path), setup))
     for kind in ("classifier", "segmenter"):
         a, b = (torch.load(tmp_path / f"{kind}_rank{r}.pt", weights_only=True) for r in (0, 1))
         init = torch.load(tmp_path / f"{kind}_init.pt", weights_only=True)
         params = [k for k in a if "running" not in k and "num_batches" not in k]
         assert all(torch.equal(a[k], b[k]) for k in params), kind
         assert any(not torch.equal(a[k], init[k]) for k in params), kind
+
+
+def test_spawn_ranks_fails_instead_of_hanging():
+    """A hung rank fails the test within spawn_ranks' timeout and is killed (a hung DDP test
+    once held the whole OpenMMLab suite until CI's time ran out)."""
+    import time
+
+    from stage_helpers import sleeping_rank, spawn_ranks
+
+    t0 = time.monotonic()
+    with pytest.raises(pytest.fail.Exception, match=r"sleeping_rank: ranks \[0, 1\] still running after 2 s"):
+        spawn_ranks(sleeping_rank, (120.0,), timeout_s=2.0)
+    assert time.monotonic() - t0 < 60

@@ -241,7 +241,10 @@ def end_spawned_rank() -> None:
     skipping the interpreter's teardown: after a gloo run that used DDP, torch 2.13's C++ teardown
     at exit aborts now and then ("terminate called without an active exception", SIGABRT; about 1
     run in 10 on this CPU, also after ``destroy_process_group``), which ``spawn`` reports as a
-    failed rank."""
+    failed rank. Call it instead of ``destroy_process_group`` on gloo: under torch 2.5.1 that call
+    deadlocks now and then, its main thread joining gloo's worker thread while holding the GIL,
+    which the worker thread waits for to free the last collective's tensor (seen in the suite's
+    DDP eval test under `make test-mm`; the rank never ends)."""
     import sys
     sys.stdout.flush()
     sys.stderr.flush()
